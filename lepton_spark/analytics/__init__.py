@@ -1,0 +1,1 @@
+"""Graph analytics: degrees, PageRank, components, communities."""

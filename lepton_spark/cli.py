@@ -1,0 +1,230 @@
+"""``lepton-spark`` command line (DESIGN §5).
+
+Every subcommand takes ``--config FILE``, repeated ``--set key.sub=value`` and ``--debug``; prints one
+JSON summary line on stdout as its last line on success. Exit codes: 0 ok, 2 usage/config error,
+3 invalid input data, 1 anything else. Errors are one line on stderr; ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from lepton_spark import __version__
+from lepton_spark.config import Config, ConfigError, load_config
+from lepton_spark.errors import LeptonError, UsageError
+
+log = logging.getLogger("lepton_spark.cli")
+
+Handler = Callable[[argparse.Namespace, Config], dict[str, Any]]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so usage errors get our one-line format and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        where = "" if self.prog == "lepton-spark" else f"{self.prog.removeprefix('lepton-spark ')}: "
+        raise UsageError(f"{where}{message}")
+
+
+def _run_date(text: str) -> str:
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid run date {text!r} (expected YYYY-MM-DD)") from None
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="YAML config (default: conf/default.yaml values)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.epochs=50 (repeatable)")
+    p.add_argument("--debug", action="store_true", help="full tracebacks and debug logging")
+
+
+def _spark(cfg: Config):  # SparkSession import kept lazy so --help is instant
+    from lepton_spark.session import get_spark
+
+    return get_spark(cfg.spark)
+
+
+# ---------------------------------------------------------------- handlers
+
+
+def _cmd_sample(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    from lepton_spark.datasets.planetoid import load_planetoid, write_graph
+
+    graph = load_planetoid(args.dataset, args.raw)
+    meta = write_graph(graph, args.output, source=args.raw)
+    return {"command": "sample", "output": args.output, **{k: meta[k] for k in (
+        "name", "num_vertices", "num_edges", "num_features", "num_classes", "split_counts")}}
+
+
+def _cmd_describe(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    from lepton_spark.analytics.degrees import describe_graph
+    from lepton_spark.io import read_graph
+
+    graph_dir = args.graph or cfg.pipeline.graph_dir or _default_graph()
+    spark = _spark(cfg)
+    vertices, edges = read_graph(spark, graph_dir)
+    summary = describe_graph(vertices, edges)
+    return {"command": "describe", "graph": graph_dir, **summary}
+
+
+def _default_graph() -> str:
+    from lepton_spark.config import DEFAULT_SAMPLE_DIR
+
+    return str(DEFAULT_SAMPLE_DIR)
+
+
+def _not_built(name: str, issue: int) -> Handler:
+    def handler(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+        raise UsageError(f"lepton-spark {name}: not built yet (tracked in issue #{issue})")
+
+    return handler
+
+
+# name -> (help, argument adder, handler)
+def _commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]]:
+    def a_sample(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--dataset", default="cora", choices=["cora", "citeseer"])
+        p.add_argument("--raw", default="../shared/data/planetoid", help="folder of ind.<name>.* files")
+        p.add_argument("--output", default="data/cora", help="graph directory to (re)write")
+
+    def a_describe(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--graph", help="graph directory (default: bundled sample data/cora)")
+
+    def a_build(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--vertices"), p.add_argument("--edges"), p.add_argument("--output")
+        p.add_argument("--format", choices=["parquet", "csv", "json"])
+
+    def a_train(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--graph"), p.add_argument("--output")
+
+    def a_dated(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--graph"), p.add_argument("--output")
+        p.add_argument("--run-date", type=_run_date)
+
+    def a_propagate(p: argparse.ArgumentParser) -> None:
+        a_dated(p)
+        p.add_argument("--model")
+
+    def a_nightly(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--output"), p.add_argument("--graph")
+        p.add_argument("--run-date", type=_run_date)
+        p.add_argument("--run-id")
+        p.add_argument("--no-resume", action="store_true")
+
+    def a_report(p: argparse.ArgumentParser) -> None:
+        p.add_argument("run_dir")
+
+    def a_export(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--graph"), p.add_argument("--output")
+        p.add_argument("--format", choices=["graphml", "gexf"], default="graphml")
+
+    return {
+        "build": ("raw vertex/edge tables -> validated, normalised graph", a_build, _not_built("build", 4)),
+        "train": ("train a GNN on the driver; writes model.npz + model.json", a_train, _not_built("train", 5)),
+        "propagate": ("run a trained model over the graph on Spark", a_propagate,
+                      _not_built("propagate", 6)),
+        "analytics": ("pagerank, components, communities", a_dated, _not_built("analytics", 7)),
+        "embed": ("random-walk (DeepWalk/node2vec) embeddings", a_dated, _not_built("embed", 7)),
+        "nightly": ("the whole pipeline for one run date", a_nightly, _not_built("nightly", 6)),
+        "report": ("HTML report of a run directory", a_report, _not_built("report", 6)),
+        "export": ("graph with pagerank/community attributes for Gephi", a_export,
+                   _not_built("export", 7)),
+        "describe": ("counts, degree summary and class balance of a graph", a_describe, _cmd_describe),
+        "sample": ("regenerate the bundled sample from the raw Planetoid files", a_sample, _cmd_sample),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="lepton-spark",
+        description="Lepton Spark: Spark-based big-graph learning pipeline (build, train, propagate, "
+        "analyse, publish).",
+    )
+    parser.add_argument("--version", action="version", version=f"lepton-spark {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (help_text, add_args, _) in _commands().items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(p)
+        _common(p)
+    return parser
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    for noisy in ("py4j", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; returns the process exit code (never raises for expected failures)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        parser = build_parser()
+        if not argv:
+            parser.print_help()
+            return 2
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        _setup_logging(args.debug)
+        cfg = load_config(args.config, args.overrides)
+        handler = _commands()[args.command][2]
+        t0 = time.perf_counter()
+        summary = handler(args, cfg)
+        summary["seconds"] = round(time.perf_counter() - t0, 3)
+        sys.stdout.flush()
+        print(json.dumps(summary, sort_keys=False, default=str))
+        return 0
+    except SystemExit as exc:  # argparse --help / --version
+        return int(exc.code or 0)
+    except KeyboardInterrupt:
+        print("lepton-spark: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI is the last line: one clear message, an exit code
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"lepton-spark: error: {_message(exc)}", file=sys.stderr)
+        return _exit_code(exc)
+
+
+def _message(exc: BaseException) -> str:
+    from lepton_spark.io import first_line
+
+    if isinstance(exc, LeptonError | ConfigError | FileNotFoundError | ValueError):
+        return first_line(exc)
+    return f"{type(exc).__name__}: {first_line(exc)}"
+
+
+def _exit_code(exc: BaseException) -> int:
+    if isinstance(exc, LeptonError):
+        return exc.exit_code
+    if isinstance(exc, ConfigError):
+        return 2
+    return 1
+
+
+def entrypoint() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -1,0 +1,289 @@
+"""Typed configuration: dataclasses loaded from ``conf/*.yaml`` (``yaml.safe_load``) plus CLI overrides.
+
+Every section is a dataclass with documented defaults (``conf/default.yaml`` mirrors them with
+comments). Loading validates every key: an unknown key, a wrong type or a value outside its allowed
+set raises :class:`ConfigError` naming the dotted key, so a typo never silently falls back to a default.
+``--set section.key=value`` overrides are parsed as YAML scalars (``--set train.epochs=50``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = PACKAGE_DIR.parent
+DEFAULT_SAMPLE_DIR = PROJECT_DIR / "data" / "cora"
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names the offending key."""
+
+
+@dataclass
+class SparkConfig:
+    master: str = "local[*]"  # ignored when spark-submit / Databricks already set one
+    remote: str = ""  # Spark Connect URL (sc://host:port); also taken from SPARK_REMOTE
+    app_name: str = "lepton-spark"
+    driver_memory: str = "4g"
+    shuffle_partitions: int = 8
+    ui: bool = False
+    checkpoint_dir: str = ""  # "" = <tmp>/lepton-spark-checkpoints
+    log_level: str = "WARN"
+    extra: dict[str, str] = field(default_factory=dict)  # any spark.* setting
+
+
+@dataclass
+class GraphConfig:
+    engine: Literal["auto", "builtin", "graphframes"] = "auto"
+    plan: Literal["auto", "broadcast", "partitioned"] = "auto"
+    broadcast_max_bytes: int = 512 * 1024 * 1024  # feature matrix size up to which the broadcast plan runs
+    native_aggregate: Literal["auto", "on", "off"] = "auto"  # vector_sum/vector_avg on Spark >= 4.3
+    checkpoint_interval: int = 1  # cut lineage every N rounds
+    num_partitions: int = 0  # 0 = spark.sql.shuffle.partitions
+
+
+@dataclass
+class BuildConfig:
+    vertices: str = ""
+    edges: str = ""
+    format: Literal["parquet", "csv", "json"] = "parquet"
+    csv_delimiter: str = ","
+    csv_header: bool = True
+    id_col: str = "id"
+    src_col: str = "src"
+    dst_col: str = "dst"
+    weight_col: str = "weight"  # optional in the input; 1.0 when absent
+    features_col: str = "features"  # array column or string of numbers
+    feature_cols: list[str] = field(default_factory=list)  # alternative: numeric columns, in order
+    label_col: str = "label"
+    split_col: str = "split"
+    num_classes: int = 0  # 0 = infer from the labels
+    self_loops: Literal["keep", "drop", "add"] = "drop"
+    symmetrize: bool = True
+    merge_duplicates: Literal["sum", "max", "first"] = "max"
+    edge_norm: Literal["none", "row", "sym"] = "none"
+    feature_norm: Literal["none", "row", "standard"] = "none"
+    duplicate_vertices: Literal["fail", "keep_first"] = "keep_first"
+    max_quarantine_fraction: float = 0.01
+    require_edges: bool = True
+
+
+@dataclass
+class ModelConfig:
+    type: Literal["gcn", "sage", "sgc", "sign", "appnp"] = "gcn"
+    hidden: int = 16
+    layers: int = 2
+    dropout: float = 0.5
+    k: int = 2  # propagation rounds for sgc/sign/appnp
+    alpha: float = 0.1  # appnp teleport
+    feature_norm: Literal["none", "row"] = "row"
+    normalize_output: bool = False  # graphsage: l2-normalise hidden output
+
+
+@dataclass
+class TrainConfig:
+    enabled: bool = True  # nightly: False = reuse pipeline.model_dir
+    epochs: int = 200
+    lr: float = 0.01
+    weight_decay: float = 5e-4
+    patience: int = 10
+    seed: int = 0
+    local_max_nodes: int = 2_000_000  # above this, SGC/SIGN/APPNP train from Spark-propagated features
+
+
+@dataclass
+class AnalyticsConfig:
+    pagerank_reset: float = 0.15
+    pagerank_iters: int = 20
+    pagerank_tol: float = 0.0
+    lpa_iters: int = 5
+    components: bool = True
+
+
+@dataclass
+class EmbedConfig:
+    walks_per_node: int = 5
+    walk_length: int = 20
+    p: float = 1.0
+    q: float = 1.0
+    dim: int = 64
+    window: int = 5
+    epochs: int = 1
+    min_count: int = 0
+    seed: int = 42
+    max_degree_sample: int = 1000  # hubs: neighbours kept per vertex for walks
+
+
+@dataclass
+class PipelineConfig:
+    graph_dir: str = ""  # "" = bundled sample (data/cora)
+    output: str = "runs/local"
+    stages: list[str] = field(default_factory=lambda: ["build", "train", "propagate", "analytics", "report"])
+    model_dir: str = ""  # reused when train.enabled is false
+    resume: bool = True
+    fail_after: str = ""  # fault-injection hook for tests: stage or table name
+
+
+@dataclass
+class Config:
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    build: BuildConfig = field(default_factory=BuildConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """sha256 of the resolved config (stable JSON), recorded in manifests."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def _check_value(key: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            try:
+                return _check_value(key, value, arg)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: {value!r} has the wrong type")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
+        return [_check_value(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return {str(k): str(v) for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if value is None:
+            return ""
+        if not isinstance(value, str | int | float):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    raise ConfigError(f"{key}: unsupported type {hint!r}")  # pragma: no cover
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"unknown config key {where}{unknown[0]} (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _check_value(key, value, hints[name])
+    obj = cls(**kwargs)
+    _validate(obj, prefix)
+    return obj
+
+
+def _validate(obj: Any, prefix: str) -> None:
+    """Range checks that types alone cannot express."""
+    positive = {
+        SparkConfig: ("shuffle_partitions",),
+        GraphConfig: ("checkpoint_interval",),
+        ModelConfig: ("hidden", "layers"),
+        TrainConfig: ("epochs", "patience"),
+        AnalyticsConfig: ("pagerank_iters", "lpa_iters"),
+        EmbedConfig: ("walks_per_node", "walk_length", "dim", "window", "epochs", "max_degree_sample"),
+    }.get(type(obj), ())
+    for name in positive:
+        if getattr(obj, name) <= 0:
+            raise ConfigError(f"{prefix}.{name}: must be > 0, got {getattr(obj, name)}")
+    if isinstance(obj, ModelConfig) and not 0.0 <= obj.dropout < 1.0:
+        raise ConfigError(f"{prefix}.dropout: must be in [0, 1), got {obj.dropout}")
+    if isinstance(obj, ModelConfig) and not 0.0 < obj.alpha <= 1.0:
+        raise ConfigError(f"{prefix}.alpha: must be in (0, 1], got {obj.alpha}")
+    if isinstance(obj, BuildConfig) and not 0.0 <= obj.max_quarantine_fraction <= 1.0:
+        raise ConfigError(f"{prefix}.max_quarantine_fraction: must be in [0, 1]")
+    if isinstance(obj, AnalyticsConfig) and not 0.0 < obj.pagerank_reset < 1.0:
+        raise ConfigError(f"{prefix}.pagerank_reset: must be in (0, 1)")
+    if isinstance(obj, EmbedConfig) and (obj.p <= 0 or obj.q <= 0):
+        raise ConfigError(f"{prefix}.p/q: must be > 0")
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], parsed value); the value is read as a YAML scalar."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key.sub=value")
+    key, raw = item.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load defaults, then the YAML file (if any), then ``--set`` overrides; validate everything."""
+    data: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"config file {p} is not valid YAML: {first}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p}: top level must be a mapping of sections")
+        data = loaded
+    for item in overrides:
+        parts, value = parse_override(item)
+        node = data
+        for part in parts[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {item!r}: {part} is not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return _build(Config, data, "")

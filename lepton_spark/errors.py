@@ -1,0 +1,21 @@
+"""Exception types that map to the command line's exit codes (DESIGN §5)."""
+
+from __future__ import annotations
+
+
+class LeptonError(Exception):
+    """Base class: a failure with a clear one-line message. Exit code 1."""
+
+    exit_code = 1
+
+
+class UsageError(LeptonError):
+    """Bad arguments or configuration. Exit code 2."""
+
+    exit_code = 2
+
+
+class InvalidInputError(LeptonError):
+    """Input data is missing, unreadable or fails validation. Exit code 3."""
+
+    exit_code = 3

@@ -1,0 +1,152 @@
+"""Reading input tables and graphs, and publishing outputs atomically.
+
+File operations go through ``pyarrow.fs`` so the same code handles local paths and Hadoop-style URIs
+(``hdfs://``, ``s3://``, ``gs://``) from the driver, without touching the JVM (Spark Connect safe).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+from lepton_spark.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("parquet", "csv", "json")
+
+
+def _fs(path: str) -> tuple[Any, str]:
+    """(pyarrow FileSystem, path inside it) for a local path or URI."""
+    import pyarrow.fs as pafs
+
+    if "://" in path and not path.startswith("file://"):
+        return pafs.FileSystem.from_uri(path)
+    local = path[len("file://") :] if path.startswith("file://") else path
+    return pafs.LocalFileSystem(), str(Path(local).resolve())
+
+
+def path_exists(path: str) -> bool:
+    import pyarrow.fs as pafs
+
+    fs, p = _fs(path)
+    return fs.get_file_info(p).type != pafs.FileType.NotFound
+
+
+def is_dir(path: str) -> bool:
+    import pyarrow.fs as pafs
+
+    fs, p = _fs(path)
+    return fs.get_file_info(p).type == pafs.FileType.Directory
+
+
+def delete_path(path: str) -> None:
+    import pyarrow.fs as pafs
+
+    fs, p = _fs(path)
+    info = fs.get_file_info(p)
+    if info.type == pafs.FileType.Directory:
+        fs.delete_dir(p)
+    elif info.type == pafs.FileType.File:
+        fs.delete_file(p)
+
+
+def move(src: str, dst: str) -> None:
+    """Rename ``src`` to ``dst`` (atomic on local filesystems and HDFS)."""
+    fs, s = _fs(src)
+    _, d = _fs(dst)
+    fs.create_dir(str(Path(d).parent) if "://" not in dst else d.rsplit("/", 1)[0], recursive=True)
+    fs.move(s, d)
+
+
+def write_text(path: str, text: str) -> None:
+    """Write a small text file atomically (temp file, then rename)."""
+    fs, p = _fs(path)
+    parent = p.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    tmp = f"{parent}/.{p.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
+    with fs.open_output_stream(tmp) as out:
+        out.write(text.encode())
+    fs.move(tmp, p)
+
+
+def read_text(path: str) -> str:
+    fs, p = _fs(path)
+    with fs.open_input_stream(p) as f:
+        return f.read().decode()
+
+
+def write_json(path: str, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def join_path(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+def read_table(
+    spark: SparkSession,
+    path: str,
+    fmt: str = "parquet",
+    *,
+    csv_header: bool = True,
+    csv_delimiter: str = ",",
+    what: str = "table",
+) -> DataFrame:
+    """Read a Parquet / CSV / JSON-lines table; missing or unreadable files raise InvalidInputError."""
+    if fmt not in FORMATS:
+        raise InvalidInputError(f"{what} {path}: unsupported format {fmt!r} (use {', '.join(FORMATS)})")
+    if not path_exists(path):
+        raise InvalidInputError(f"{what} {path}: no such file or directory")
+    reader = spark.read
+    try:
+        if fmt == "parquet":
+            df = reader.parquet(path)
+        elif fmt == "csv":
+            df = reader.option("header", csv_header).option("sep", csv_delimiter).option(
+                "inferSchema", "true").option("mode", "FAILFAST").csv(path)
+        else:
+            df = reader.option("mode", "FAILFAST").json(path)
+        _ = df.schema  # force schema resolution now so a corrupt file fails here, with its name
+    except Exception as exc:  # noqa: BLE001 - Spark raises many types; all mean "unreadable input"
+        raise InvalidInputError(f"{what} {path}: cannot read as {fmt}: {first_line(exc)}") from None
+    return df
+
+
+def first_line(exc: BaseException) -> str:
+    """First meaningful line of an exception message (Spark's are long and multi-line)."""
+    text = str(exc).strip() or type(exc).__name__
+    for line in text.splitlines():
+        line = line.strip()
+        if line:
+            return line[:300]
+    return type(exc).__name__
+
+
+def read_graph(spark: SparkSession, graph_dir: str) -> tuple[DataFrame, DataFrame]:
+    """Read ``<graph_dir>/vertices`` and ``<graph_dir>/edges`` (project layout, DESIGN §3)."""
+    if not path_exists(graph_dir):
+        raise InvalidInputError(f"graph {graph_dir}: no such directory")
+    vertices = read_table(spark, join_path(graph_dir, "vertices"), what="graph vertices")
+    edges = read_table(spark, join_path(graph_dir, "edges"), what="graph edges")
+    for name, df, cols in (("vertices", vertices, ("id",)), ("edges", edges, ("src", "dst"))):
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise InvalidInputError(f"graph {graph_dir}/{name}: missing column {missing[0]!r}")
+    return vertices, edges
+
+
+def read_graph_meta(graph_dir: str) -> dict[str, Any]:
+    """The optional ``_graph.json`` beside a graph (counts, classes); {} when absent."""
+    p = join_path(graph_dir, "_graph.json")
+    if not path_exists(p):
+        return {}
+    try:
+        return json.loads(read_text(p))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"{p}: not valid JSON ({exc})") from None

@@ -1,0 +1,74 @@
+"""The one place a SparkSession is built.
+
+``get_spark`` returns the active session when there is one (Databricks, notebooks, tests), never
+overrides the master or resources chosen by ``spark-submit`` (detected by the gateway it hands to the
+Python driver), connects to Spark Connect when ``spark.remote`` / ``SPARK_REMOTE`` is set, and otherwise
+builds a small-machine local session (``local[*]``, few shuffle partitions, UI off, Arrow on).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from lepton_spark.config import SparkConfig
+
+log = logging.getLogger(__name__)
+
+_LOG4J = Path(__file__).resolve().parent / "conf" / "log4j2.properties"
+
+
+def launched_by_spark_submit() -> bool:
+    """True when spark-submit (or a cluster launcher) started this Python driver."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ or "DATABRICKS_RUNTIME_VERSION" in os.environ
+
+
+def is_connect(spark: SparkSession) -> bool:
+    """True for a Spark Connect session (no JVM in this process)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def get_spark(conf: SparkConfig | None = None) -> SparkSession:
+    """Return the active SparkSession or build one from ``conf`` (see module docstring)."""
+    conf = conf or SparkConfig()
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    remote = conf.remote or os.environ.get("SPARK_REMOTE", "")
+    builder = SparkSession.builder.appName(conf.app_name)
+    settings: dict[str, str] = {
+        "spark.sql.shuffle.partitions": str(conf.shuffle_partitions),
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.session.timeZone": "UTC",
+    }
+    if remote:
+        builder = builder.remote(remote)
+    else:
+        checkpoint_dir = conf.checkpoint_dir or os.path.join(tempfile.gettempdir(), "lepton-spark-checkpoints")
+        settings["spark.checkpoint.dir"] = checkpoint_dir
+        if not launched_by_spark_submit():
+            # Local run: we own the JVM, so master, memory, UI and logging are ours to choose.
+            if conf.master:
+                builder = builder.master(conf.master)
+            if conf.master.startswith("local"):
+                # keep a local driver on loopback (no warning, nothing listening on the LAN)
+                os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+            settings.update(
+                {
+                    "spark.driver.memory": conf.driver_memory,
+                    "spark.ui.enabled": str(conf.ui).lower(),
+                    "spark.ui.showConsoleProgress": "false",
+                    "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{_LOG4J}",
+                    "spark.sql.warehouse.dir": os.path.join(tempfile.gettempdir(), "lepton-spark-warehouse"),
+                }
+            )
+    settings.update(conf.extra)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    log.info("spark %s session ready (%s)", spark.version, "connect" if remote else "classic")
+    return spark
