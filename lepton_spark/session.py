@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -54,6 +55,8 @@ def get_spark(conf: SparkConfig | None = None) -> SparkSession:
             # Local run: we own the JVM, so master, memory, UI and logging are ours to choose.
             if conf.master:
                 builder = builder.master(conf.master)
+            # Python workers must run this interpreter (it has pyarrow, numpy and this package)
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
             if conf.master.startswith("local"):
                 # keep a local driver on loopback (no warning, nothing listening on the LAN)
                 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")

@@ -1,0 +1,623 @@
+"""Vector message passing over a whole graph: ``propagate`` and ``spmm`` (DESIGN §2).
+
+One round computes, for every vertex v, ``x'_v = AGG over edges (u -> v, w) of w * x_u`` with AGG in
+sum | mean | max. Every vertex is in the result; a vertex that receives nothing gets a zero vector for
+every aggregator. Edges whose src or dst is not a vertex are ignored (GraphFrames' triplets drop them).
+
+Two physical plans, chosen by the size of the feature matrix (``n * d * 4`` bytes) and logged:
+
+**broadcast** — the feature matrix is small enough to sit in one process. It is held on the driver
+and shipped with each round's task closure (PySpark broadcasts large closures). The edges are
+partitioned by dst once, and every partition is packed once into a CSR block (rows = its
+destinations, cols = source positions) that is cached as a single binary row. A round is one
+mapInArrow over the cached blocks: one scipy ``csr @ X`` per block, and its complete rows come back
+as binary blobs. Nothing is shuffled, and no per-row work happens on the JVM. This is the fastest plan
+on one machine.
+
+**partitioned** — the features never sit in one process. Vertices are hashed into ``B`` blocks
+(``pmod(xxhash64(id), B)``, local index = rank in the block). Each block's out-edges are packed once
+into a CSR block (rows = destinations, ordered by their block, cols = local source index) and cached,
+hash-partitioned by block. A round is one cogroup of the incoming partial messages with the cached
+edge blocks (co-partitioned, so the edges are not reshuffled). Each block combines its partials into
+its features (a numpy segment-sum, or max), multiplies its CSR block once, and emits one partial per
+destination block: partial sums are combined before the shuffle. With ``native_aggregate`` the
+partials are rows instead of blobs and Spark sums them with ``vector_sum`` (Spark >= 4.3), which
+costs one more shuffle per round.
+
+Lineage is cut every ``checkpoint_interval`` rounds (``localCheckpoint``). When ``checkpoint`` (a
+directory) is given, each completed round's state is also written there with a completion marker,
+and a later call with the same inputs resumes from the last complete round.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lepton_spark.config import GraphConfig
+from lepton_spark.graph import kernels
+from lepton_spark.graph.arrow import FLOAT_LIST, list_to_matrix, matrix_to_list
+
+log = logging.getLogger(__name__)
+
+PLANS = ("auto", "broadcast", "partitioned")
+RoundCallback = Callable[[int, dict[str, Any]], None]
+
+_FEATURES_T = T.ArrayType(T.FloatType())
+_RESULT_SCHEMA = T.StructType(
+    [T.StructField("id", T.LongType(), False), T.StructField("features", _FEATURES_T, False)]
+)
+
+
+@dataclass
+class _Inputs:
+    spark: SparkSession
+    x0: DataFrame  # id long, features array<float>
+    edges: DataFrame  # src long, dst long, weight float
+    n: int
+    dim: int
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def _spark_version(spark: SparkSession) -> tuple[int, int]:
+    major, minor = spark.version.split(".")[:2]
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+
+
+def native_aggregate_available(spark: SparkSession) -> bool:
+    """True when Spark has ``vector_sum``/``vector_avg`` on ``array<float>`` (Spark >= 4.3)."""
+    return _spark_version(spark) >= (4, 3) and hasattr(F, "vector_sum")
+
+
+def _is_connect(spark: SparkSession) -> bool:
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def _collect_arrow(df: DataFrame) -> pa.Table:
+    """Collect a DataFrame as one Arrow table (toArrow on Spark >= 4; Arrow collect on 3.5)."""
+    if hasattr(df, "toArrow"):
+        return df.toArrow()
+    batches = df._collect_as_arrow()  # pyspark 3.5 classic
+    if not batches:
+        return pa.Table.from_pylist([], schema=pa.schema([]))
+    return pa.Table.from_batches(batches)
+
+
+def _create_df(spark: SparkSession, table: pa.Table, schema: T.StructType) -> DataFrame:
+    if _spark_version(spark) >= (4, 0):
+        return spark.createDataFrame(table, schema=schema)
+    return spark.createDataFrame(table.to_pandas(), schema=schema)  # pyspark 3.5: via pandas + Arrow
+
+
+def _cut(df: DataFrame) -> DataFrame:
+    """Cut lineage and materialise (localCheckpoint; persist+count where it is unavailable)."""
+    try:
+        return df.localCheckpoint(eager=True)
+    except Exception as exc:  # noqa: BLE001 - some Connect servers lack it; persisting is the fallback
+        log.debug("localCheckpoint unavailable (%s); persisting instead", exc)
+        df = df.persist()
+        df.count()
+        return df
+
+
+def _prepare(g: Any, features: str, weight: str | None) -> _Inputs:
+    vertices, edges = g.vertices, g.edges
+    if features not in vertices.columns:
+        raise ValueError(f"propagate: vertices have no column {features!r} (columns: {', '.join(vertices.columns)})")
+    ftype = vertices.schema[features].dataType
+    if not isinstance(ftype, T.ArrayType) or not isinstance(
+        ftype.elementType, T.FloatType | T.DoubleType | T.IntegerType | T.LongType | T.ShortType
+    ):
+        raise ValueError(f"propagate: column {features!r} must be array<float>, got {ftype.simpleString()}")
+    x0 = vertices.select(F.col("id").cast("long").alias("id"), F.col(features).cast(_FEATURES_T).alias("features"))
+    w = (
+        F.coalesce(F.col(weight).cast("float"), F.lit(1.0).cast("float"))
+        if weight and weight in edges.columns
+        else F.lit(1.0).cast("float")
+    )
+    e = edges.select(F.col("src").cast("long").alias("src"), F.col("dst").cast("long").alias("dst"), w.alias("weight"))
+    spark = vertices.sparkSession
+    rows = x0.groupBy(F.size("features").alias("d")).count().collect()
+    lengths = {(-1 if r["d"] is None else int(r["d"])): int(r["count"]) for r in rows}
+    n = sum(lengths.values())
+    valid = {d: c for d, c in lengths.items() if d >= 0}
+    if not valid:
+        if n == 0:
+            return _Inputs(spark, x0, e, 0, 0)
+        raise ValueError(f"propagate: all {n} feature vectors are null")
+    dim = max(valid, key=lambda d: (valid[d], -d))
+    bad = n - valid[dim]
+    if bad:
+        raise ValueError(
+            f"propagate: {bad} of {n} vertices have null features or a length other than {dim} "
+            f"(lengths seen: {dict(sorted(lengths.items()))})"
+        )
+    return _Inputs(spark, x0, e, n, dim)
+
+
+# ------------------------------------------------------------------------------ round-state store
+
+
+class _RoundStore:
+    """Round state under ``<checkpoint>/round-NNNN/`` with a ``_COMPLETE`` marker (resume support)."""
+
+    def __init__(self, root: str | None, signature: dict[str, Any]) -> None:
+        self.root = root.rstrip("/") if root else None
+        self.signature = signature
+
+    def _dir(self, k: int) -> str:
+        return f"{self.root}/round-{k:04d}"
+
+    def latest(self, rounds: int) -> int:
+        """Highest complete round <= rounds written for the same signature, else 0."""
+        if not self.root:
+            return 0
+        from lepton_spark import io
+
+        meta_path = f"{self.root}/_signature.json"
+        if not io.path_exists(meta_path) or json.loads(io.read_text(meta_path)) != self.signature:
+            return 0
+        for k in range(rounds, 0, -1):
+            if io.path_exists(f"{self._dir(k)}/_COMPLETE"):
+                return k
+        return 0
+
+    def begin(self) -> None:
+        if not self.root:
+            return
+        from lepton_spark import io
+
+        meta_path = f"{self.root}/_signature.json"
+        if io.path_exists(meta_path) and json.loads(io.read_text(meta_path)) == self.signature:
+            return
+        if io.path_exists(self.root):
+            io.delete_path(self.root)  # state of another computation: start clean
+        io.write_json(meta_path, self.signature)
+
+    def complete(self, k: int) -> None:
+        if self.root:
+            from lepton_spark import io
+
+            io.write_text(f"{self._dir(k)}/_COMPLETE", str(time.time()))
+
+    def path(self, k: int, name: str) -> str:
+        return f"{self._dir(k)}/{name}"
+
+
+# ---------------------------------------------------------------------------------- broadcast plan
+
+
+_BLOCK_SCHEMA = T.StructType(
+    [
+        T.StructField("rows", T.BinaryType()),
+        T.StructField("indptr", T.BinaryType()),
+        T.StructField("indices", T.BinaryType()),
+        T.StructField("data", T.BinaryType()),
+        T.StructField("nnz", T.LongType()),
+    ]
+)
+_OUT_SCHEMA = T.StructType([T.StructField("rows", T.BinaryType()), T.StructField("values", T.BinaryType())])
+
+
+def _positions(ids: np.ndarray | None, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions of ``values`` in the sorted id array (identity for dense ids) and a validity mask."""
+    if ids is None:
+        return values, np.ones(len(values), dtype=bool)
+    pos = np.searchsorted(ids, values)
+    pos = np.minimum(pos, len(ids) - 1)
+    return pos, ids[pos] == values
+
+
+def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _RoundStore,
+                    interval: int, on_round: RoundCallback | None) -> DataFrame:
+    t0 = time.perf_counter()
+    table = _collect_arrow(inp.x0)
+    ids = table.column("id").to_numpy()
+    x = list_to_matrix(table.column("features"), inp.dim)
+    order = np.argsort(ids, kind="stable")
+    ids, x = ids[order], np.ascontiguousarray(x[order])
+    if len(ids) > 1 and np.any(ids[1:] == ids[:-1]):
+        raise ValueError(f"propagate: {int(np.sum(ids[1:] == ids[:-1]))} duplicate vertex ids")
+    n = len(ids)
+    dense = n == 0 or (ids[0] == 0 and ids[-1] == n - 1)
+    lookup = None if dense else ids
+    idx_t = np.int32 if n < 2**31 else np.int64
+
+    def pack(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        src_l, dst_l, w_l = [], [], []
+        for b in batches:
+            src_l.append(b.column("src").to_numpy())
+            dst_l.append(b.column("dst").to_numpy())
+            w_l.append(b.column("weight").to_numpy())
+        if not src_l:
+            return
+        src, dst, w = np.concatenate(src_l), np.concatenate(dst_l), np.concatenate(w_l)
+        sp_, sv = _positions(lookup, src)
+        dp_, dv = _positions(lookup, dst)
+        ok = sv & dv & (sp_ >= 0) & (sp_ < n) & (dp_ >= 0) & (dp_ < n)
+        if not ok.any():
+            return
+        rows, indptr, indices, data = kernels.csr_from_pairs(dp_[ok], sp_[ok].astype(idx_t), w[ok])
+        yield pa.RecordBatch.from_pylist(
+            [{"rows": rows.astype(np.int64).tobytes(), "indptr": indptr.tobytes(),
+              "indices": indices.tobytes(), "data": data.tobytes(), "nnz": len(data)}],
+            schema=pa.schema([("rows", pa.binary()), ("indptr", pa.binary()), ("indices", pa.binary()),
+                              ("data", pa.binary()), ("nnz", pa.int64())]),
+        )
+
+    blocks = inp.edges.repartition(parts, "dst").mapInArrow(pack, _BLOCK_SCHEMA).persist()
+    stats = blocks.agg(F.count(F.lit(1)).alias("b"), F.sum("nnz").alias("nnz")).first()
+    nnz = int(stats["nnz"] or 0)
+    log.info("propagate[broadcast]: %d vertices x %d dims, %d edges in %d blocks; prepared in %.2fs",
+             n, inp.dim, nnz, stats["b"], time.perf_counter() - t0)
+
+    start = store.latest(rounds)
+    store.begin()
+    if start:
+        x = np.load(_open_binary(store.path(start, "x.npy")), allow_pickle=False)
+        log.info("propagate[broadcast]: resuming after round %d/%d from %s", start, rounds, store.root)
+    try:
+        for k in range(start + 1, rounds + 1):
+            tk = time.perf_counter()
+            x = _broadcast_round(blocks, x, agg, idx_t)
+            secs = time.perf_counter() - tk
+            if store.root and (k % interval == 0 or k == rounds):
+                _save_npy(store.path(k, "x.npy"), x)
+                store.complete(k)
+            log.info("propagate[broadcast] round %d/%d: %d rows, %.2fs", k, rounds, n, secs)
+            if on_round:
+                on_round(k, {"round": k, "rounds": rounds, "rows": n, "seconds": secs, "plan": "broadcast"})
+    finally:
+        blocks.unpersist()
+    out = pa.table({"id": pa.array(ids, pa.int64()), "features": matrix_to_list(x)})
+    return _create_df(inp.spark, out, _RESULT_SCHEMA)
+
+
+def _broadcast_round(blocks: DataFrame, x: np.ndarray, agg: str, idx_t: type) -> np.ndarray:
+    dim = x.shape[1]
+
+    def step(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for b in batches:
+            for i in range(b.num_rows):
+                rows = np.frombuffer(b.column("rows")[i].as_buffer(), dtype=np.int64)
+                indptr = np.frombuffer(b.column("indptr")[i].as_buffer(), dtype=np.int64)
+                indices = np.frombuffer(b.column("indices")[i].as_buffer(), dtype=idx_t)
+                data = np.frombuffer(b.column("data")[i].as_buffer(), dtype=np.float32)
+                vals = kernels.block_apply(indptr, indices, data, x, agg)
+                yield pa.RecordBatch.from_arrays(
+                    [pa.array([rows.tobytes()], pa.binary()), pa.array([vals.tobytes()], pa.binary())],
+                    names=["rows", "values"],
+                )
+
+    out = _collect_arrow(blocks.mapInArrow(step, _OUT_SCHEMA))
+    nxt = np.zeros_like(x)
+    rows_col, vals_col = out.column("rows"), out.column("values")
+    for i in range(out.num_rows):
+        rows = np.frombuffer(rows_col[i].as_buffer(), dtype=np.int64)
+        nxt[rows] = np.frombuffer(vals_col[i].as_buffer(), dtype=np.float32).reshape(-1, dim)
+    return nxt
+
+
+def _open_binary(path: str) -> Any:
+    from lepton_spark.io import _fs
+
+    fs, p = _fs(path)
+    return fs.open_input_file(p)
+
+
+def _save_npy(path: str, arr: np.ndarray) -> None:
+    import io as _io
+
+    from lepton_spark.io import _fs
+
+    fs, p = _fs(path)
+    fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
+    buf = _io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    with fs.open_output_stream(p + ".tmp") as f:
+        f.write(buf.getvalue())
+    fs.move(p + ".tmp", p)
+
+
+# -------------------------------------------------------------------------------- partitioned plan
+
+
+_EBLOCK_SCHEMA = T.StructType(
+    [
+        T.StructField("pid", T.IntegerType()),
+        T.StructField("n", T.LongType()),
+        T.StructField("ids", T.BinaryType()),
+        T.StructField("indeg", T.BinaryType()),
+        T.StructField("tgt", T.BinaryType()),
+        T.StructField("tgt_local", T.BinaryType()),
+        T.StructField("indptr", T.BinaryType()),
+        T.StructField("indices", T.BinaryType()),
+        T.StructField("data", T.BinaryType()),
+    ]
+)
+_PARTIAL_BLOB = T.StructType(
+    [T.StructField("pid", T.IntegerType()), T.StructField("local", T.BinaryType()),
+     T.StructField("values", T.BinaryType())]
+)
+_PARTIAL_ROWS = T.StructType(
+    [T.StructField("pid", T.IntegerType()), T.StructField("local", T.IntegerType()),
+     T.StructField("features", _FEATURES_T)]
+)
+
+
+def _to_table(obj: Any) -> pa.Table:
+    if isinstance(obj, pa.Table):
+        return obj
+    return pa.Table.from_pandas(obj, preserve_index=False)  # pyspark 3.5 cogroup hands pandas frames
+
+
+def _cogroup(left: DataFrame, right: DataFrame, fn: Callable[[pa.Table, pa.Table], pa.Table],
+             schema: T.StructType) -> DataFrame:
+    grouped = left.groupBy("pid").cogroup(right.groupBy("pid"))
+    if hasattr(grouped, "applyInArrow"):
+        return grouped.applyInArrow(fn, schema)
+
+    def pandas_fn(lp: Any, rp: Any) -> Any:  # pyspark 3.5
+        return fn(_to_table(lp), _to_table(rp)).to_pandas()
+
+    return grouped.applyInPandas(pandas_fn, schema)
+
+
+def _cell(table: pa.Table, name: str, dtype: type) -> np.ndarray:
+    col = table.column(name)
+    value = col[0]
+    buf = value.as_buffer() if hasattr(value, "as_buffer") else pa.py_buffer(value.as_py())
+    return np.frombuffer(buf, dtype=dtype)
+
+
+def _partitioned_plan(inp: _Inputs, rounds: int, agg: str, blocks: int, native: bool, store: _RoundStore,
+                      interval: int, on_round: RoundCallback | None) -> DataFrame:
+    t0 = time.perf_counter()
+    dim = inp.dim
+    pid = F.pmod(F.xxhash64("id"), F.lit(blocks)).cast("int")
+    vfull = _cut(inp.x0.withColumn("pid", pid).withColumn(
+        "local", (F.row_number().over(Window.partitionBy("pid").orderBy("id")) - 1).cast("int")
+    ))
+    vl = vfull.select("id", "pid", "local")
+    s = vl.select(F.col("id").alias("src"), F.col("pid").alias("spid"), F.col("local").alias("slocal"))
+    d = vl.select(F.col("id").alias("dst"), F.col("pid").alias("dpid"), F.col("local").alias("dlocal"))
+    e = inp.edges.join(s, "src").join(d, "dst").select("spid", "slocal", "dpid", "dlocal", "weight")
+    indeg = e.groupBy(F.col("dpid").alias("pid"), F.col("dlocal").alias("local")).agg(
+        F.count(F.lit(1)).cast("int").alias("indeg"))
+    vside = vl.join(indeg, ["pid", "local"], "left").select("pid", "id", "local", F.coalesce("indeg", F.lit(0)).alias("indeg"))
+    eside = e.withColumnRenamed("spid", "pid")
+
+    def pack(vt: pa.Table, et: pa.Table) -> pa.Table:
+        if vt.num_rows == 0:
+            return pa.Table.from_pylist([], schema=_EBLOCK_SCHEMA_PA)
+        order = np.argsort(vt.column("local").to_numpy(), kind="stable")
+        ids = vt.column("id").to_numpy()[order]
+        indeg_ = vt.column("indeg").to_numpy().astype(np.int32)[order]
+        if et.num_rows:
+            tgt_pid = et.column("dpid").to_numpy().astype(np.int64)
+            tgt_loc = et.column("dlocal").to_numpy().astype(np.int64)
+            key = tgt_pid * (1 << 32) + tgt_loc  # rows ordered by (target block, local index)
+            rows, indptr, indices, data = kernels.csr_from_pairs(
+                key, et.column("slocal").to_numpy().astype(np.int32), et.column("weight").to_numpy())
+            tgt, tgt_local = (rows >> 32).astype(np.int32), (rows & 0xFFFFFFFF).astype(np.int32)
+        else:
+            tgt = tgt_local = indices = np.zeros(0, np.int32)
+            indptr, data = np.zeros(1, np.int64), np.zeros(0, np.float32)
+        row = {"pid": int(vt.column("pid")[0].as_py()), "n": len(ids), "ids": ids.astype(np.int64).tobytes(),
+               "indeg": indeg_.tobytes(), "tgt": tgt.tobytes(), "tgt_local": tgt_local.tobytes(),
+               "indptr": indptr.tobytes(), "indices": indices.astype(np.int32).tobytes(),
+               "data": data.astype(np.float32).tobytes()}
+        return pa.Table.from_pylist([row], schema=_EBLOCK_SCHEMA_PA)
+
+    eblocks = _cogroup(vside, eside, pack, _EBLOCK_SCHEMA)
+    parts = max(1, min(blocks, _shuffle_partitions(inp.spark)))
+    eblocks = eblocks.repartition(parts, "pid").persist()
+    nb = eblocks.count()
+    log.info("propagate[partitioned]: %d vertices x %d dims in %d blocks (%d partitions), %s aggregation; "
+             "prepared in %.2fs", inp.n, dim, nb, parts, "native vector_sum" if native else "numpy",
+             time.perf_counter() - t0)
+
+    def step_fn(final: bool, rows_mode: bool, finalize_mean: bool) -> Callable[[pa.Table, pa.Table], pa.Table]:
+        def step(incoming: pa.Table, eb: pa.Table) -> pa.Table:
+            if eb.num_rows == 0:
+                return pa.Table.from_pylist([], schema=_FINAL_PA if final else
+                                            (_ROWS_PA if native else _BLOB_PA))
+            n = int(eb.column("n")[0].as_py())
+            ids = _cell(eb, "ids", np.int64)
+            if rows_mode:
+                x = np.zeros((n, dim), dtype=np.float32)
+                if incoming.num_rows:
+                    x[incoming.column("local").to_numpy()] = list_to_matrix(incoming.column("features"), dim)
+            else:
+                lcol = incoming.column("local").combine_chunks()
+                vcol = incoming.column("values").combine_chunks()
+                loc = [np.frombuffer(lcol[i].as_buffer(), np.int32) for i in range(len(lcol))]
+                val = [np.frombuffer(vcol[i].as_buffer(), np.float32).reshape(-1, dim) for i in range(len(vcol))]
+                idx = np.concatenate(loc) if loc else np.zeros(0, np.int32)
+                vals = np.concatenate(val) if val else np.zeros((0, dim), np.float32)
+                x = kernels.combine(n, dim, idx, vals, agg)
+            if finalize_mean:
+                x = x / np.maximum(_cell(eb, "indeg", np.int32), 1).astype(np.float32)[:, None]
+            if final:
+                return pa.table({"id": pa.array(ids), "features": matrix_to_list(x)})
+            indptr = _cell(eb, "indptr", np.int64)
+            y = kernels.block_apply(indptr, _cell(eb, "indices", np.int32), _cell(eb, "data", np.float32), x,
+                                    "max" if agg == "max" else "sum")
+            tgt = _cell(eb, "tgt", np.int32)
+            tgt_local = _cell(eb, "tgt_local", np.int32)
+            if native:
+                return pa.table({"pid": pa.array(tgt), "local": pa.array(tgt_local),
+                                 "features": matrix_to_list(y)})
+            bounds = np.flatnonzero(np.diff(tgt)) + 1
+            starts = np.concatenate([[0], bounds]) if len(tgt) else np.zeros(0, np.int64)
+            ends = np.concatenate([bounds, [len(tgt)]]) if len(tgt) else np.zeros(0, np.int64)
+            return pa.table({
+                "pid": pa.array([int(tgt[a]) for a in starts], pa.int32()),
+                "local": pa.array([tgt_local[a:b].tobytes() for a, b in zip(starts, ends)], pa.binary()),
+                "values": pa.array([y[a:b].tobytes() for a, b in zip(starts, ends)], pa.binary()),
+            })
+
+        return step
+
+    x_rows = vfull.select("pid", "local", "features")
+    start = store.latest(rounds)
+    store.begin()
+    state: DataFrame = x_rows
+    state_rows_mode, state_mean = True, False
+    if start:
+        state = inp.spark.read.parquet(store.path(start, "state"))
+        state_rows_mode = native
+        state_mean = agg == "mean"
+        if not native:
+            state = state.select("pid", "local", "values")
+        log.info("propagate[partitioned]: resuming after round %d/%d from %s", start, rounds, store.root)
+    try:
+        for k in range(start + 1, rounds + 1):
+            tk = time.perf_counter()
+            out = _cogroup(state, eblocks, step_fn(False, state_rows_mode, state_mean),
+                           _PARTIAL_ROWS if native else _PARTIAL_BLOB)
+            if native:
+                out = out.groupBy("pid", "local").agg(F.vector_sum("features").alias("features"))
+                state_rows_mode = True
+            else:
+                state_rows_mode = False
+            state_mean = agg == "mean"
+            if store.root and (k % interval == 0 or k == rounds):
+                out.write.mode("overwrite").parquet(store.path(k, "state"))
+                store.complete(k)
+                out = inp.spark.read.parquet(store.path(k, "state"))
+            elif k % interval == 0:
+                out = _cut(out)
+            rows_count = out.count() if log.isEnabledFor(logging.INFO) or on_round else -1
+            state = out
+            secs = time.perf_counter() - tk
+            log.info("propagate[partitioned] round %d/%d: %d partial rows, %.2fs", k, rounds, rows_count, secs)
+            if on_round:
+                on_round(k, {"round": k, "rounds": rounds, "rows": rows_count, "seconds": secs,
+                             "plan": "partitioned"})
+        result = _cogroup(state, eblocks, step_fn(True, state_rows_mode, state_mean), _RESULT_SCHEMA)
+        result = _cut(result)
+    finally:
+        eblocks.unpersist()
+    return result
+
+
+def _pa_schema(schema: T.StructType) -> pa.Schema:
+    mapping = {T.IntegerType: pa.int32(), T.LongType: pa.int64(), T.BinaryType: pa.binary()}
+    fields = []
+    for f in schema.fields:
+        if isinstance(f.dataType, T.ArrayType):
+            fields.append(pa.field(f.name, FLOAT_LIST))
+        else:
+            fields.append(pa.field(f.name, mapping[type(f.dataType)]))
+    return pa.schema(fields)
+
+
+_EBLOCK_SCHEMA_PA = _pa_schema(_EBLOCK_SCHEMA)
+_BLOB_PA = _pa_schema(_PARTIAL_BLOB)
+_ROWS_PA = _pa_schema(_PARTIAL_ROWS)
+_FINAL_PA = _pa_schema(_RESULT_SCHEMA)
+
+
+def _shuffle_partitions(spark: SparkSession) -> int:
+    try:
+        return int(spark.conf.get("spark.sql.shuffle.partitions") or 8)
+    except Exception:  # noqa: BLE001 - conf access can fail on restricted clusters
+        return 8
+
+
+# ------------------------------------------------------------------------------------------ public
+
+
+def propagate(
+    g: Any,
+    features: str = "features",
+    weight: str | None = "weight",
+    rounds: int = 1,
+    agg: str = "sum",
+    *,
+    plan: str | None = None,
+    native_aggregate: str | None = None,
+    num_blocks: int | None = None,
+    broadcast_max_bytes: int | None = None,
+    checkpoint: str | None = None,
+    checkpoint_interval: int | None = None,
+    on_round: RoundCallback | None = None,
+    config: GraphConfig | None = None,
+) -> DataFrame:
+    """``rounds`` rounds of ``x'_v = agg_{(u -> v, w)} w * x_u``; returns DataFrame(id, features).
+
+    ``weight=None`` or a missing weight column means weight 1.0. ``plan``, ``native_aggregate``
+    (auto|on|off), ``broadcast_max_bytes`` and ``checkpoint_interval`` default to ``config``
+    (:class:`~lepton_spark.config.GraphConfig`). ``checkpoint``: directory for round state; a second
+    call with the same inputs resumes after the last complete round. ``on_round(k, info)`` is called
+    after each round with its row count and seconds.
+    """
+    cfg = config or GraphConfig()
+    plan = plan or cfg.plan
+    native_mode = native_aggregate or cfg.native_aggregate
+    interval = checkpoint_interval or cfg.checkpoint_interval
+    max_bytes = cfg.broadcast_max_bytes if broadcast_max_bytes is None else broadcast_max_bytes
+    if agg not in kernels.AGGS:
+        raise ValueError(f"propagate: agg must be one of {', '.join(kernels.AGGS)}, got {agg!r}")
+    if plan not in PLANS:
+        raise ValueError(f"propagate: plan must be one of {', '.join(PLANS)}, got {plan!r}")
+    if rounds < 0:
+        raise ValueError(f"propagate: rounds must be >= 0, got {rounds}")
+    inp = _prepare(g, features, weight)
+    if rounds == 0 or inp.n == 0:
+        return inp.x0
+    size = inp.n * inp.dim * 4
+    if plan == "auto":
+        chosen = "broadcast" if size <= max_bytes and not _is_connect(inp.spark) else "partitioned"
+        why = (f"feature matrix {size / 2**20:.1f} MiB {'<=' if chosen == 'broadcast' else '>'} "
+               f"{max_bytes / 2**20:.0f} MiB" + (" (Spark Connect)" if _is_connect(inp.spark) else ""))
+    else:
+        chosen, why = plan, "forced"
+    parts = cfg.num_partitions or _shuffle_partitions(inp.spark)
+    native = False
+    if chosen == "partitioned":
+        available = native_aggregate_available(inp.spark)
+        if native_mode == "on" and not available:
+            raise ValueError(f"propagate: native vector aggregation needs Spark >= 4.3 (running {inp.spark.version})")
+        native = native_mode == "on" and agg != "max"
+    log.info("propagate: %s plan (%s), %d rounds, agg=%s", chosen, why, rounds, agg)
+    signature = {"n": inp.n, "dim": inp.dim, "rounds_plan": chosen, "agg": agg, "native": native}
+    store = _RoundStore(checkpoint, signature)
+    if chosen == "broadcast":
+        return _broadcast_plan(inp, rounds, agg, parts, store, interval, on_round)
+    blocks = num_blocks or max(parts * 2, math.ceil(size / (64 * 2**20)))
+    return _partitioned_plan(inp, rounds, agg, blocks, native, store, interval, on_round)
+
+
+def spmm(entries: DataFrame, dense: DataFrame, *, row: str = "row", col: str = "col", value: str = "value",
+         features: str = "features", **kwargs: Any) -> DataFrame:
+    """C = A·B for sparse A as (row, col, value) entries and dense B as (id, features).
+
+    Returns DataFrame(id, features) with one row per id of B and per row id of A (zero rows where A's
+    row is empty). It is one :func:`propagate` round on the edges ``col -> row`` (the same code).
+    """
+    from lepton_spark.graph.frame import GraphFrame
+
+    b = dense.select(F.col("id").cast("long").alias("id"), F.col(features).cast(_FEATURES_T).alias("features"))
+    dim_row = b.select(F.size("features").alias("d")).first()
+    extra_ids = entries.select(F.col(row).cast("long").alias("id")).distinct().join(b.select("id"), "id", "left_anti")
+    if dim_row is not None:
+        zeros = F.array_repeat(F.lit(0.0).cast("float"), int(dim_row["d"])).cast(_FEATURES_T)
+        b = b.unionByName(extra_ids.select("id", zeros.alias("features")))
+    edges = entries.select(F.col(col).cast("long").alias("src"), F.col(row).cast("long").alias("dst"),
+                           F.col(value).cast("float").alias("weight"))
+    return propagate(GraphFrame(b, edges), features="features", weight="weight", rounds=1, agg="sum", **kwargs)

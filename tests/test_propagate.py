@@ -1,0 +1,180 @@
+"""Vector propagation, SpMM and the per-partition dense primitive against scipy / numpy references."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lepton_spark.graph import kernels
+from lepton_spark.graph.dense import activate, apply_dense, map_features
+from lepton_spark.graph.normalize import normalize_edges
+from lepton_spark.graph.propagate import native_aggregate_available, propagate, spmm
+
+pytestmark = pytest.mark.engine
+
+FEATURES_T = T.ArrayType(T.FloatType(), containsNull=False)
+V_SCHEMA = T.StructType([T.StructField("id", T.LongType()), T.StructField("features", FEATURES_T)])
+E_SCHEMA = T.StructType(
+    [T.StructField("src", T.LongType()), T.StructField("dst", T.LongType()), T.StructField("weight", T.FloatType())]
+)
+
+
+def _graph(spark, ids, x, src, dst, w):
+    v = spark.createDataFrame([(int(i), [float(a) for a in row]) for i, row in zip(ids, x)], V_SCHEMA)
+    e = spark.createDataFrame([(int(s), int(d), float(c)) for s, d, c in zip(src, dst, w)], E_SCHEMA)
+    return types.SimpleNamespace(vertices=v, edges=e)
+
+
+def _random_case(seed: int, n: int = 60, m: int = 300, d: int = 5, sparse_ids: bool = False):
+    rng = np.random.default_rng(seed)
+    src = rng.integers(0, n, m)
+    dst = rng.integers(0, n, m)
+    dst[: m // 10] = src[: m // 10]  # some self-loops; duplicates occur naturally (multi-edges)
+    dst = np.where(dst >= n - 5, 0, dst)  # the last 5 vertices receive nothing
+    w = rng.uniform(0.1, 2.0, m).astype(np.float32)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    ids = np.arange(n) * 7 + 3 if sparse_ids else np.arange(n)
+    return ids, x, src, dst, w
+
+
+def _to_matrix(df, ids):
+    rows = {r["id"]: r["features"] for r in df.collect()}
+    assert set(rows) == set(int(i) for i in ids), "every vertex must be in the result"
+    return np.array([rows[int(i)] for i in ids], dtype=np.float64)
+
+
+PATHS = [("broadcast", "off"), ("partitioned", "off")]
+if True:  # the native path is tested wherever this Spark has vector_sum (>= 4.3)
+    PATHS.append(("partitioned", "on"))
+
+
+@pytest.mark.parametrize(("plan", "native"), PATHS)
+@pytest.mark.parametrize("agg", ["sum", "mean", "max"])
+@pytest.mark.parametrize("rounds", [0, 1, 3])
+def test_propagate_matches_scipy(spark, plan, native, agg, rounds) -> None:
+    if native == "on" and not native_aggregate_available(spark):
+        pytest.skip(f"Spark {spark.version} has no vector_sum (needs >= 4.3); numpy path covers it")
+    if native == "on" and agg == "max":
+        pytest.skip("no native vector max: max always uses the numpy path")
+    ids, x, src, dst, w = _random_case(rounds * 10 + len(agg), sparse_ids=plan == "partitioned")
+    g = _graph(spark, ids, x, ids[src], ids[dst], w)
+    out = propagate(g, rounds=rounds, agg=agg, plan=plan, native_aggregate=native, num_blocks=3)
+    got = _to_matrix(out, ids)
+    want = kernels.reference_propagate(src, dst, w, x, rounds, agg)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    if rounds:
+        assert np.all(got[-5:] == 0.0), "vertices that receive nothing get zero vectors"
+
+
+def test_isolated_vertices_and_unit_weight(spark) -> None:
+    # 0 -> 1, 0 -> 1 (multi-edge), 2 -> 2 (self-loop), 3 isolated; no weight column
+    v = spark.createDataFrame([(0, [1.0, 2.0]), (1, [3.0, 4.0]), (2, [5.0, 6.0]), (3, [7.0, 8.0])], V_SCHEMA)
+    e = spark.createDataFrame([(0, 1), (0, 1), (2, 2)], "src long, dst long")
+    g = types.SimpleNamespace(vertices=v, edges=e)
+    for plan in ("broadcast", "partitioned"):
+        got = {r["id"]: r["features"] for r in propagate(g, weight=None, plan=plan).collect()}
+        assert got == {0: [0.0, 0.0], 1: [2.0, 4.0], 2: [5.0, 6.0], 3: [0.0, 0.0]}
+        mean = {r["id"]: r["features"] for r in propagate(g, weight=None, agg="mean", plan=plan).collect()}
+        assert mean[1] == [1.0, 2.0]
+
+
+def test_bad_feature_lengths_are_counted(spark) -> None:
+    v = spark.createDataFrame([(0, [1.0, 2.0]), (1, [3.0]), (2, None), (3, [1.0, 1.0])], V_SCHEMA)
+    e = spark.createDataFrame([(0, 1, 1.0)], E_SCHEMA)
+    with pytest.raises(ValueError, match=r"2 of 4 vertices have null features or a length other than 2"):
+        propagate(types.SimpleNamespace(vertices=v, edges=e))
+    with pytest.raises(ValueError, match="agg must be one of"):
+        propagate(types.SimpleNamespace(vertices=v, edges=e), agg="median")
+
+
+def test_resume_from_round_state(spark, tmp_path) -> None:
+    ids, x, src, dst, w = _random_case(7)
+    g = _graph(spark, ids, x, src, dst, w)
+    want = kernels.reference_propagate(src, dst, w, x, 4, "sum")
+    for plan in ("broadcast", "partitioned"):
+        ckpt = str(tmp_path / plan)
+        seen: list[int] = []
+
+        def boom(k, info, seen=seen):
+            seen.append(k)
+            if k == 2:
+                raise RuntimeError("injected failure after round 2")
+
+        with pytest.raises(RuntimeError, match="injected"):
+            propagate(g, rounds=4, plan=plan, checkpoint=ckpt, on_round=boom, num_blocks=3)
+        resumed: list[int] = []
+        out = propagate(g, rounds=4, plan=plan, checkpoint=ckpt, num_blocks=3,
+                        on_round=lambda k, info, r=resumed: r.append(k))
+        assert resumed == [3, 4], f"{plan}: resumed rounds {resumed}"
+        np.testing.assert_allclose(_to_matrix(out, ids), want, rtol=1e-5, atol=1e-5)
+
+
+def test_spmm_matches_scipy(spark) -> None:
+    rng = np.random.default_rng(3)
+    a = sp.random(30, 25, density=0.2, random_state=4, dtype=np.float64).tocoo()
+    b = rng.normal(size=(30, 4)).astype(np.float32)  # ids 0..29; A's columns index B's ids
+    entries = spark.createDataFrame(
+        [(int(r), int(c), float(v)) for r, c, v in zip(a.row, a.col, a.data)], "row long, col long, value double")
+    dense = spark.createDataFrame([(i, [float(t) for t in b[i]]) for i in range(30)], V_SCHEMA)
+    got = _to_matrix(spmm(entries, dense), range(30))
+    want = np.zeros((30, 4))
+    want[:30] = sp.csr_matrix((a.data, (a.row, a.col)), shape=(30, 30)) @ b.astype(np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["identity", "relu", "softmax", "l2"])
+def test_apply_dense_matches_numpy(spark, activation) -> None:
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(50, 6)).astype(np.float32)
+    W = rng.normal(size=(6, 3))
+    b = rng.normal(size=3)
+    df = spark.createDataFrame([(i, [float(t) for t in x[i]]) for i in range(50)], V_SCHEMA).repartition(3)
+    out = apply_dense(df.withColumn("tag", F.lit("keep")), W, b, activation, output_col="h")
+    rows = sorted(out.collect(), key=lambda r: r["id"])
+    assert out.columns == ["id", "features", "tag", "h"]
+    assert all(r["tag"] == "keep" for r in rows)
+    z = x.astype(np.float64) @ W + b
+    want = {"identity": z, "relu": np.maximum(z, 0), "softmax": np.exp(z) / np.exp(z).sum(1, keepdims=True),
+            "l2": z / np.linalg.norm(z, axis=1, keepdims=True)}[activation]
+    np.testing.assert_allclose(np.array([r["h"] for r in rows]), want, rtol=1e-5, atol=1e-6)
+    assert np.allclose(activate(z, activation), want)
+
+
+def test_map_features_replaces_column(spark) -> None:
+    df = spark.createDataFrame([(1, [1.0, 3.0]), (2, [2.0, 2.0])], V_SCHEMA)
+    out = map_features(df, lambda m: m / m.sum(axis=1, keepdims=True))
+    assert out.columns == ["id", "features"]
+    assert sorted((r["id"], r["features"]) for r in out.collect()) == [(1, [0.25, 0.75]), (2, [0.5, 0.5])]
+
+
+@pytest.mark.parametrize("mode", ["sym", "row", "none"])
+def test_normalize_edges_matches_scipy(spark, mode) -> None:
+    rng = np.random.default_rng(5)
+    n = 40
+    a = sp.random(n, n, density=0.1, random_state=6, dtype=np.float64)
+    a = ((a + a.T) > 0).astype(np.float64).tocoo()  # symmetric binary, as build produces
+    v = spark.createDataFrame([(i,) for i in range(n)], "id long")
+    e = spark.createDataFrame([(int(r), int(c), 1.0) for r, c in zip(a.row, a.col)], E_SCHEMA)
+    out = normalize_edges(e, mode, self_loops=True, vertices=v)
+    got = sp.coo_matrix(
+        ([r["weight"] for r in out.collect()], ([r["src"] for r in out.collect()], [r["dst"] for r in out.collect()])),
+        shape=(n, n)).toarray()
+    at = a.toarray() + np.eye(n)
+    deg = at.sum(axis=0)
+    want = {"sym": at / np.sqrt(np.outer(deg, deg)), "row": at / deg[None, :], "none": at}[mode]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert rng is not None
+
+
+def test_kernels_combine_max_and_sum() -> None:
+    idx = np.array([2, 0, 2], dtype=np.int32)
+    vals = np.array([[1.0, -5.0], [2.0, 2.0], [3.0, -1.0]], dtype=np.float32)
+    np.testing.assert_array_equal(kernels.combine(4, 2, idx, vals, "sum"),
+                                  [[2, 2], [0, 0], [4, -6], [0, 0]])
+    np.testing.assert_array_equal(kernels.combine(4, 2, idx, vals, "max"),
+                                  [[2, 2], [0, 0], [3, -1], [0, 0]])
