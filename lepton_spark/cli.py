@@ -76,6 +76,20 @@ def _cmd_describe(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     return {"command": "describe", "graph": graph_dir, **summary}
 
 
+def _cmd_build(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    from lepton_spark.build import build_graph
+
+    if args.vertices:
+        cfg.build.vertices = args.vertices
+    if args.edges:
+        cfg.build.edges = args.edges
+    if args.format:
+        cfg.build.format = args.format
+    report = build_graph(_spark(cfg), cfg.build, args.output or "", fail_after=cfg.pipeline.fail_after)
+    return {"command": "build", "output": args.output, **report["counts"], "quarantine": report["quarantine"],
+            "num_features": report["graph"]["num_features"], "num_classes": report["graph"]["num_classes"]}
+
+
 def _default_graph() -> str:
     from lepton_spark.config import DEFAULT_SAMPLE_DIR
 
@@ -128,7 +142,7 @@ def _commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None
         p.add_argument("--format", choices=["graphml", "gexf"], default="graphml")
 
     return {
-        "build": ("raw vertex/edge tables -> validated, normalised graph", a_build, _not_built("build", 4)),
+        "build": ("raw vertex/edge tables -> validated, normalised graph", a_build, _cmd_build),
         "train": ("train a GNN on the driver; writes model.npz + model.json", a_train, _not_built("train", 5)),
         "propagate": ("run a trained model over the graph on Spark", a_propagate,
                       _not_built("propagate", 6)),
@@ -167,6 +181,8 @@ def _setup_logging(debug: bool) -> None:
     )
     for noisy in ("py4j", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pyspark 4 logs every failed query as a multi-line JSON blob; the CLI reports errors itself
+    logging.getLogger("DataFrameQueryContextLogger").setLevel(logging.CRITICAL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -75,6 +75,7 @@ class BuildConfig:
     duplicate_vertices: Literal["fail", "keep_first"] = "keep_first"
     max_quarantine_fraction: float = 0.01
     require_edges: bool = True
+    report_components_max_edges: int = 5_000_000  # connected-component count in the report up to this size
 
 
 @dataclass

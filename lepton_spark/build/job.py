@@ -1,0 +1,299 @@
+"""``lepton-spark build``: raw vertex and edge tables -> validated, normalised graph, atomically.
+
+Validation rules (each has a name, a count in the build report, and a quarantine table
+``quarantine/<rule>`` holding the rejected rows as read plus a ``reason`` column). A row is rejected by
+the first rule it fails, in this order:
+
+vertices: ``null_id`` (null or blank id) -> ``duplicate_vertex`` (the same id again: policy ``fail``
+stops the build; ``keep_first`` keeps the first row in input order) -> ``bad_features`` (null, a length
+other than the most common one, a NaN/inf/non-numeric entry) -> ``bad_label`` (not an integer, negative,
+or >= ``build.num_classes`` when that is set) -> ``bad_split`` (not train/val/test; case-insensitive,
+"validation"/"valid" mean val; blank means none).
+
+edges: ``null_endpoint`` (null or blank src/dst) -> ``bad_weight`` (null, NaN, inf, negative or
+non-numeric weight, when the input has a weight column) -> ``dangling_edge`` (src or dst is not an
+accepted vertex: vertices rejected above take their edges with them).
+
+If the rejected fraction of the vertex rows or of the edge rows exceeds
+``build.max_quarantine_fraction``, the build fails (exit 3) naming the rule and its count, and
+publishes nothing. Everything is written to a staging directory beside the output and renamed into
+place at the end, so the output is the complete new build or the previous one, never a mix.
+
+Raw ids are compared as trimmed strings (so ``7`` in a CSV edge file matches the integer id 7) and
+mapped to dense longs (:mod:`lepton_spark.build.ids`); ``mapping/`` keeps ``(id, raw_id)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lepton_spark import io
+from lepton_spark.build.features import FLOAT_ARRAY, features_column, try_float, try_int
+from lepton_spark.build.ids import dense_ids
+from lepton_spark.build.transform import normalize_features, transform_edges
+from lepton_spark.config import BuildConfig
+from lepton_spark.errors import InvalidInputError, UsageError
+
+log = logging.getLogger(__name__)
+
+VERTEX_RULES = ("null_id", "duplicate_vertex", "bad_features", "bad_label", "bad_split")
+EDGE_RULES = ("null_endpoint", "bad_weight", "dangling_edge")
+SPLITS = ("train", "val", "test")
+
+
+class BuildFailed(InvalidInputError):
+    """The input failed validation (too much quarantined, duplicate ids under policy fail, ...)."""
+
+
+def _blank(c: Column) -> Column:
+    return c.isNull() | (F.trim(c.cast("string")) == "")
+
+
+def _key(c: Column) -> Column:
+    return F.trim(c.cast("string"))
+
+
+def _count(df: DataFrame, what: str) -> int:
+    try:
+        return df.count()
+    except Exception as exc:  # noqa: BLE001 - corrupt input surfaces as any Spark error at the first action
+        raise InvalidInputError(f"{what}: cannot read: {io.first_line(exc)}") from None
+
+
+def _require(df: DataFrame, cols: list[str], where: str) -> None:
+    for c in cols:
+        if c not in df.columns:
+            raise InvalidInputError(f"{where}: required column {c!r} not found (columns: {', '.join(df.columns)})")
+
+
+def _vertex_reasons(v: DataFrame, cfg: BuildConfig, feats: Column | None, dim: int) -> DataFrame:
+    """Add ``_reason`` (first failed vertex rule, or null) and the cleaned columns."""
+    dup = F.row_number().over(Window.partitionBy("_key").orderBy("_order")) > 1
+    v = v.withColumn("_dup", F.when(F.col("_key").isNull(), F.lit(False)).otherwise(dup))
+    reason = F.when(_blank(F.col(cfg.id_col)), F.lit("null_id")).when(F.col("_dup"), F.lit("duplicate_vertex"))
+    if feats is not None:
+        bad = (
+            F.col("_features").isNull()
+            | (F.size("_features") != F.lit(dim))
+            | F.exists("_features", lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == F.lit(float("inf"))))
+        )
+        reason = reason.when(bad, F.lit("bad_features"))
+    if cfg.label_col in v.columns:
+        raw = F.col(cfg.label_col)
+        bad_label = ~_blank(raw) & (
+            F.col("_label").isNull()
+            | (F.col("_label") < 0)
+            | ((F.lit(cfg.num_classes) > 0) & (F.col("_label") >= F.lit(cfg.num_classes)))
+        )
+        reason = reason.when(bad_label, F.lit("bad_label"))
+    if cfg.split_col in v.columns:
+        reason = reason.when(~_blank(F.col(cfg.split_col)) & F.col("_split").isNull(), F.lit("bad_split"))
+    return v.withColumn("_reason", reason)
+
+
+def _feature_dim(v: DataFrame) -> int:
+    rows = v.filter(F.col("_features").isNotNull()).groupBy(F.size("_features").alias("d")).count().collect()
+    if not rows:
+        return 0
+    return int(max(rows, key=lambda r: (r["count"], -r["d"]))["d"])
+
+
+def _write(df: DataFrame, path: str) -> None:
+    df.write.mode("overwrite").parquet(path)
+
+
+def build_graph(spark: SparkSession, cfg: BuildConfig, output: str, *, fail_after: str = "") -> dict[str, Any]:
+    """Run the whole build (see module docstring); returns the build report (also written as JSON)."""
+    t0 = time.perf_counter()
+    if not cfg.vertices or not cfg.edges:
+        raise UsageError("build needs --vertices and --edges (or build.vertices / build.edges in the config)")
+    if not output:
+        raise UsageError("build needs --output")
+    opts = {"csv_header": cfg.csv_header, "csv_delimiter": cfg.csv_delimiter}
+    raw_v = io.read_table(spark, cfg.vertices, cfg.format, what="vertices", **opts)
+    raw_e = io.read_table(spark, cfg.edges, cfg.format, what="edges", **opts)
+    _require(raw_v, [cfg.id_col], f"vertices {cfg.vertices}")
+    _require(raw_e, [cfg.src_col, cfg.dst_col], f"edges {cfg.edges}")
+    if cfg.weight_col in raw_e.columns and not isinstance(
+        raw_e.schema[cfg.weight_col].dataType, T.NumericType | T.StringType
+    ):
+        raise InvalidInputError(f"edges {cfg.edges}: weight column {cfg.weight_col!r} is "
+                                f"{raw_e.schema[cfg.weight_col].dataType.simpleString()}, not numeric")
+    feats = features_column(raw_v, cfg.features_col, cfg.feature_cols, f"vertices {cfg.vertices}")
+    n_in = _count(raw_v, f"vertices {cfg.vertices}")
+    m_in = _count(raw_e, f"edges {cfg.edges}")
+    if n_in == 0:
+        raise InvalidInputError(f"vertices {cfg.vertices}: the table is empty")
+    if m_in == 0 and cfg.require_edges:
+        raise InvalidInputError(f"edges {cfg.edges}: the table is empty (set build.require_edges: false to allow)")
+
+    # ---- vertices
+    v = raw_v.withColumn("_order", F.monotonically_increasing_id()).withColumn(
+        "_key", F.when(_blank(F.col(cfg.id_col)), F.lit(None)).otherwise(_key(F.col(cfg.id_col))))
+    v = v.withColumn("_features", feats if feats is not None else F.lit(None).cast(FLOAT_ARRAY))
+    if cfg.label_col in raw_v.columns:
+        v = v.withColumn("_label", try_int(F.col(cfg.label_col)))
+    if cfg.split_col in raw_v.columns:
+        s = F.lower(F.trim(F.col(cfg.split_col).cast("string")))
+        s = F.when(s.isin("validation", "valid"), F.lit("val")).otherwise(s)
+        v = v.withColumn("_split", F.when(s.isin(*SPLITS), s))
+    dim = _feature_dim(v) if feats is not None else 0
+    v = _vertex_reasons(v, cfg, feats, dim).localCheckpoint(eager=True)
+    v_counts = {r["_reason"]: r["count"] for r in v.groupBy("_reason").count().collect()}
+    if v_counts.get("duplicate_vertex") and cfg.duplicate_vertices == "fail":
+        example = v.filter(F.col("_reason") == "duplicate_vertex").select("_key").first()
+        raise BuildFailed(f"vertices {cfg.vertices}: {v_counts['duplicate_vertex']} duplicate vertex ids "
+                          f"(e.g. {example['_key']!r}); set build.duplicate_vertices: keep_first to quarantine them")
+    good_v = v.filter(F.col("_reason").isNull())
+    n_kept = v_counts.get(None, 0)
+    if n_kept == 0:
+        raise BuildFailed(f"vertices {cfg.vertices}: no valid vertex rows ({_describe(v_counts)})")
+
+    # ---- edges
+    e = raw_e.withColumn("_order", F.monotonically_increasing_id())
+    has_w = cfg.weight_col in raw_e.columns
+    w = try_float(F.col(cfg.weight_col)) if has_w else F.lit(1.0)
+    e = e.withColumn("_w", w).withColumn("_src", _key(F.col(cfg.src_col))).withColumn("_dst", _key(F.col(cfg.dst_col)))
+    mapped = dense_ids(good_v.select("_key", F.col(cfg.id_col).alias("_raw")), "_raw", _parts(spark))
+    mapped = mapped.localCheckpoint(eager=True)
+    ks = mapped.select(F.col("_key").alias("_src"), F.col("id").alias("_sid"))
+    kd = mapped.select(F.col("_key").alias("_dst"), F.col("id").alias("_did"))
+    e = e.join(ks, "_src", "left").join(kd, "_dst", "left")
+    reason = F.when(_blank(F.col(cfg.src_col)) | _blank(F.col(cfg.dst_col)), F.lit("null_endpoint"))
+    if has_w:
+        bad_w = F.col("_w").isNull() | F.isnan("_w") | (F.abs("_w") == F.lit(float("inf"))) | (F.col("_w") < 0)
+        reason = reason.when(bad_w, F.lit("bad_weight"))
+    reason = reason.when(F.col("_sid").isNull() | F.col("_did").isNull(), F.lit("dangling_edge"))
+    e = e.withColumn("_reason", reason).localCheckpoint(eager=True)
+    e_counts = {r["_reason"]: r["count"] for r in e.groupBy("_reason").count().collect()}
+    quarantine = {k: int(c) for k, c in {**v_counts, **e_counts}.items() if k is not None}
+    _check_fraction(cfg, n_in, m_in, v_counts, e_counts)
+    if e_counts.get(None, 0) == 0 and cfg.require_edges:
+        raise BuildFailed(f"edges {cfg.edges}: no valid edge rows ({_describe(e_counts)})")
+
+    # ---- graph
+    passthrough = [c for c in raw_v.columns if c not in {cfg.id_col, cfg.features_col, cfg.label_col,
+                                                         cfg.split_col, "id", *cfg.feature_cols}]
+    vertices = good_v.drop("id").join(mapped.select("_key", "id"), "_key").select(
+        "id",
+        F.col("_features").alias("features"),
+        (F.col("_label") if cfg.label_col in raw_v.columns else F.lit(None).cast("int")).alias("label"),
+        (F.col("_split") if cfg.split_col in raw_v.columns else F.lit(None).cast("string")).alias("split"),
+        *[F.col(c) for c in passthrough],
+    )
+    vertices = normalize_features(vertices, cfg.feature_norm, dim) if feats is not None else vertices
+    edges_in = e.filter(F.col("_reason").isNull()).select(
+        F.col("_sid").alias("src"), F.col("_did").alias("dst"), F.col("_w").cast("double").alias("weight"), "_order")
+    edges = transform_edges(edges_in, vertices, self_loops=cfg.self_loops, symmetrize=cfg.symmetrize,
+                            merge=cfg.merge_duplicates, edge_norm=cfg.edge_norm)
+
+    # ---- write to staging, then publish
+    staging = _staging_path(output)
+    try:
+        vertices = vertices.repartition(_parts(spark), "id").sortWithinPartitions("id")
+        _write(vertices, io.join_path(staging, "graph", "vertices"))
+        if fail_after == "vertices":
+            raise RuntimeError("fault injected after writing graph/vertices (pipeline.fail_after)")
+        edges = edges.repartition(_parts(spark), "src").sortWithinPartitions("src", "dst")
+        _write(edges, io.join_path(staging, "graph", "edges"))
+        _write(mapped.select("id", F.col("_key").alias("raw_id")), io.join_path(staging, "mapping"))
+        for rule, count in quarantine.items():
+            src = v if rule in VERTEX_RULES else e
+            cols = raw_v.columns if rule in VERTEX_RULES else raw_e.columns
+            rejected = src.filter(F.col("_reason") == rule).select(*[F.col(f"`{c}`") for c in cols],
+                                                                    F.col("_reason").alias("reason"))
+            _write(rejected.coalesce(1), io.join_path(staging, "quarantine", rule))
+            log.info("build: quarantined %d rows under %s", count, rule)
+        gv = spark.read.parquet(io.join_path(staging, "graph", "vertices"))
+        ge = spark.read.parquet(io.join_path(staging, "graph", "edges"))
+        report = _report(spark, cfg, gv, ge, n_in, m_in, n_kept, quarantine, dim, t0)
+        io.write_json(io.join_path(staging, "graph", "_graph.json"), report["graph"])
+        io.write_json(io.join_path(staging, "build_report.json"), report)
+        _publish(staging, output)
+    except BaseException:
+        if io.path_exists(staging):
+            io.delete_path(staging)
+        raise
+    log.info("build: %d vertices, %d edges published to %s in %.1fs", report["graph"]["num_vertices"],
+             report["graph"]["num_edges"], output, report["seconds"])
+    return report
+
+
+def _parts(spark: SparkSession) -> int:
+    try:
+        return max(1, int(spark.conf.get("spark.sql.shuffle.partitions") or 8))
+    except Exception:  # noqa: BLE001 - restricted conf access on some clusters
+        return 8
+
+
+def _describe(counts: dict[Any, int]) -> str:
+    return ", ".join(f"{k}: {c}" for k, c in sorted(counts.items(), key=lambda kv: -kv[1]) if k is not None) or "none"
+
+
+def _check_fraction(cfg: BuildConfig, n_in: int, m_in: int, v_counts: dict, e_counts: dict) -> None:
+    for what, total, counts in (("vertex", n_in, v_counts), ("edge", m_in, e_counts)):
+        bad = sum(c for k, c in counts.items() if k is not None)
+        if total and bad / total > cfg.max_quarantine_fraction:
+            worst = max(((k, c) for k, c in counts.items() if k is not None), key=lambda kv: kv[1])
+            raise BuildFailed(
+                f"{bad} of {total} {what} rows ({100 * bad / total:.2f}%) failed validation, above "
+                f"build.max_quarantine_fraction={cfg.max_quarantine_fraction:g}; largest rule {worst[0]}: {worst[1]} "
+                f"({_describe(counts)}); nothing was published")
+
+
+def _staging_path(output: str) -> str:
+    base = output.rstrip("/")
+    parent, name = base.rsplit("/", 1) if "/" in base else (".", base)
+    return f"{parent}/.{name}.staging-{uuid.uuid4().hex[:12]}"
+
+
+def _publish(staging: str, output: str) -> None:
+    """Swap the staging directory into place: old output aside, staging in, old removed."""
+    old = None
+    if io.path_exists(output):
+        old = f"{output.rstrip('/')}.old-{uuid.uuid4().hex[:12]}"
+        io.move(output, old)
+    io.move(staging, output)
+    if old:
+        io.delete_path(old)
+
+
+def _report(spark: SparkSession, cfg: BuildConfig, vertices: DataFrame, edges: DataFrame, n_in: int, m_in: int,
+            n_kept: int, quarantine: dict[str, int], dim: int, t0: float) -> dict[str, Any]:
+    from lepton_spark.analytics.degrees import degree_stats
+
+    n = vertices.count()
+    m = edges.count()
+    labels = vertices.agg(F.max("label").alias("mx")).first()["mx"]
+    num_classes = cfg.num_classes or (int(labels) + 1 if labels is not None else 0)
+    splits = {r["split"]: int(r["count"]) for r in vertices.groupBy("split").count().collect() if r["split"]}
+    degrees = degree_stats(vertices, edges)
+    components = None
+    if m <= cfg.report_components_max_edges:
+        from lepton_spark.graph.frame import GraphFrame
+
+        components = GraphFrame(vertices.select("id"), edges.select("src", "dst")).connectedComponents() \
+            .select("component").distinct().count()
+    return {
+        "inputs": {"vertices": cfg.vertices, "edges": cfg.edges, "format": cfg.format},
+        "counts": {"vertices_in": n_in, "vertices_out": n, "edges_in": m_in, "edges_out": m,
+                   "vertices_valid": n_kept},
+        "quarantine": {rule: quarantine.get(rule, 0) for rule in (*VERTEX_RULES, *EDGE_RULES)},
+        "degree": degrees,
+        "isolated_vertices": degrees["isolated"],
+        "connected_components": components,
+        "transforms": {"self_loops": cfg.self_loops, "symmetrize": cfg.symmetrize,
+                       "merge_duplicates": cfg.merge_duplicates, "edge_norm": cfg.edge_norm,
+                       "feature_norm": cfg.feature_norm},
+        "graph": {"num_vertices": n, "num_edges": m, "num_features": dim, "num_classes": num_classes,
+                  "split_counts": {k: splits.get(k, 0) for k in SPLITS}},
+        "seconds": round(time.perf_counter() - t0, 3),
+        "spark_version": spark.version,
+    }

@@ -1,0 +1,271 @@
+"""Graph build: every validation rule with exact counts, transforms vs scipy/numpy, ids, formats, bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+import scipy.sparse as sp
+
+from lepton_spark.build import BuildFailed, build_graph
+from lepton_spark.cli import main
+from lepton_spark.config import BuildConfig
+
+NAN = float("nan")
+
+
+def _write(tmp: Path, name: str, table: pa.Table, fmt: str = "parquet") -> str:
+    path = tmp / f"{name}.{fmt}"
+    if fmt == "parquet":
+        pq.write_table(table, path)
+    elif fmt == "csv":
+        pacsv.write_csv(table, path)
+    else:
+        path.write_text("\n".join(json.dumps(r) for r in table.to_pylist()) + "\n")
+    return str(path)
+
+
+def _cfg(v: str, e: str, **kw) -> BuildConfig:
+    kw.setdefault("report_components_max_edges", 0)
+    return BuildConfig(vertices=v, edges=e, **kw)
+
+
+def _read(out: Path, table: str) -> list[dict]:
+    return pq.read_table(out / table).to_pylist()
+
+
+# ------------------------------------------------------------------ every rule, exact counts
+
+
+def test_every_rule_counted_and_quarantined(spark, tmp_path: Path) -> None:
+    v = pa.table({
+        "id": ["a", "b", "c", "d", "e", "f", "g", "a", None, "  ", "h", "i", "j"],
+        "features": [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0], [0.0, 2.0], [1.0, 2.0], [2.0, 1.0],
+                     [9.0, 9.0], [0.0, 0.0], [0.0, 0.0], [1.0], [NAN, 1.0], None],
+        "label": [0, 1, 2, 0, 1, 2, 0, 1, 1, 1, 1, 1, 1],
+        "split": ["train", "VAL", "test", "validation", None, "", "train", "x", "x", "x", "x", "x", "x"],
+        "extra": list(range(13)),
+    })
+    v2 = pa.table({"id": ["k", "l", "m"], "features": [[1.0, 1.0]] * 3, "label": [7, -1, 1],
+                   "split": ["train", "test", "holdout"], "extra": [13, 14, 15]})
+    e = pa.table({
+        "src": ["a", "b", "c", "d", "a", None, "a", "a", "b", "zz", "h", "a", "k"],
+        "dst": ["b", "c", "d", "a", "a", "b", "", "c", "c", "a", "a", "b", "a"],
+        "weight": [1.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, NAN, -2.0, 1.0, 1.0, 3.0, 1.0],
+    })
+    vpath = _write(tmp_path, "v", pa.concat_tables([v, v2]))
+    epath = _write(tmp_path, "e", e)
+    out = tmp_path / "out"
+    cfg = _cfg(vpath, epath, num_classes=3, max_quarantine_fraction=1.0, symmetrize=False, self_loops="keep",
+               merge_duplicates="sum")
+    report = build_graph(spark, cfg, str(out))
+    assert report["quarantine"] == {
+        "null_id": 2,  # None and blank
+        "duplicate_vertex": 1,  # the second "a"
+        "bad_features": 3,  # wrong length (h), NaN (i), null (j)
+        "bad_label": 2,  # 7 >= num_classes, -1
+        "bad_split": 1,  # holdout ("x" rows were rejected earlier by other rules)
+        "null_endpoint": 2,  # src None, dst ""
+        "bad_weight": 2,  # NaN, negative
+        "dangling_edge": 3,  # zz -> a, h (rejected vertex) -> a, k (rejected vertex) -> a
+    }
+    assert report["counts"]["vertices_in"] == 16 and report["counts"]["vertices_out"] == 7
+    assert report["counts"]["edges_in"] == 13
+    # merged duplicates (a->b twice: 1 + 3 = 4 with merge sum), self-loop a->a kept
+    mapping = {r["raw_id"]: r["id"] for r in _read(out, "mapping")}
+    assert sorted(mapping) == ["a", "b", "c", "d", "e", "f", "g"] and sorted(mapping.values()) == list(range(7))
+    inv = {i: k for k, i in mapping.items()}
+    edges = {(inv[r["src"]], inv[r["dst"]]): r["weight"] for r in _read(out, "graph/edges")}
+    assert edges == {("a", "b"): 4.0, ("b", "c"): 2.0, ("c", "d"): 1.0, ("d", "a"): 1.0, ("a", "a"): 1.0}
+    verts = {inv[r["id"]]: r for r in _read(out, "graph/vertices")}
+    assert verts["b"]["split"] == "val" and verts["d"]["split"] == "val" and verts["f"]["split"] is None
+    assert verts["c"]["label"] == 2 and verts["a"]["features"] == [1.0, 0.0] and verts["g"]["extra"] == 6
+    q = _read(out, "quarantine/bad_features")
+    assert sorted(str(r["id"]) for r in q) == ["h", "i", "j"] and {r["reason"] for r in q} == {"bad_features"}
+    assert len(_read(out, "quarantine/dangling_edge")) == 3
+    graph_meta = json.loads((out / "graph" / "_graph.json").read_text())
+    assert graph_meta["num_features"] == 2 and graph_meta["num_classes"] == 3
+    assert graph_meta["split_counts"] == {"train": 2, "val": 2, "test": 1}
+
+
+# ------------------------------------------------------------------ transforms vs references
+
+
+def test_sym_normalisation_matches_scipy(spark, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n, m = 50, 200
+    src, dst = rng.integers(0, n, m), rng.integers(0, n, m)
+    w = rng.uniform(0.5, 2.0, m)
+    feats = rng.normal(size=(n, 3))
+    vpath = _write(tmp_path, "v", pa.table({"id": np.arange(n), "features": feats.tolist()}))
+    epath = _write(tmp_path, "e", pa.table({"src": src, "dst": dst, "weight": w}))
+    out = tmp_path / "out"
+    cfg = _cfg(vpath, epath, self_loops="add", symmetrize=True, merge_duplicates="max", edge_norm="sym",
+               feature_norm="standard", max_quarantine_fraction=0.0)
+    build_graph(spark, cfg, str(out))
+    # reference: drop loops, symmetrise, merge by max, + I, D^-1/2 (A+I) D^-1/2
+    a = np.zeros((n, n))
+    for s, d, x in zip(src, dst, w):
+        if s != d:
+            a[s, d] = max(a[s, d], x)
+            a[d, s] = max(a[d, s], x)
+    a += np.eye(n)
+    deg = a.sum(axis=0)
+    want = a / np.sqrt(np.outer(deg, deg))
+    got_rows = _read(out, "graph/edges")
+    got = sp.coo_matrix(([r["weight"] for r in got_rows], ([r["src"] for r in got_rows], [r["dst"] for r in got_rows])),
+                        shape=(n, n)).toarray()
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    x = np.array([r["features"] for r in sorted(_read(out, "graph/vertices"), key=lambda r: r["id"])])
+    np.testing.assert_allclose(x, (feats - feats.mean(0)) / feats.std(0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("merge", "loops", "want"), [
+    ("first", "drop", {(0, 1): 5.0, (1, 0): 5.0, (1, 2): 1.0, (2, 1): 1.0}),
+    ("sum", "keep", {(0, 1): 7.0, (1, 0): 7.0, (1, 2): 1.0, (2, 1): 1.0, (2, 2): 8.0}),
+])
+def test_merge_and_self_loop_policies(spark, tmp_path: Path, merge, loops, want) -> None:
+    vpath = _write(tmp_path, "v", pa.table({"id": [0, 1, 2], "features": [[1.0, 1.0], [2.0, 0.0], [0.0, 0.0]]}))
+    epath = _write(tmp_path, "e", pa.table({"src": [0, 0, 1, 2], "dst": [1, 1, 2, 2], "weight": [5.0, 2.0, 1.0, 4.0]}))
+    out = tmp_path / f"out-{merge}"
+    build_graph(spark, _cfg(vpath, epath, merge_duplicates=merge, self_loops=loops, feature_norm="row",
+                            max_quarantine_fraction=0.0), str(out))
+    assert {(r["src"], r["dst"]): r["weight"] for r in _read(out, "graph/edges")} == want
+    feats = {r["id"]: r["features"] for r in _read(out, "graph/vertices")}
+    assert feats == {0: [0.5, 0.5], 1: [1.0, 0.0], 2: [0.0, 0.0]}  # row (L1) normalisation, zero row stays
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_text_formats_match_parquet(spark, tmp_path: Path, fmt: str) -> None:
+    v = pa.table({"node": ["x1", "x2", "x3"], "features": ["0.5 1", "[1, 2]", "3;4"], "label": [0, 1, 0]})
+    e = pa.table({"a": ["x1", "x2"], "b": ["x2", "x3"]})
+    kw = dict(id_col="node", src_col="a", dst_col="b", max_quarantine_fraction=0.0)
+    out_pq, out_txt = tmp_path / "pq", tmp_path / fmt
+    build_graph(spark, _cfg(_write(tmp_path, "v", v), _write(tmp_path, "e", e), **kw), str(out_pq))
+    build_graph(spark, _cfg(_write(tmp_path, "v", v, fmt), _write(tmp_path, "e", e, fmt), format=fmt, **kw),
+                str(out_txt))
+    for table in ("graph/vertices", "graph/edges", "mapping"):
+        assert sorted(map(str, _read(out_pq, table))) == sorted(map(str, _read(out_txt, table))), table
+    mapping = {r["raw_id"]: r["id"] for r in _read(out_txt, "mapping")}
+    feats = {r["id"]: r["features"] for r in _read(out_txt, "graph/vertices")}
+    assert feats[mapping["x1"]] == [0.5, 1.0] and feats[mapping["x3"]] == [3.0, 4.0]
+    assert len(_read(out_txt, "graph/edges")) == 4  # symmetrised by default
+
+
+def test_string_ids_round_trip_and_rebuild_replaces(spark, tmp_path: Path) -> None:
+    ids = [f"user-{i:03d}" for i in range(20)]
+    vpath = _write(tmp_path, "v", pa.table({"id": ids, "features": [[float(i)] for i in range(20)]}))
+    epath = _write(tmp_path, "e", pa.table({"src": ids[:1] * 19, "dst": ids[1:]}))  # a star
+    out = tmp_path / "out"
+    for _ in range(2):  # a rebuild swaps the whole output in place
+        build_graph(spark, _cfg(vpath, epath, report_components_max_edges=1000), str(out))
+    mapping = {r["id"]: r["raw_id"] for r in _read(out, "mapping")}
+    feats = {mapping[r["id"]]: r["features"][0] for r in _read(out, "graph/vertices")}
+    assert feats == {f"user-{i:03d}": float(i) for i in range(20)}
+    edges = {(mapping[r["src"]], mapping[r["dst"]]) for r in _read(out, "graph/edges")}
+    assert ("user-000", "user-007") in edges and ("user-007", "user-000") in edges and len(edges) == 38
+    report = json.loads((out / "build_report.json").read_text())
+    assert report["connected_components"] == 1 and report["degree"]["max"] == 38
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+# ------------------------------------------------------------------ bad-input corpus
+
+
+def _corpus(tmp: Path) -> list[tuple[str, list[str], int, str]]:
+    good_v = _write(tmp, "good_v", pa.table({"id": [1, 2, 3], "features": [[1.0], [2.0], [3.0]]}))
+    good_e = _write(tmp, "good_e", pa.table({"src": [1, 2], "dst": [2, 3]}))
+    corrupt = tmp / "corrupt.parquet"
+    corrupt.write_bytes(b"PAR1 this is not really parquet PAR1")
+    many = 200
+    big_v = pa.table({"id": list(range(many)), "features": [[1.0]] * many, "label": [0] * many,
+                      "split": ["train"] * many})
+    big_e = pa.table({"src": list(range(many - 1)), "dst": list(range(1, many))})
+    cases = [
+        ("vertices path missing", ["--vertices", str(tmp / "nope.parquet"), "--edges", good_e], 3, "no such file"),
+        ("edges path missing", ["--vertices", good_v, "--edges", str(tmp / "nope")], 3, "no such file"),
+        ("no id column", ["--vertices", _write(tmp, "noid", pa.table({"key": [1]})), "--edges", good_e], 3,
+         "required column 'id' not found"),
+        ("no dst column", ["--vertices", good_v, "--edges", _write(tmp, "nodst", pa.table({"src": [1]}))], 3,
+         "required column 'dst' not found"),
+        ("corrupt parquet", ["--vertices", str(corrupt), "--edges", good_e], 3, "cannot read"),
+        ("empty edges", ["--vertices", good_v, "--edges", _write(tmp, "empty_e", pa.table(
+            {"src": pa.array([], pa.int64()), "dst": pa.array([], pa.int64())}))], 3, "the table is empty"),
+        ("empty vertices", ["--vertices", _write(tmp, "empty_v", pa.table(
+            {"id": pa.array([], pa.int64()), "features": pa.array([], pa.list_(pa.float64()))})), "--edges", good_e],
+         3, "the table is empty"),
+        ("features of a map type", ["--vertices", _write(tmp, "mapf", pa.table(
+            {"id": [1], "features": pa.array([[("a", 1.0)]], pa.map_(pa.string(), pa.float64()))})), "--edges", good_e],
+         3, "has type map"),
+        ("features column absent", ["--vertices", _write(tmp, "nof", pa.table({"id": [1, 2]})), "--edges", good_e],
+         3, "features column 'features' not found"),
+        ("feature_cols not numeric", ["--vertices", _write(tmp, "strf", pa.table({"id": [1], "f1": ["x"]})),
+                                      "--edges", good_e, "--set", "build.feature_cols=[f1]"], 3, "not numeric"),
+        ("boolean weight", ["--vertices", good_v, "--edges", _write(tmp, "boolw", pa.table(
+            {"src": [1], "dst": [2], "weight": [True]}))], 3, "not numeric"),
+        ("all edges dangling", ["--vertices", good_v, "--edges", _write(tmp, "dang", pa.table(
+            {"src": [7, 8], "dst": [9, 10]}))], 3, "dangling_edge: 2"),
+        ("negative weights over threshold", ["--vertices", good_v, "--edges", _write(tmp, "negw", pa.table(
+            {"src": [1, 2], "dst": [2, 3], "weight": [-1.0, 1.0]}))], 3, "largest rule bad_weight: 1"),
+        ("duplicate ids with policy fail", ["--vertices", _write(tmp, "dupv", pa.table(
+            {"id": [1, 1, 2, 3], "features": [[1.0]] * 4})), "--edges", good_e,
+            "--set", "build.duplicate_vertices=fail"], 3, "1 duplicate vertex ids"),
+        ("labels outside classes", ["--vertices", _write(tmp, "badlab", big_v.set_column(
+            2, "label", pa.array([5] * 10 + [0] * (many - 10)))), "--edges", _write(tmp, "big_e", big_e),
+            "--set", "build.num_classes=3"], 3, "largest rule bad_label: 10"),
+        ("unknown split values", ["--vertices", _write(tmp, "badsplit", big_v.set_column(
+            3, "split", pa.array(["train"] * 190 + ["holdout"] * 10))), "--edges", _write(tmp, "big_e2", big_e)],
+         3, "largest rule bad_split: 10"),
+        ("NaN features", ["--vertices", _write(tmp, "nanf", big_v.set_column(
+            1, "features", pa.array([[NAN]] * 5 + [[1.0]] * (many - 5)))), "--edges", _write(tmp, "big_e3", big_e)],
+         3, "largest rule bad_features: 5"),
+        ("blank string ids", ["--vertices", _write(tmp, "blank", pa.table(
+            {"id": ["a", "", " ", "b"], "features": [[1.0]] * 4})), "--edges", _write(tmp, "abe", pa.table(
+                {"src": ["a"], "dst": ["b"]}))], 3, "largest rule null_id: 2"),
+        ("csv with the wrong delimiter", ["--vertices", _write(tmp, "v_csv", pa.table(
+            {"id": [1, 2], "features": ["1", "2"]}), "csv"), "--edges", _write(tmp, "e_csv", pa.table(
+                {"src": [1], "dst": [2]}), "csv"), "--format", "csv", "--set", "build.csv_delimiter=;"], 3,
+         "required column 'id' not found"),
+        ("csv read as json", ["--vertices", _write(tmp, "v_csv2", pa.table({"id": [1, 2], "features": ["1", "2"]}),
+                                                   "csv"), "--edges", good_e, "--format", "json"], 3, "cannot read"),
+        ("unknown format", ["--vertices", good_v, "--edges", good_e, "--set", "build.format=xml"], 2,
+         "build.format: 'xml' is not one of"),
+        ("no vertices given", ["--edges", good_e], 2, "build needs --vertices and --edges"),
+        ("non-numeric feature strings", ["--vertices", _write(tmp, "txtf", big_v.set_column(
+            1, "features", pa.array(["1.0"] * 190 + ["abc"] * 10)), "csv"), "--edges",
+            _write(tmp, "big_e4", big_e, "csv"), "--format", "csv"], 3, "largest rule bad_features: 10"),
+    ]
+    return cases
+
+
+def test_bad_input_corpus(spark, tmp_path: Path, capsys) -> None:
+    cases = _corpus(tmp_path)
+    assert len(cases) >= 20
+    failures = []
+    for i, (name, args, code, needle) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        argv = ["build", *args] if name == "no vertices given" else ["build", *args, "--output", str(out)]
+        if name == "no vertices given":
+            argv += ["--output", str(out)]
+        rc = main(argv)
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if ln.startswith("lepton-spark:")]
+        ok = rc == code and len(lines) == 1 and needle in lines[0] and "Traceback" not in err and not out.exists()
+        if not ok:
+            failures.append(f"{name}: rc={rc} (want {code}) lines={lines}")
+    leftovers = [p.name for p in tmp_path.iterdir() if ".staging-" in p.name]
+    assert not failures, "\n".join(failures)
+    assert leftovers == []
+
+
+def test_over_threshold_raises_build_failed(spark, tmp_path: Path) -> None:
+    vpath = _write(tmp_path, "v", pa.table({"id": [1, 2, 3], "features": [[1.0]] * 3}))
+    epath = _write(tmp_path, "e", pa.table({"src": [1, 5], "dst": [2, 6]}))
+    with pytest.raises(BuildFailed, match=r"1 of 2 edge rows \(50.00%\)"):
+        build_graph(spark, _cfg(vpath, epath), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
