@@ -36,7 +36,7 @@ setup() {
   fi
 }
 
-cmd="${1:-describe}"
+cmd="${1:-nightly}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
   setup)

@@ -90,6 +90,61 @@ def _cmd_build(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
             "num_features": report["graph"]["num_features"], "num_classes": report["graph"]["num_classes"]}
 
 
+def _cmd_train(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    from lepton_spark.models.trainer import preset_hparams
+    from lepton_spark.pipeline.stages import train_model
+
+    graph_dir = args.graph or cfg.pipeline.graph_dir or _default_graph()
+    if not args.output:
+        raise UsageError("train needs --output DIR (where model.npz and model.json are written)")
+    hp = {**preset_hparams(cfg.model.type, cfg.model.preset), **cfg.model.params}
+    metrics = train_model(_spark(cfg), cfg, graph_dir, args.output, hparams=hp)
+    keys = ("model_type", "seed", "train_acc", "val_acc", "test_acc", "epochs_run", "best_epoch", "fit_seconds")
+    return {"command": "train", "output": args.output, **{k: metrics.get(k) for k in keys}}
+
+
+def _run_date_or_today(args: argparse.Namespace) -> str:
+    return args.run_date or dt.date.today().isoformat()
+
+
+def _pipeline(args: argparse.Namespace, cfg: Config, stages: list[str] | None) -> dict[str, Any]:
+    from lepton_spark.pipeline import run_pipeline
+
+    output = getattr(args, "output", None) or cfg.pipeline.output
+    manifest = run_pipeline(
+        _spark(cfg), cfg, output=output, run_date=_run_date_or_today(args), stages=stages,
+        run_id=getattr(args, "run_id", None), resume=False if getattr(args, "no_resume", False) else None,
+        graph_dir=getattr(args, "graph", None), model_dir=getattr(args, "model", None),
+    )
+    return {"command": args.command, "run_id": manifest["run_id"], "run_date": manifest["run_date"],
+            "output": output, "tables": {t: i["rows"] for t, i in manifest["tables"].items()},
+            "stage_seconds": manifest["stage_seconds"], "model_test_acc": manifest["model"].get("test_acc"),
+            "engine": manifest["engine"]}
+
+
+def _cmd_nightly(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    return _pipeline(args, cfg, None)
+
+
+def _cmd_stage(stage: str) -> Handler:
+    def handler(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+        if not args.output:
+            raise UsageError(f"{stage} needs --output DIR")
+        if stage == "propagate" and not (args.model or cfg.pipeline.model_dir):
+            raise UsageError("propagate needs --model DIR (a trained artifact: model.npz + model.json)")
+        cfg.train.enabled = False
+        return _pipeline(args, cfg, [stage])
+
+    return handler
+
+
+def _cmd_report(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    from lepton_spark.pipeline.report import write_report
+
+    page = write_report(_spark(cfg), args.run_dir)
+    return {"command": "report", "report": page}
+
+
 def _default_graph() -> str:
     from lepton_spark.config import DEFAULT_SAMPLE_DIR
 
@@ -121,18 +176,19 @@ def _commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None
         p.add_argument("--graph"), p.add_argument("--output")
 
     def a_dated(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--graph"), p.add_argument("--output")
-        p.add_argument("--run-date", type=_run_date)
+        p.add_argument("--graph", help="graph directory (default: pipeline.graph_dir or the bundled sample)")
+        p.add_argument("--output", help="outputs root (tables under outputs/, manifests under runs/)")
+        p.add_argument("--run-date", type=_run_date, help="YYYY-MM-DD (default: today)")
+        p.add_argument("--run-id", help="run id (default: <run date>-<config hash>; same id = resume)")
+        p.add_argument("--no-resume", action="store_true", help="start the run id from scratch")
 
     def a_propagate(p: argparse.ArgumentParser) -> None:
         a_dated(p)
         p.add_argument("--model")
 
     def a_nightly(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--output"), p.add_argument("--graph")
-        p.add_argument("--run-date", type=_run_date)
-        p.add_argument("--run-id")
-        p.add_argument("--no-resume", action="store_true")
+        a_dated(p)
+        p.add_argument("--model", help="model artifact to reuse when train.enabled is false")
 
     def a_report(p: argparse.ArgumentParser) -> None:
         p.add_argument("run_dir")
@@ -143,13 +199,12 @@ def _commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None
 
     return {
         "build": ("raw vertex/edge tables -> validated, normalised graph", a_build, _cmd_build),
-        "train": ("train a GNN on the driver; writes model.npz + model.json", a_train, _not_built("train", 5)),
-        "propagate": ("run a trained model over the graph on Spark", a_propagate,
-                      _not_built("propagate", 6)),
-        "analytics": ("pagerank, components, communities", a_dated, _not_built("analytics", 7)),
-        "embed": ("random-walk (DeepWalk/node2vec) embeddings", a_dated, _not_built("embed", 7)),
-        "nightly": ("the whole pipeline for one run date", a_nightly, _not_built("nightly", 6)),
-        "report": ("HTML report of a run directory", a_report, _not_built("report", 6)),
+        "train": ("train a GNN on the driver; writes model.npz + model.json", a_train, _cmd_train),
+        "propagate": ("run a trained model over the graph on Spark", a_propagate, _cmd_stage("propagate")),
+        "analytics": ("pagerank, components, communities", a_dated, _cmd_stage("analytics")),
+        "embed": ("random-walk (DeepWalk/node2vec) embeddings", a_dated, _cmd_stage("embed")),
+        "nightly": ("the whole pipeline for one run date", a_nightly, _cmd_nightly),
+        "report": ("HTML report of a run directory (runs/<run date>)", a_report, _cmd_report),
         "export": ("graph with pagerank/community attributes for Gephi", a_export,
                    _not_built("export", 7)),
         "describe": ("counts, degree summary and class balance of a graph", a_describe, _cmd_describe),

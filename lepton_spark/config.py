@@ -81,22 +81,15 @@ class BuildConfig:
 @dataclass
 class ModelConfig:
     type: Literal["gcn", "sage", "sgc", "sign", "appnp"] = "gcn"
-    hidden: int = 16
-    layers: int = 2
-    dropout: float = 0.5
-    k: int = 2  # propagation rounds for sgc/sign/appnp
-    alpha: float = 0.1  # appnp teleport
-    feature_norm: Literal["none", "row"] = "row"
-    normalize_output: bool = False  # graphsage: l2-normalise hidden output
+    # hyper-parameters passed to the model class; unset ones keep the paper defaults of each model
+    # (e.g. gcn: hidden 16, dropout 0.5, lr 0.01, weight_decay 5e-4, epochs 200, patience 10)
+    params: dict[str, Any] = field(default_factory=dict)
+    preset: str = ""  # dataset preset from lepton_spark.models.trainer.PRESETS ("cora", "citeseer")
 
 
 @dataclass
 class TrainConfig:
     enabled: bool = True  # nightly: False = reuse pipeline.model_dir
-    epochs: int = 200
-    lr: float = 0.01
-    weight_decay: float = 5e-4
-    patience: int = 10
     seed: int = 0
     local_max_nodes: int = 2_000_000  # above this, SGC/SIGN/APPNP train from Spark-propagated features
 
@@ -175,6 +168,8 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        if args and args[1] is Any:
+            return {str(k): v for k, v in value.items()}
         return {str(k): str(v) for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
@@ -224,24 +219,32 @@ def _validate(obj: Any, prefix: str) -> None:
     positive = {
         SparkConfig: ("shuffle_partitions",),
         GraphConfig: ("checkpoint_interval",),
-        ModelConfig: ("hidden", "layers"),
-        TrainConfig: ("epochs", "patience"),
         AnalyticsConfig: ("pagerank_iters", "lpa_iters"),
         EmbedConfig: ("walks_per_node", "walk_length", "dim", "window", "epochs", "max_degree_sample"),
     }.get(type(obj), ())
     for name in positive:
         if getattr(obj, name) <= 0:
             raise ConfigError(f"{prefix}.{name}: must be > 0, got {getattr(obj, name)}")
-    if isinstance(obj, ModelConfig) and not 0.0 <= obj.dropout < 1.0:
-        raise ConfigError(f"{prefix}.dropout: must be in [0, 1), got {obj.dropout}")
-    if isinstance(obj, ModelConfig) and not 0.0 < obj.alpha <= 1.0:
-        raise ConfigError(f"{prefix}.alpha: must be in (0, 1], got {obj.alpha}")
+    if isinstance(obj, ModelConfig):
+        _validate_model_params(obj, prefix)
     if isinstance(obj, BuildConfig) and not 0.0 <= obj.max_quarantine_fraction <= 1.0:
         raise ConfigError(f"{prefix}.max_quarantine_fraction: must be in [0, 1]")
     if isinstance(obj, AnalyticsConfig) and not 0.0 < obj.pagerank_reset < 1.0:
         raise ConfigError(f"{prefix}.pagerank_reset: must be in (0, 1)")
     if isinstance(obj, EmbedConfig) and (obj.p <= 0 or obj.q <= 0):
         raise ConfigError(f"{prefix}.p/q: must be > 0")
+
+
+def _validate_model_params(obj: ModelConfig, prefix: str) -> None:
+    """Check model.params against the model class's constructor (names and values)."""
+    from lepton_spark.models import create_model
+
+    try:
+        create_model(obj.type, **obj.params)
+    except TypeError as exc:
+        raise ConfigError(f"{prefix}.params: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{prefix}.params: {exc}") from None
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

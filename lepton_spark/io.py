@@ -56,6 +56,19 @@ def delete_path(path: str) -> None:
         fs.delete_file(p)
 
 
+def listdir(path: str) -> list[str]:
+    """Entries directly under a directory (full paths)."""
+    import pyarrow.fs as pafs
+
+    fs, p = _fs(path)
+    return [i.path for i in fs.get_file_info(pafs.FileSelector(p, recursive=False))]
+
+
+def remove_if_empty(path: str) -> None:
+    if is_dir(path) and not listdir(path):
+        delete_path(path)
+
+
 def move(src: str, dst: str) -> None:
     """Rename ``src`` to ``dst`` (atomic on local filesystems and HDFS)."""
     fs, s = _fs(src)
@@ -87,6 +100,18 @@ def write_json(path: str, obj: Any) -> None:
 
 def join_path(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+def collect_arrow(df: DataFrame) -> Any:
+    """Collect a DataFrame as one pyarrow Table (toArrow on Spark >= 4; Arrow batches on 3.5)."""
+    import pyarrow as pa
+
+    if hasattr(df, "toArrow"):
+        return df.toArrow()
+    batches = df._collect_as_arrow()  # pyspark 3.5 classic
+    if not batches:
+        return pa.Table.from_pandas(df.limit(0).toPandas(), preserve_index=False)
+    return pa.Table.from_batches(batches)
 
 
 def read_table(

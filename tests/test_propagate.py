@@ -13,7 +13,7 @@ from pyspark.sql import types as T
 from lepton_spark.graph import kernels
 from lepton_spark.graph.dense import activate, apply_dense, map_features
 from lepton_spark.graph.normalize import normalize_edges
-from lepton_spark.graph.propagate import native_aggregate_available, propagate, spmm
+from lepton_spark.graph.propagation import native_aggregate_available, propagate, spmm
 
 pytestmark = pytest.mark.engine
 

@@ -19,8 +19,8 @@ _EXPORTS = {
     "apply_dense": "lepton_spark.graph.dense",
     "map_features": "lepton_spark.graph.dense",
     "normalize_edges": "lepton_spark.graph.normalize",
-    "propagate": "lepton_spark.graph.propagate",
-    "spmm": "lepton_spark.graph.propagate",
+    "propagate": "lepton_spark.graph.propagation",
+    "spmm": "lepton_spark.graph.propagation",
 }
 
 __all__ = [
@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from lepton_spark.graph.frame import AM, GraphFrame
     from lepton_spark.graph.normalize import normalize_edges
     from lepton_spark.graph.pregel import Pregel
-    from lepton_spark.graph.propagate import propagate, spmm
+    from lepton_spark.graph.propagation import propagate, spmm
 
 
 def __getattr__(name: str) -> Any:

@@ -45,6 +45,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from lepton_spark import io
 from lepton_spark.config import GraphConfig
 from lepton_spark.graph import kernels
 from lepton_spark.graph.arrow import FLOAT_LIST, list_to_matrix, matrix_to_list
@@ -84,16 +85,6 @@ def native_aggregate_available(spark: SparkSession) -> bool:
 
 def _is_connect(spark: SparkSession) -> bool:
     return type(spark).__module__.startswith("pyspark.sql.connect")
-
-
-def _collect_arrow(df: DataFrame) -> pa.Table:
-    """Collect a DataFrame as one Arrow table (toArrow on Spark >= 4; Arrow collect on 3.5)."""
-    if hasattr(df, "toArrow"):
-        return df.toArrow()
-    batches = df._collect_as_arrow()  # pyspark 3.5 classic
-    if not batches:
-        return pa.Table.from_pylist([], schema=pa.schema([]))
-    return pa.Table.from_batches(batches)
 
 
 def _create_df(spark: SparkSession, table: pa.Table, schema: T.StructType) -> DataFrame:
@@ -165,8 +156,6 @@ class _RoundStore:
         """Highest complete round <= rounds written for the same signature, else 0."""
         if not self.root:
             return 0
-        from lepton_spark import io
-
         meta_path = f"{self.root}/_signature.json"
         if not io.path_exists(meta_path) or json.loads(io.read_text(meta_path)) != self.signature:
             return 0
@@ -178,8 +167,6 @@ class _RoundStore:
     def begin(self) -> None:
         if not self.root:
             return
-        from lepton_spark import io
-
         meta_path = f"{self.root}/_signature.json"
         if io.path_exists(meta_path) and json.loads(io.read_text(meta_path)) == self.signature:
             return
@@ -189,9 +176,7 @@ class _RoundStore:
 
     def complete(self, k: int) -> None:
         if self.root:
-            from lepton_spark import io
-
-            io.write_text(f"{self._dir(k)}/_COMPLETE", str(time.time()))
+                io.write_text(f"{self._dir(k)}/_COMPLETE", str(time.time()))
 
     def path(self, k: int, name: str) -> str:
         return f"{self._dir(k)}/{name}"
@@ -224,7 +209,7 @@ def _positions(ids: np.ndarray | None, values: np.ndarray) -> tuple[np.ndarray, 
 def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _RoundStore,
                     interval: int, on_round: RoundCallback | None) -> DataFrame:
     t0 = time.perf_counter()
-    table = _collect_arrow(inp.x0)
+    table = io.collect_arrow(inp.x0)
     ids = table.column("id").to_numpy()
     x = list_to_matrix(table.column("features"), inp.dim)
     order = np.argsort(ids, kind="stable")
@@ -302,7 +287,7 @@ def _broadcast_round(blocks: DataFrame, x: np.ndarray, agg: str, idx_t: type) ->
                     names=["rows", "values"],
                 )
 
-    out = _collect_arrow(blocks.mapInArrow(step, _OUT_SCHEMA))
+    out = io.collect_arrow(blocks.mapInArrow(step, _OUT_SCHEMA))
     nxt = np.zeros_like(x)
     rows_col, vals_col = out.column("rows"), out.column("values")
     for i in range(out.num_rows):

@@ -1,0 +1,126 @@
+"""Test accuracy of every model on the Planetoid split, mean ± std over seeds, against the papers.
+
+Usage (numpy/scipy only, no Spark)::
+
+    python bench/accuracy.py                        # 10 seeds, all models, cora + citeseer
+    python bench/accuracy.py --seeds 3 --models gcn,sgc --datasets cora
+    python bench/accuracy.py --precomputed          # + the large-graph path (float32 twin of Spark)
+    python bench/accuracy.py --json results.json    # also dump every run
+
+Protocol: the GCN split (20 labels per class, 500 val, 1000 test); hyper-parameters = model defaults
+(the papers' settings, see each class docstring) + ``trainer.PRESETS``; SGC's weight decay is tuned on
+the validation split with ``trainer.tune_weight_decay`` (seed 0; ``--no-tune`` uses the presets).
+Model selection never looks at test labels. Progress goes to stderr, the table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # shared 2-core box: one BLAS thread is fastest
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lepton_spark.models import create_model  # noqa: E402
+from lepton_spark.models.plan import LocalOps  # noqa: E402
+from lepton_spark.models.precompute import train_from_ops  # noqa: E402
+from lepton_spark.models.trainer import (  # noqa: E402
+    planetoid_inputs,
+    preset_hparams,
+    train,
+    tune_weight_decay,
+)
+
+DEFAULT_ROOT = Path(os.environ.get("LEPTON_PLANETOID_DIR", ROOT.parent / "shared" / "data" / "planetoid"))
+
+# (model, dataset) -> (paper test accuracy on the Planetoid split, or a note)
+PAPER = {
+    ("gcn", "cora"): "81.5", ("gcn", "citeseer"): "70.3",
+    ("sgc", "cora"): "81.0", ("sgc", "citeseer"): "71.9",
+    ("appnp", "cora"): "n/a (own splits)", ("appnp", "citeseer"): "n/a (own splits)",
+    ("sign", "cora"): "n/a", ("sign", "citeseer"): "n/a",
+    ("sage", "cora"): "n/a", ("sage", "citeseer"): "n/a",
+}
+BAR = {("gcn", "cora"): 81.0, ("gcn", "citeseer"): 70.0, ("sgc", "cora"): 80.5, ("sgc", "citeseer"): 71.0,
+       ("appnp", "cora"): 82.5}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="raw Planetoid files")
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--models", default="gcn,sgc,appnp,sign,sage")
+    ap.add_argument("--datasets", default="cora,citeseer")
+    ap.add_argument("--no-tune", action="store_true", help="use the preset SGC weight decay")
+    ap.add_argument("--precomputed", action="store_true",
+                    help="also run SGC/SIGN/APPNP through the large-graph path (labelled rows only)")
+    ap.add_argument("--json", type=Path, help="write every run's metrics here")
+    args = ap.parse_args(argv)
+
+    rows, runs = [], []
+    for ds in args.datasets.split(","):
+        A, X, y, masks = planetoid_inputs(ds, args.root)
+        for mtype in args.models.split(","):
+            hp = preset_hparams(mtype, ds)
+            if mtype == "sgc" and not args.no_tune:
+                wd, _ = tune_weight_decay("sgc", A, X, y, masks, hparams=hp, seed=0)
+                hp["weight_decay"] = wd
+            variants = [("full", hp)]
+            if args.precomputed and mtype in ("sgc", "sign", "appnp"):
+                variants.append(("precomputed", hp))
+            for path, hparams in variants:
+                accs, epochs, secs = [], [], []
+                for seed in range(args.seeds):
+                    t0 = time.perf_counter()
+                    if path == "full":
+                        _, m = train(mtype, A, X, y, masks, hparams, seed)
+                    else:
+                        split = np.full(A.shape[0], None, dtype=object)
+                        for s, mk in masks.items():
+                            split[mk] = s
+                        _, m = train_from_ops(LocalOps(A, X, labels=y, split=split),
+                                              create_model(mtype, **hparams), seed=seed)
+                    secs.append(time.perf_counter() - t0)
+                    accs.append(100.0 * m["test_acc"])
+                    epochs.append(m["epochs_run"])
+                    runs.append({"dataset": ds, "model": mtype, "path": path, "seed": seed,
+                                 "hparams": hparams, "test_acc": m["test_acc"], "val_acc": m["val_acc"],
+                                 "epochs": m["epochs_run"], "seconds": secs[-1]})
+                    log(f"{ds:9s} {mtype:6s} {path:11s} seed {seed}: test {accs[-1]:.1f} "
+                        f"val {100 * (m['val_acc'] or 0):.1f} epochs {m['epochs_run']} {secs[-1]:.1f}s")
+                mean, std = float(np.mean(accs)), float(np.std(accs))
+                bar = BAR.get((mtype, ds))
+                status = "-" if bar is None or path != "full" else ("ok" if mean >= bar else "MISS")
+                name = mtype if path == "full" else f"{mtype} (labelled-rows path)"
+                shown = {k: v for k, v in hparams.items() if k == "weight_decay" and mtype == "sgc"}
+                rows.append((name, ds, f"{mean:.2f} ± {std:.2f}", PAPER.get((mtype, ds), "n/a"),
+                             "-" if bar is None else f"{bar:.1f}", status, f"{np.mean(epochs):.0f}",
+                             f"{np.mean(secs):.1f}", json.dumps(shown) if shown else ""))
+
+    header = ("model", "dataset", f"test acc % ({args.seeds} seeds)", "paper", "bar", "status",
+              "epochs", "s/seed", "tuned")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    print(line.format(*header))
+    print(line.format(*("-" * w for w in widths)))
+    for r in rows:
+        print(line.format(*r))
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,492 @@
+"""The estimator base class: hyper-parameters, the numpy training loop, local and Spark forward paths.
+
+A model is a list of :mod:`~lepton_spark.models.layers` (propagation + dense transform + activation)
+over a flat ``params_`` dict. Subclasses define
+
+* ``_build_layers(d, c)`` – the layer list for ``d`` input features and ``c`` classes, and which layer
+  output is the embedding (``_hidden_at``, ``-1`` = the model input, e.g. SGC's ``S^K X``);
+* ``_prepare(A, X)`` – the training/inference context from the RAW graph (feature normalisation,
+  propagation operators or precomputed hop features);
+* ``forward_plan(ops, with_embedding)`` – the same forward pass as a propagation plan (see
+  :mod:`lepton_spark.models.plan`), which ``forward_spark`` runs on Spark.
+
+Training (``fit``) is full-batch Adam on the softmax cross-entropy of the training rows plus
+``weight_decay/2·||W||²`` on the parameters named by ``weight_decay_on``, with dropout and one of the
+early-stopping rules:
+
+* ``"kipf"`` – Kipf & Welling: stop once the validation loss exceeds the mean of the previous
+  ``patience`` epochs; keep the final weights;
+* ``"patience"`` – stop after ``patience`` epochs without improvement of ``monitor`` (``val_loss``,
+  ``val_acc`` or ``val_acc_loss`` = either improves; the best is ranked by accuracy then loss) and
+  restore the best weights when ``restore_best``;
+* ``"none"`` – run all ``epochs``.
+
+Everything random (initialisation, dropout) comes from ``np.random.default_rng(seed)``, so a fit is
+deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from lepton_spark.models.layers import (
+    Adam,
+    GraphOperators,
+    Layer,
+    Params,
+    l2_penalty,
+    softmax,
+    softmax_cross_entropy,
+)
+from lepton_spark.models.normalize import FEATURE_NORMS, normalize_features
+from lepton_spark.models.plan import LocalForward, LocalOps, Ops, RowNormalize, SparkOps
+
+log = logging.getLogger(__name__)
+
+EARLY_STOPPING = ("kipf", "patience", "none")
+MONITORS = ("val_loss", "val_acc", "val_acc_loss")
+DECAY_ON = ("first", "weights", "all")
+
+_SKIPPED = object()
+
+
+@dataclass
+class Context:
+    """Model input for one forward pass: ``x`` (matrix or list of hop matrices) and, for graph models,
+    the propagation operators. ``graph is None`` means per-row inputs (rows can be subset)."""
+
+    x: Any
+    graph: GraphOperators | None
+    _takes: dict[bytes, Context] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_rows(self) -> int:
+        first = self.x[0] if isinstance(self.x, list) else self.x
+        return int(first.shape[0])
+
+    @staticmethod
+    def _rows_of(m: Any, rows: np.ndarray) -> Any:
+        sub = m[rows]
+        if sp.issparse(sub):
+            # canonical form, so sparse dropout sees the same stored entries whatever produced ``m``
+            sub = sp.csr_matrix(sub)
+            sub.sum_duplicates()
+            sub.eliminate_zeros()
+            sub.sort_indices()
+        if sp.issparse(sub) and sub.shape[0] * sub.shape[1] <= 2e7 and sub.nnz > 0.05 * sub.shape[0] * sub.shape[1]:
+            return sub.toarray()  # small, fairly dense row blocks multiply faster dense
+        return sub
+
+    def take(self, rows: np.ndarray) -> Context:
+        """The sub-context of ``rows`` (memoised: training takes the same rows every epoch)."""
+        if self.graph is not None:
+            raise ValueError("cannot take rows of a full-graph context")
+        key = np.asarray(rows, dtype=np.int64).tobytes()
+        if key not in self._takes:
+            x = [self._rows_of(xi, rows) for xi in self.x] if isinstance(self.x, list) \
+                else self._rows_of(self.x, rows)
+            self._takes[key] = Context(x, None)
+        return self._takes[key]
+
+
+def _accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(np.argmax(logits, axis=1) == y)) if y.size else float("nan")
+
+
+def _as_index(mask: np.ndarray | None, n: int, what: str) -> np.ndarray:
+    if mask is None:
+        return np.zeros(0, dtype=np.int64)
+    mask = np.asarray(mask)
+    if mask.dtype == bool:
+        if mask.shape != (n,):
+            raise ValueError(f"{what} mask has shape {mask.shape}, expected ({n},)")
+        return np.flatnonzero(mask)
+    return mask.astype(np.int64)
+
+
+class GraphModel:
+    """Common estimator machinery; see the module docstring."""
+
+    model_type: ClassVar[str] = ""
+    #: Which layer output is the embedding (index into the layer list; -1 = the model input).
+    _hidden_at: int = -1
+
+    def __init__(self, *, feature_norm: str = "row", lr: float = 0.01, weight_decay: float = 5e-4,
+                 weight_decay_on: str = "weights", epochs: int = 200, early_stopping: str = "patience",
+                 patience: int = 100, monitor: str = "val_loss", restore_best: bool = True) -> None:
+        if feature_norm not in FEATURE_NORMS:
+            raise ValueError(f"feature_norm must be one of {FEATURE_NORMS}, got {feature_norm!r}")
+        if early_stopping not in EARLY_STOPPING:
+            raise ValueError(f"early_stopping must be one of {EARLY_STOPPING}, got {early_stopping!r}")
+        if monitor not in MONITORS:
+            raise ValueError(f"monitor must be one of {MONITORS}, got {monitor!r}")
+        if weight_decay_on not in DECAY_ON:
+            raise ValueError(f"weight_decay_on must be one of {DECAY_ON}, got {weight_decay_on!r}")
+        self.feature_norm = feature_norm
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.weight_decay_on = weight_decay_on
+        self.epochs = int(epochs)
+        self.early_stopping = early_stopping
+        self.patience = int(patience)
+        self.monitor = monitor
+        self.restore_best = bool(restore_best)
+
+    # ---------------------------------------------------------------------------------------------
+    # hyper-parameters
+    # ---------------------------------------------------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        names: list[str] = []
+        for klass in cls.__mro__:
+            if klass is object or "__init__" not in klass.__dict__:
+                continue
+            for p in inspect.signature(klass.__init__).parameters.values():
+                if p.name != "self" and p.kind == p.KEYWORD_ONLY and p.name not in names:
+                    names.append(p.name)
+        return names
+
+    def get_params(self) -> dict[str, Any]:
+        """Hyper-parameters as JSON-able values (what ``create_model(type, **params)`` takes)."""
+        out: dict[str, Any] = {}
+        for name in self._param_names():
+            v = getattr(self, name)
+            out[name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ---------------------------------------------------------------------------------------------
+    # structure (subclass hooks)
+    # ---------------------------------------------------------------------------------------------
+    def _build_layers(self, d: int, c: int) -> list[Layer]:
+        raise NotImplementedError
+
+    def _prepare(self, A: Any, X: Any) -> Context:
+        """Default: graph model – normalised features + operators from the raw adjacency."""
+        self._check_graph(A, X)
+        return Context(normalize_features(X, self.feature_norm), GraphOperators(A))
+
+    def _row_context(self, Z: Any) -> Context:
+        """Context for per-row model inputs (``fit_precomputed``); graph models do not support it."""
+        raise TypeError(f"{type(self).__name__} trains on the full graph only (no per-row training)")
+
+    def _input_dim(self, ctx: Context) -> int:
+        first = ctx.x[0] if isinstance(ctx.x, list) else ctx.x
+        return int(first.shape[1])
+
+    def forward_plan(self, ops: Ops, with_embedding: bool = True) -> tuple[Any | None, Any]:
+        """The forward pass as a propagation plan: returns ``(embedding_table | None, probs_table)``."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------------------------------------
+    # helpers
+    # ---------------------------------------------------------------------------------------------
+    def layers(self) -> list[Layer]:
+        """The layer list of the fitted model."""
+        self._check_fitted()
+        return self._build_layers(self.n_features_in_, self.n_classes_)
+
+    def param_shapes(self, num_features: int, num_classes: int) -> dict[str, tuple[int, ...]]:
+        """Expected learned-array shapes for a graph with these dimensions (artifact checks)."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        for layer in self._build_layers(num_features, num_classes):
+            shapes.update(layer.param_shapes())
+        return shapes
+
+    def _decay_names(self, layers: list[Layer]) -> list[str]:
+        names: list[str] = []
+        for layer in layers:
+            shapes = layer.param_shapes()
+            if not shapes:
+                continue
+            weights = [k for k in shapes if not k.endswith(".b")]
+            names.extend(list(shapes) if self.weight_decay_on == "all" else weights)
+            if self.weight_decay_on == "first":
+                break
+        return names
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "params_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() or load_model() first")
+
+    @staticmethod
+    def _check_graph(A: Any, X: Any) -> None:
+        if A.shape[0] != A.shape[1]:
+            raise ValueError(f"adjacency must be square, got {A.shape}")
+        if X.shape[0] != A.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} rows but the adjacency has {A.shape[0]} vertices")
+
+    def _check_features(self, X: Any) -> None:
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"{type(self).__name__} was fitted on {self.n_features_in_} features, "
+                             f"got {X.shape[1]}")
+
+    def _input_table(self, ops: Ops) -> Any:
+        t = ops.features()
+        if self.feature_norm == "row":
+            t = ops.map(t, RowNormalize(), self.n_features_in_)
+        return t
+
+    # ---------------------------------------------------------------------------------------------
+    # forward / backward
+    # ---------------------------------------------------------------------------------------------
+    def _run(self, params: Mapping[str, np.ndarray], layers: list[Layer], ctx: Context, *, training: bool,
+             rng: np.random.Generator | None) -> tuple[np.ndarray, Any, list[Any]]:
+        x = ctx.x
+        hidden = x if self._hidden_at == -1 else None
+        caches: list[Any] = []
+        for i, layer in enumerate(layers):
+            if layer.needs_graph and ctx.graph is None:
+                caches.append(_SKIPPED)  # per-row training: the propagation is skipped (APPNP)
+            else:
+                x, cache = layer.forward(params, x, graph=ctx.graph, training=training, rng=rng)
+                caches.append(cache)
+            if i == self._hidden_at:
+                hidden = x
+        return x, hidden, caches
+
+    def _backward(self, params: Mapping[str, np.ndarray], layers: list[Layer], caches: list[Any],
+                  dlogits: np.ndarray) -> Params:
+        grads: Params = {}
+        first = next(i for i, lay in enumerate(layers) if lay.param_shapes())
+        d: Any = dlogits
+        for i in range(len(layers) - 1, first - 1, -1):
+            if caches[i] is _SKIPPED:
+                continue
+            d = layers[i].backward(params, caches[i], d, grads, need_dx=i > first)
+        return grads
+
+    def _loss_and_grads(self, params: Mapping[str, np.ndarray], layers: list[Layer], ctx: Context,
+                        y: np.ndarray, rows: np.ndarray, rng: np.random.Generator | None,
+                        training: bool = True) -> tuple[float, Params, np.ndarray]:
+        """Training objective on ``rows`` (CE + L2) and its gradient wrt every parameter."""
+        if ctx.graph is None:
+            logits, _, caches = self._run(params, layers, ctx.take(rows), training=training, rng=rng)
+            loss, dl = softmax_cross_entropy(logits, y[rows])
+            grads = self._backward(params, layers, caches, dl)
+            out_logits = logits
+        else:
+            logits, _, caches = self._run(params, layers, ctx, training=training, rng=rng)
+            loss, dl = softmax_cross_entropy(logits[rows], y[rows])
+            full = np.zeros_like(logits)
+            full[rows] = dl
+            grads = self._backward(params, layers, caches, full)
+            out_logits = logits[rows]
+        loss += l2_penalty(params, self._decay_names(layers), self.weight_decay, grads)
+        return loss, grads, out_logits
+
+    def _eval_logits(self, params: Mapping[str, np.ndarray], layers: list[Layer], ctx: Context,
+                     rows: np.ndarray) -> np.ndarray:
+        if ctx.graph is None:
+            return self._run(params, layers, ctx.take(rows), training=False, rng=None)[0]
+        return self._run(params, layers, ctx, training=False, rng=None)[0][rows]
+
+    # ---------------------------------------------------------------------------------------------
+    # training
+    # ---------------------------------------------------------------------------------------------
+    def fit(self, A: Any, X: Any, y: np.ndarray, train_mask: np.ndarray, val_mask: np.ndarray | None = None,
+            seed: int = 0, *, num_classes: int | None = None) -> GraphModel:
+        """Train on the raw graph ``A`` (scipy sparse, ``A[u, v]`` = weight of ``u -> v``) and raw
+        features ``X`` (n, d); ``y`` int labels (-1 = none); masks boolean (n,) or index arrays."""
+        t0 = time.perf_counter()
+        ctx = self._prepare(A, X)
+        n = int(X.shape[0])
+        self._fit_context(ctx, np.asarray(y), _as_index(train_mask, n, "train"),
+                          _as_index(val_mask, n, "val"), seed, num_classes)
+        log.info("%s fitted in %.2fs (%d epochs)", self.model_type, time.perf_counter() - t0,
+                 len(self.history_["epoch"]))
+        return self
+
+    def precompute_local(self, A: Any, X: Any) -> Any:
+        """The per-row model input ``fit_precomputed`` expects, computed locally (SGC/SIGN/APPNP)."""
+        raise TypeError(f"{type(self).__name__} has no per-row input (it trains on the full graph)")
+
+    def fit_precomputed(self, Z: Any, y: np.ndarray, train_mask: np.ndarray,
+                        val_mask: np.ndarray | None = None, seed: int = 0, *,
+                        num_classes: int | None = None) -> GraphModel:
+        """Train from per-row inputs only (the large-graph path): ``Z`` holds one row per labelled
+        vertex as produced by :meth:`precompute_local` or :func:`lepton_spark.models.precompute
+        .collect_labelled`; ``y``/masks are aligned with the rows of ``Z``."""
+        ctx = self._row_context(Z)
+        n = ctx.num_rows
+        self._fit_context(ctx, np.asarray(y), _as_index(train_mask, n, "train"),
+                          _as_index(val_mask, n, "val"), seed, num_classes)
+        return self
+
+    def _fit_context(self, ctx: Context, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
+                     seed: int, num_classes: int | None) -> None:
+        if train_idx.size == 0:
+            raise ValueError("no training rows")
+        labelled = y[y >= 0]
+        c = int(num_classes) if num_classes is not None else int(labelled.max()) + 1
+        if (y[train_idx] < 0).any() or (val_idx.size and (y[val_idx] < 0).any()):
+            raise ValueError("train/val rows must all be labelled (label >= 0)")
+        d = self._input_dim(ctx)
+        rng = np.random.default_rng(seed)
+        layers = self._build_layers(d, c)
+        params: Params = {}
+        for layer in layers:
+            params.update(layer.init(rng))
+        opt = Adam(self.lr)
+        hist: dict[str, list[float]] = {k: [] for k in
+                                        ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")}
+        have_val = val_idx.size > 0
+        min_loss, max_acc = np.inf, -np.inf  # for the patience counter
+        best_key: tuple[float, ...] | None = None  # ranking of the stored best weights
+        best_params, best_epoch, wait = params, -1, 0
+        stopped = False
+        for epoch in range(self.epochs):
+            loss, grads, tr_logits = self._loss_and_grads(params, layers, ctx, y, train_idx, rng)
+            opt.step(params, grads)
+            hist["epoch"].append(epoch)
+            hist["train_loss"].append(loss)
+            hist["train_acc"].append(_accuracy(tr_logits, y[train_idx]))
+            if not have_val:
+                hist["val_loss"].append(float("nan"))
+                hist["val_acc"].append(float("nan"))
+                continue
+            v_logits = self._eval_logits(params, layers, ctx, val_idx)
+            v_loss = softmax_cross_entropy(v_logits, y[val_idx])[0]
+            v_acc = _accuracy(v_logits, y[val_idx])
+            hist["val_loss"].append(v_loss)
+            hist["val_acc"].append(v_acc)
+            if self.early_stopping == "kipf":
+                w = self.patience
+                vl = hist["val_loss"]
+                if epoch > w and vl[-1] > float(np.mean(vl[-(w + 1) : -1])):
+                    stopped = True
+                    break
+            elif self.early_stopping == "patience":
+                key = (-v_loss,) if self.monitor == "val_loss" else (v_acc, -v_loss)
+                if best_key is None or key > best_key:
+                    best_key, best_params, best_epoch = key, dict(params), epoch
+                if self.monitor == "val_loss":
+                    improved = v_loss < min_loss
+                elif self.monitor == "val_acc":
+                    improved = v_acc > max_acc
+                else:
+                    improved = v_acc > max_acc or v_loss < min_loss
+                min_loss, max_acc = min(min_loss, v_loss), max(max_acc, v_acc)
+                if improved:
+                    wait = 0
+                else:
+                    wait += 1
+                    if wait >= self.patience:
+                        stopped = True
+                        break
+        if self.early_stopping == "patience" and have_val and self.restore_best and best_epoch >= 0:
+            params = best_params
+        else:
+            best_epoch = hist["epoch"][-1]
+        self.params_ = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+        self.n_features_in_ = d
+        self.n_classes_ = c
+        self.history_ = hist
+        self.best_epoch_ = int(best_epoch)
+        self.stopped_early_ = stopped
+        self.train_accuracy_ = _accuracy(self._eval_logits(self.params_, layers, ctx, train_idx), y[train_idx])
+        self.val_accuracy_ = (_accuracy(self._eval_logits(self.params_, layers, ctx, val_idx), y[val_idx])
+                              if have_val else float("nan"))
+
+    # ---------------------------------------------------------------------------------------------
+    # inference
+    # ---------------------------------------------------------------------------------------------
+    def forward_local(self, A: Any, X: Any, return_hidden: bool = False
+                      ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Reference forward pass with scipy/numpy in float64 from the RAW graph.
+
+        Returns class probabilities (n, c), and with ``return_hidden`` also the embedding (the last
+        hidden layer; per model, see its class docstring) as ``(probs, hidden)``.
+        """
+        self._check_fitted()
+        self._check_features(X)
+        ctx = self._prepare(A, X)
+        logits, hidden, _ = self._run(self.params_, self.layers(), ctx, training=False, rng=None)
+        probs = softmax(logits)
+        if return_hidden:
+            h = hidden.toarray() if sp.issparse(hidden) else np.asarray(hidden, dtype=np.float64)
+            return probs, h
+        return probs
+
+    def predict_proba_local(self, A: Any, X: Any) -> np.ndarray:
+        """Class probabilities (n, c) with the local reference path."""
+        out = self.forward_local(A, X)
+        assert isinstance(out, np.ndarray)
+        return out
+
+    def predict_proba_precomputed(self, Z: Any) -> np.ndarray:
+        """Class probabilities from per-row inputs (``fit_precomputed``'s ``Z``). Exact for SGC/SIGN;
+        for APPNP this is the MLP alone (no propagation)."""
+        self._check_fitted()
+        ctx = self._row_context(Z)
+        logits = self._run(self.params_, self.layers(), ctx, training=False, rng=None)[0]
+        return softmax(logits)
+
+    def predict_local(self, A: Any, X: Any) -> np.ndarray:
+        """Predicted class per vertex (argmax of :meth:`predict_proba_local`)."""
+        return np.argmax(self.predict_proba_local(A, X), axis=1)
+
+    def forward_twin(self, A: Any, X: Any, ids: np.ndarray | None = None,
+                     with_embedding: bool = True) -> LocalForward:
+        """Run :meth:`forward_plan` with the float32 numpy backend (what Spark computes, no Spark)."""
+        self._check_fitted()
+        self._check_features(X)
+        ops = LocalOps(A, X, ids)
+        emb, probs = self.forward_plan(ops, with_embedding=with_embedding)
+        return ops.result(emb, probs)
+
+    def forward_spark(self, g: Any, features: str = "features", weight: str = "weight",
+                      with_embedding: bool = True, propagate_options: Mapping[str, Any] | None = None) -> Any:
+        """Forward pass on Spark: propagation rounds with the learned weights applied per partition.
+
+        ``g`` is a :class:`lepton_spark.graph.GraphFrame` over the RAW graph (vertices ``id`` +
+        ``features``; edges ``src, dst, weight``): feature and edge normalisation happen inside, like
+        :meth:`forward_local`. Returns ``DataFrame(id long, embedding array<float>, probs
+        array<float>)`` (no ``embedding`` column when ``with_embedding`` is False, which lets SGC
+        apply its weights before propagating). Lazy: nothing runs until the caller acts on it (APPNP
+        runs one small ``min(id)`` job to check ids are >= 0). The embedding and the probabilities are
+        joined on ``id``; cache the result if both are read more than once.
+
+        ``propagate_options`` go to every :func:`lepton_spark.graph.propagate` call (``config``,
+        ``on_round``; ``checkpoint`` is a base directory, each call gets its own ``step-<i>`` below it,
+        so an interrupted forward pass resumes after its last completed round).
+        """
+        self._check_fitted()
+        ops = SparkOps(g, features=features, weight=weight, propagate_options=propagate_options)
+        emb, probs = self.forward_plan(ops, with_embedding=with_embedding)
+        return ops.result(emb, probs)
+
+    # ---------------------------------------------------------------------------------------------
+    # (de)serialisation support
+    # ---------------------------------------------------------------------------------------------
+    def set_fitted(self, params: Mapping[str, np.ndarray], num_features: int, num_classes: int) -> GraphModel:
+        """Install learned arrays (used by ``load_model``); shapes are checked against the structure."""
+        expected = self.param_shapes(num_features, num_classes)
+        if set(expected) != set(params):
+            missing = sorted(set(expected) - set(params))
+            extra = sorted(set(params) - set(expected))
+            raise ValueError(f"parameter names do not match {self.model_type}: missing {missing}, "
+                             f"unexpected {extra}")
+        for k, shape in expected.items():
+            if tuple(params[k].shape) != tuple(shape):
+                raise ValueError(f"parameter {k} has shape {tuple(params[k].shape)}, expected {shape}")
+        self.params_ = {k: np.asarray(params[k], dtype=np.float64) for k in expected}
+        self.n_features_in_ = int(num_features)
+        self.n_classes_ = int(num_classes)
+        return self
+
+    def clone(self) -> GraphModel:
+        """An unfitted copy with the same hyper-parameters."""
+        return type(self)(**copy.deepcopy(self.get_params()))

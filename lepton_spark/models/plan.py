@@ -1,0 +1,438 @@
+"""Execution backends for a model's propagation plan: Spark (the product) and a float32 numpy twin.
+
+A model's ``forward_spark`` is written once, as a *plan* against the small :class:`Ops` interface
+below (features, edge normalisation, ``map``/``dense`` per batch, ``propagate`` rounds, ``concat``,
+APPNP's teleporting propagation). Two backends implement it:
+
+* :class:`SparkOps` – DataFrames and the engine primitives of :mod:`lepton_spark.graph`
+  (``propagate``, ``map_features``, ``apply_dense``, ``normalize_edges``); weights are applied per
+  partition with numpy inside ``mapInArrow``.
+* :class:`LocalOps` – the same operations on ``(ids, float32 matrix)`` tables with numpy/scipy, in
+  float32 like Spark's ``array<float>``. It exists so the *plan itself* (weight-before-propagation
+  ordering, SIGN's hop slicing, APPNP's teleport trick, self-loops for isolated vertices) is tested
+  against ``forward_local`` without starting Spark, and so the float32 error can be measured.
+
+Table contract: a feature table has ``id`` (long) and ``features`` (float32 vectors of one length);
+an edge table has ``src``, ``dst``, ``weight`` (edge ``src -> dst``; a round sends ``w * x_src`` to
+``dst``). Vertex ids must be ``>= 0`` for :meth:`Ops.teleport_propagate` (``build`` assigns dense ids).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import scipy.sparse as sp
+
+from lepton_spark.models.normalize import row_normalize_f32
+
+log = logging.getLogger(__name__)
+
+ACTIVATIONS = ("identity", "relu", "softmax", "l2")
+
+
+# --------------------------------------------------------------------------------------------------
+# picklable batch functions (shipped to executors by map_features)
+# --------------------------------------------------------------------------------------------------
+class RowNormalize:
+    """Row L1 normalisation of a float32 batch (feature_norm="row")."""
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return row_normalize_f32(x)
+
+
+class ColumnSlice:
+    """Keep columns ``[start, stop)`` of a batch (SIGN/SAGE block bookkeeping)."""
+
+    def __init__(self, start: int, stop: int) -> None:
+        self.start, self.stop = int(start), int(stop)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.asarray(x, dtype=np.float32)[:, self.start : self.stop])
+
+
+class SumBlocks:
+    """Sum ``blocks`` consecutive column blocks of width ``width`` (``[a ‖ b] -> a + b``)."""
+
+    def __init__(self, width: int, blocks: int) -> None:
+        self.width, self.blocks = int(width), int(blocks)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        out = x[:, : self.width].copy()
+        for k in range(1, self.blocks):
+            out += x[:, k * self.width : (k + 1) * self.width]
+        return out
+
+
+def activate_f32(y: np.ndarray, activation: str) -> np.ndarray:
+    """The activations of ``apply_dense`` on a float32 batch (mirrors the engine primitive)."""
+    if activation == "identity":
+        return y
+    if activation == "relu":
+        return np.maximum(y, 0.0)
+    if activation == "softmax":
+        z = y - y.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+    if activation == "l2":
+        n = np.sqrt((y * y).sum(axis=1, keepdims=True))
+        return np.divide(y, n, out=np.zeros_like(y), where=n > 0)
+    raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
+
+
+# --------------------------------------------------------------------------------------------------
+# the interface
+# --------------------------------------------------------------------------------------------------
+class Ops(Protocol):
+    """What a model plan needs from an execution backend (see module docstring)."""
+
+    def features(self) -> Any:
+        """The vertex table ``(id, features)`` with the raw features as float32."""
+
+    def raw_edges(self) -> Any:
+        """The raw edge table ``(src, dst, weight)``."""
+
+    def gcn_edges(self) -> Any:
+        """Raw edges plus one self-loop per vertex, weights ``D^-1/2 (A+I) D^-1/2`` (in-degree)."""
+
+    def scale_edges(self, edges: Any, factor: float) -> Any:
+        """Multiply every edge weight by ``factor``."""
+
+    def map(self, table: Any, fn: Any, out_dim: int | None) -> Any:
+        """Apply a picklable ``fn(float32 batch) -> batch`` to the features (``out_dim`` None = same)."""
+
+    def dense(self, table: Any, W: np.ndarray | None, b: np.ndarray | None, activation: str) -> Any:
+        """``act(X @ W + b)`` per batch (``W``/``b`` optional)."""
+
+    def propagate(self, table: Any, edges: Any, rounds: int, agg: str = "sum") -> Any:
+        """``rounds`` propagation rounds (sum or mean over in-edges; no in-edges -> zero vector)."""
+
+    def concat(self, tables: list[Any]) -> Any:
+        """Join tables on ``id`` and concatenate their feature vectors in order."""
+
+    def teleport_propagate(self, h: Any, edges: Any, rounds: int, alpha: float) -> Any:
+        """APPNP: ``Z_0 = H``; ``Z <- (1-alpha) * round(Z) + alpha * H`` ``rounds`` times."""
+
+    def result(self, embedding: Any | None, probs: Any) -> Any:
+        """The output ``(id, embedding, probs)`` (``(id, probs)`` when ``embedding`` is None)."""
+
+    def persist(self, table: Any) -> Any:
+        """Keep a table that several later steps read (Spark: ``persist``); returns it."""
+
+    def unpersist(self, table: Any) -> None:
+        """Release a persisted table."""
+
+    def collect_labelled(self, tables: list[Any], splits: tuple[str, ...]) -> LabelledRows:
+        """Bring ONLY the labelled rows (label not null, split in ``splits``) to the driver: the
+        tables' vectors concatenated in order, with ids, labels and split names."""
+
+
+@dataclass
+class LabelledRows:
+    """Labelled rows collected to the driver (sorted by id)."""
+
+    ids: np.ndarray  # int64 (m,)
+    Z: np.ndarray  # float32 (m, width)
+    y: np.ndarray  # int64 (m,)
+    split: np.ndarray  # object (m,): "train" | "val" | "test"
+
+    def mask(self, name: str) -> np.ndarray:
+        return self.split == name
+
+
+# --------------------------------------------------------------------------------------------------
+# numpy twin
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class LocalTable:
+    ids: np.ndarray  # int64 (n,)
+    x: np.ndarray  # float32 (n, d)
+
+
+@dataclass
+class LocalEdges:
+    src: np.ndarray  # int64
+    dst: np.ndarray  # int64
+    weight: np.ndarray  # float32
+
+
+@dataclass
+class LocalForward:
+    """Result of a plan run with :class:`LocalOps` (rows in vertex-id order)."""
+
+    ids: np.ndarray
+    embedding: np.ndarray | None
+    probs: np.ndarray
+
+
+def _rows_by_id(table: LocalTable, ids: np.ndarray) -> np.ndarray:
+    """Rows of ``table`` in the order of ``ids`` (every id must be present)."""
+    order = np.argsort(table.ids)
+    pos = order[np.searchsorted(table.ids, ids, sorter=order)]
+    if not np.array_equal(table.ids[pos], ids):
+        raise ValueError("table is missing some vertex ids")
+    return table.x[pos]
+
+
+class LocalOps:
+    """Numpy/scipy float32 implementation of :class:`Ops` for a graph given as (A, X[, ids]).
+
+    ``A[i, j]`` is the weight of the edge from vertex ``ids[i]`` to vertex ``ids[j]`` (the local
+    convention); ``ids`` defaults to ``0..n-1``.
+    """
+
+    def __init__(self, A: Any, X: Any, ids: np.ndarray | None = None, labels: np.ndarray | None = None,
+                 split: np.ndarray | None = None) -> None:
+        n = A.shape[0]
+        self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+        self.split = None if split is None else np.asarray(split, dtype=object)
+        if X.shape[0] != n:
+            raise ValueError(f"X has {X.shape[0]} rows but A has {n} vertices")
+        self.ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+        coo = sp.coo_matrix(A)
+        self._edges = LocalEdges(self.ids[coo.row], self.ids[coo.col], coo.data.astype(np.float32))
+        Xd = X.toarray() if sp.issparse(X) else np.asarray(X)
+        self._x = Xd.astype(np.float32)
+
+    def features(self) -> LocalTable:
+        return LocalTable(self.ids.copy(), self._x.copy())
+
+    def raw_edges(self) -> LocalEdges:
+        return self._edges
+
+    def gcn_edges(self) -> LocalEdges:
+        e = self._edges
+        src = np.concatenate([e.src, self.ids])
+        dst = np.concatenate([e.dst, self.ids])
+        w = np.concatenate([e.weight, np.ones(self.ids.size, dtype=np.float32)]).astype(np.float64)
+        order = np.argsort(self.ids)
+        dpos = order[np.searchsorted(self.ids, dst, sorter=order)]
+        spos = order[np.searchsorted(self.ids, src, sorter=order)]
+        deg = np.bincount(dpos, weights=w, minlength=self.ids.size)
+        wn = w / np.sqrt(deg[spos] * deg[dpos])
+        return LocalEdges(src, dst, wn.astype(np.float32))
+
+    def scale_edges(self, edges: LocalEdges, factor: float) -> LocalEdges:
+        return LocalEdges(edges.src, edges.dst, (edges.weight.astype(np.float64) * factor).astype(np.float32))
+
+    def map(self, table: LocalTable, fn: Any, out_dim: int | None) -> LocalTable:
+        y = np.asarray(fn(table.x), dtype=np.float32)
+        out_dim = table.x.shape[1] if out_dim is None else out_dim
+        if y.shape != (table.x.shape[0], out_dim):
+            raise ValueError(f"map fn returned shape {y.shape}, expected ({table.x.shape[0]}, {out_dim})")
+        return LocalTable(table.ids, y)
+
+    def dense(self, table: LocalTable, W: np.ndarray | None, b: np.ndarray | None,
+              activation: str) -> LocalTable:
+        y = table.x
+        if W is not None:
+            y = y @ np.asarray(W, dtype=np.float32)
+        if b is not None:
+            y = y + np.asarray(b, dtype=np.float32)
+        return LocalTable(table.ids, activate_f32(y.astype(np.float32), activation).astype(np.float32))
+
+    def propagate(self, table: LocalTable, edges: LocalEdges, rounds: int, agg: str = "sum") -> LocalTable:
+        if agg not in ("sum", "mean"):
+            raise ValueError(f"LocalOps.propagate supports sum|mean, got {agg!r}")
+        ids = table.ids
+        order = np.argsort(ids)
+        spos = order[np.searchsorted(ids, edges.src, sorter=order)]
+        dpos = order[np.searchsorted(ids, edges.dst, sorter=order)]
+        if not (np.array_equal(ids[spos], edges.src) and np.array_equal(ids[dpos], edges.dst)):
+            raise ValueError("edge endpoint not in the vertex table")
+        n = ids.size
+        Pt = sp.csr_matrix((edges.weight, (dpos, spos)), shape=(n, n), dtype=np.float32)
+        count = np.bincount(dpos, minlength=n).astype(np.float32)[:, None]
+        x = table.x
+        for _ in range(rounds):
+            x = np.asarray(Pt @ x, dtype=np.float32)
+            if agg == "mean":
+                x = np.divide(x, count, out=np.zeros_like(x), where=count > 0)
+        return LocalTable(ids, x)
+
+    def concat(self, tables: list[LocalTable]) -> LocalTable:
+        base = tables[0].ids
+        parts = [t.x if np.array_equal(t.ids, base) else _rows_by_id(t, base) for t in tables]
+        return LocalTable(base, np.hstack(parts).astype(np.float32))
+
+    def teleport_propagate(self, h: LocalTable, edges: LocalEdges, rounds: int, alpha: float) -> LocalTable:
+        if h.ids.size and h.ids.min() < 0:
+            raise ValueError("teleport_propagate needs vertex ids >= 0")
+        virt = -h.ids - 1
+        table = LocalTable(np.concatenate([h.ids, virt]), np.vstack([h.x, h.x]))
+        scaled = self.scale_edges(edges, 1.0 - alpha)
+        aug = LocalEdges(
+            np.concatenate([scaled.src, virt, virt]),
+            np.concatenate([scaled.dst, h.ids, virt]),
+            np.concatenate([scaled.weight, np.full(h.ids.size, alpha, dtype=np.float32),
+                            np.ones(h.ids.size, dtype=np.float32)]),
+        )
+        out = self.propagate(table, aug, rounds)
+        keep = out.ids >= 0
+        return LocalTable(out.ids[keep], out.x[keep])
+
+    def result(self, embedding: LocalTable | None, probs: LocalTable) -> LocalForward:
+        ids = np.sort(probs.ids)
+        return LocalForward(ids, None if embedding is None else _rows_by_id(embedding, ids),
+                            _rows_by_id(probs, ids))
+
+    def persist(self, table: Any) -> Any:
+        return table
+
+    def unpersist(self, table: Any) -> None:
+        return None
+
+    def collect_labelled(self, tables: list[LocalTable], splits: tuple[str, ...]) -> LabelledRows:
+        if self.labels is None or self.split is None:
+            raise ValueError("LocalOps needs labels= and split= to collect labelled rows")
+        keep = (self.labels >= 0) & np.isin(self.split, list(splits))
+        ids = self.ids[keep]
+        order = np.argsort(ids)
+        ids = ids[order]
+        parts = [_rows_by_id(t, ids) for t in tables]
+        return LabelledRows(ids, np.hstack(parts).astype(np.float32), self.labels[keep][order],
+                            self.split[keep][order])
+
+
+# --------------------------------------------------------------------------------------------------
+# Spark
+# --------------------------------------------------------------------------------------------------
+class SparkOps:
+    """:class:`Ops` on Spark DataFrames via :mod:`lepton_spark.graph` (imported lazily).
+
+    ``g`` is a :class:`lepton_spark.graph.GraphFrame`; ``features`` names the vertex feature column
+    and ``weight`` the edge weight column (1.0 when the edges have none).
+    """
+
+    def __init__(self, g: Any, features: str = "features", weight: str = "weight", label: str = "label",
+                 split: str = "split", propagate_options: Mapping[str, Any] | None = None) -> None:
+        from pyspark.sql import functions as F
+
+        from lepton_spark import graph as engine
+
+        self.F = F
+        self.engine = engine
+        self.g = g
+        self.feature_col = features
+        self.weight_col = weight
+        self.label_col = label
+        self.split_col = split
+        self.propagate_options = dict(propagate_options or {})
+        self._steps = 0
+
+    # tables ---------------------------------------------------------------------------------------
+    def features(self) -> Any:
+        F = self.F
+        return self.g.vertices.select(
+            F.col("id").cast("long").alias("id"),
+            F.col(self.feature_col).cast("array<float>").alias("features"),
+        )
+
+    def raw_edges(self) -> Any:
+        F = self.F
+        e = self.g.edges
+        w = F.col(self.weight_col).cast("float") if self.weight_col in e.columns else F.lit(1.0).cast("float")
+        return e.select(F.col("src").cast("long").alias("src"), F.col("dst").cast("long").alias("dst"),
+                        w.alias("weight"))
+
+    def gcn_edges(self) -> Any:
+        F = self.F
+        loops = self.g.vertices.select(
+            F.col("id").cast("long").alias("src"), F.col("id").cast("long").alias("dst"),
+            F.lit(1.0).cast("float").alias("weight"),
+        )
+        # self-loops come from the vertex table so isolated vertices get one too (A + I)
+        return self.engine.normalize_edges(self.raw_edges().unionByName(loops), mode="sym", self_loops=False)
+
+    def scale_edges(self, edges: Any, factor: float) -> Any:
+        F = self.F
+        return edges.withColumn("weight", (F.col("weight") * F.lit(float(factor))).cast("float"))
+
+    # per-batch numpy ------------------------------------------------------------------------------
+    def map(self, table: Any, fn: Any, out_dim: int | None) -> Any:
+        return self.engine.map_features(table, fn, input_col="features", output_col="features",
+                                        out_dim=None if out_dim is None else int(out_dim))
+
+    def dense(self, table: Any, W: np.ndarray | None, b: np.ndarray | None, activation: str) -> Any:
+        return self.engine.apply_dense(table, W, b, activation=activation, input_col="features",
+                                       output_col="features")
+
+    # rounds ---------------------------------------------------------------------------------------
+    def propagate(self, table: Any, edges: Any, rounds: int, agg: str = "sum") -> Any:
+        g = self.engine.GraphFrame(table.select("id", "features"), edges)
+        opts = dict(self.propagate_options)
+        if opts.get("checkpoint"):
+            opts["checkpoint"] = f"{str(opts['checkpoint']).rstrip('/')}/step-{self._steps}"
+        self._steps += 1
+        return self.engine.propagate(g, features="features", weight="weight", rounds=int(rounds), agg=agg, **opts)
+
+    def concat(self, tables: list[Any]) -> Any:
+        F = self.F
+        cols = []
+        joined = None
+        for i, t in enumerate(tables):
+            name = f"_f{i}"
+            cols.append(F.col(name))
+            t = t.select("id", F.col("features").alias(name))
+            joined = t if joined is None else joined.join(t, on="id", how="inner")
+        assert joined is not None
+        return joined.select("id", F.concat(*cols).alias("features"))
+
+    def teleport_propagate(self, h: Any, edges: Any, rounds: int, alpha: float) -> Any:
+        """One ``propagate`` call on an augmented graph: each vertex ``v`` gets a twin ``-v-1`` that
+        holds ``H_v`` (self-loop weight 1) and sends ``alpha * H_v`` to ``v`` every round, while graph
+        edges carry ``(1-alpha) * w``. After ``rounds`` rounds the real vertices hold APPNP's ``Z_K``;
+        the engine's checkpointing/round machinery applies unchanged."""
+        F = self.F
+        min_id = h.agg(F.min("id")).first()[0]
+        if min_id is not None and min_id < 0:
+            raise ValueError(f"APPNP on Spark needs vertex ids >= 0 (found {min_id}); run `build` first")
+        h = h.select("id", "features")
+        virt = h.select((-F.col("id") - F.lit(1)).alias("id"), "features")
+        tele = h.select((-F.col("id") - F.lit(1)).alias("src"), F.col("id").alias("dst"),
+                        F.lit(float(alpha)).cast("float").alias("weight"))
+        keep = virt.select(F.col("id").alias("src"), F.col("id").alias("dst"),
+                           F.lit(1.0).cast("float").alias("weight"))
+        aug_edges = self.scale_edges(edges, 1.0 - alpha).select("src", "dst", "weight") \
+            .unionByName(tele).unionByName(keep)
+        out = self.propagate(h.unionByName(virt), aug_edges, rounds)
+        return out.filter(F.col("id") >= 0)
+
+    def result(self, embedding: Any | None, probs: Any) -> Any:
+        F = self.F
+        p = probs.select("id", F.col("features").alias("probs"))
+        if embedding is None:
+            return p
+        e = embedding.select("id", F.col("features").alias("embedding"))
+        return e.join(p, on="id", how="inner").select("id", "embedding", "probs")
+
+    def persist(self, table: Any) -> Any:
+        from pyspark import StorageLevel
+
+        return table.persist(StorageLevel.MEMORY_AND_DISK)
+
+    def unpersist(self, table: Any) -> None:
+        table.unpersist()
+
+    def collect_labelled(self, tables: list[Any], splits: tuple[str, ...]) -> LabelledRows:
+        """Each table is first restricted to the labelled ids (a join with the small labelled set),
+        then the pieces are concatenated and collected with Arrow; unlabelled rows never leave the
+        executors."""
+        F = self.F
+        lab = self.g.vertices.filter(F.col(self.label_col).isNotNull() & F.col(self.split_col).isin(*splits)) \
+            .select(F.col("id").cast("long").alias("id"), F.col(self.label_col).cast("long").alias("label"),
+                    F.col(self.split_col).cast("string").alias("split"))
+        ids = lab.select("id")
+        parts = [t.select("id", "features").join(ids, on="id", how="inner") for t in tables]
+        z = parts[0] if len(parts) == 1 else self.concat(parts)
+        pdf = z.join(lab, on="id", how="inner").orderBy("id").toPandas()
+        if len(pdf) == 0:
+            raise ValueError("no labelled rows (label not null and split in "
+                             f"{list(splits)}) in the vertex table")
+        Z = np.stack([np.asarray(v, dtype=np.float32) for v in pdf["features"].to_numpy()])
+        return LabelledRows(pdf["id"].to_numpy(np.int64), Z, pdf["label"].to_numpy(np.int64),
+                            pdf["split"].to_numpy(object))

@@ -1,0 +1,85 @@
+"""SGC (Wu et al., ICML 2019): ``softmax(S^K X Θ)`` – K parameter-free rounds, then logistic regression."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from lepton_spark.models.base import Context, GraphModel
+from lepton_spark.models.layers import Dense, Layer
+from lepton_spark.models.normalize import normalize_features, sym_propagation
+from lepton_spark.models.plan import Ops
+
+log = logging.getLogger(__name__)
+
+
+def _as_rows(Z: Any) -> Any:
+    return sp.csr_matrix(Z, dtype=np.float64) if sp.issparse(Z) else np.asarray(Z, dtype=np.float64)
+
+
+class SGC(GraphModel):
+    """Simplified graph convolution: ``S = D^-1/2 (A+I) D^-1/2``, features ``S^K X`` precomputed once,
+    then multinomial logistic regression (one Dense layer with bias) trained on the labelled rows only.
+
+    Defaults are the paper's: K=2, lr 0.2, 100 epochs, no dropout, no early stopping, weight decay on
+    all parameters (PyTorch ``Adam(weight_decay=…)``, tuned per dataset on the validation set – see
+    ``lepton_spark.models.trainer.PRESETS``), row-normalised features.
+
+    Because the model input is per-row (``S^K X``), ``fit`` and ``fit_precomputed`` train on exactly
+    the same rows; the large-graph path computes ``S^K X`` with Spark and collects only labelled rows.
+
+    Embedding: the propagated features ``S^K X`` (d-dimensional; with ``with_embedding=False`` the
+    Spark path instead applies ``Θ`` before propagating, which is much cheaper).
+    """
+
+    model_type = "sgc"
+    _hidden_at = -1
+
+    def __init__(self, *, K: int = 2, bias: bool = True, feature_norm: str = "row", lr: float = 0.2,
+                 weight_decay: float = 5e-5, weight_decay_on: str = "all", epochs: int = 100,
+                 early_stopping: str = "none", patience: int = 10, monitor: str = "val_loss",
+                 restore_best: bool = False) -> None:
+        super().__init__(feature_norm=feature_norm, lr=lr, weight_decay=weight_decay,
+                         weight_decay_on=weight_decay_on, epochs=epochs, early_stopping=early_stopping,
+                         patience=patience, monitor=monitor, restore_best=restore_best)
+        if K < 0:
+            raise ValueError(f"K must be >= 0, got {K}")
+        self.K = int(K)
+        self.bias = bool(bias)
+
+    def _build_layers(self, d: int, c: int) -> list[Layer]:
+        return [Dense("linear", d, c, bias=self.bias)]
+
+    def precompute_local(self, A: Any, X: Any) -> Any:
+        """``S^K X̃`` with ``X̃`` the normalised features (sparse stays sparse), float64."""
+        self._check_graph(A, X)
+        P = sym_propagation(A)
+        Z = normalize_features(X, self.feature_norm)
+        for _ in range(self.K):
+            Z = P @ Z
+        return _as_rows(Z)
+
+    def _prepare(self, A: Any, X: Any) -> Context:
+        return Context(self.precompute_local(A, X), None)
+
+    def _row_context(self, Z: Any) -> Context:
+        return Context(_as_rows(Z), None)
+
+    def forward_plan(self, ops: Ops, with_embedding: bool = True) -> tuple[Any | None, Any]:
+        """With the embedding: K rounds on the d-wide features, then ``softmax(Z Θ + b)``. Without it
+        and when ``Θ`` shrinks the width: ``X Θ`` first, K rounds on c-wide vectors, then bias+softmax
+        (exact because the rounds are linear)."""
+        self._check_fitted()
+        W = self.params_["linear.W"]
+        b = self.params_.get("linear.b")
+        edges = ops.gcn_edges()
+        t = self._input_table(ops)
+        if not with_embedding and W.shape[1] < W.shape[0]:
+            t = ops.propagate(ops.dense(t, W, None, "identity"), edges, self.K) if self.K else \
+                ops.dense(t, W, None, "identity")
+            return None, ops.dense(t, None, b, "softmax")
+        z = ops.propagate(t, edges, self.K) if self.K else t
+        return (z if with_embedding else None), ops.dense(z, W, b, "softmax")

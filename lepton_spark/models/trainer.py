@@ -1,0 +1,153 @@
+"""Training entry points: ``train`` (what the CLI calls), presets, weight-decay tuning, Planetoid helper.
+
+``train(model_type, A, X, y, masks, hparams, seed) -> (model, metrics)`` fits a model on the driver
+from the RAW graph (``A[u, v]`` = weight of ``u -> v``, raw features ``X``; the model normalises both
+itself) and returns the fitted model plus a JSON-able metrics dict::
+
+    {"model_type", "seed", "hyperparameters", "num_classes", "train_acc", "val_acc", "test_acc",
+     "train_loss", "val_loss", "epochs_run", "best_epoch", "stopped_early", "fit_seconds",
+     "history": {"epoch": [...], "train_loss": [...], "train_acc": [...], "val_loss": [...],
+                 "val_acc": [...]}}
+
+``test_acc`` is ``None`` when ``masks`` has no "test" entry. ``metrics`` is what
+:func:`lepton_spark.models.artifact.save_model` puts in the model card.
+
+``PRESETS`` holds the per-dataset hyper-parameters used by ``bench/accuracy.py``; the paper defaults
+live in each model's ``__init__``. The only per-dataset values are SGC's weight decay, chosen with
+:func:`tune_weight_decay` on the validation split (SGC's protocol: "tuned weight decay").
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lepton_spark.models.base import GraphModel
+from lepton_spark.models.layers import softmax_cross_entropy
+from lepton_spark.models.registry import create_model
+
+log = logging.getLogger(__name__)
+
+#: model type -> dataset -> hyper-parameter overrides (on top of the model defaults).
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "gcn": {},
+    # SGC_WD_GRID searched with tune_weight_decay (seed 0, best val acc, ties -> lower val loss)
+    "sgc": {"cora": {"weight_decay": 1e-05}, "citeseer": {"weight_decay": 5.62e-05}},
+    "appnp": {},
+    "sign": {},
+    "sage": {},
+}
+
+#: SGC's weight-decay search space (log grid), searched on validation accuracy.
+SGC_WD_GRID: tuple[float, ...] = tuple(float(f"{10 ** (-6 + 0.25 * k):.3g}") for k in range(13))
+
+
+def preset_hparams(model_type: str, dataset: str | None = None) -> dict[str, Any]:
+    """The preset overrides for ``model_type`` on ``dataset`` (empty dict = model defaults)."""
+    return dict(PRESETS.get(model_type, {}).get((dataset or "").lower(), {}))
+
+
+def _acc(logits_or_probs: np.ndarray, y: np.ndarray) -> float | None:
+    return float(np.mean(np.argmax(logits_or_probs, axis=1) == y)) if y.size else None
+
+
+def _clean(v: Any) -> Any:
+    """JSON-able floats: numpy scalars to Python, NaN/inf to None, 6 significant digits."""
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_clean(x) for x in v]
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float):
+        return None if not math.isfinite(v) else float(f"{v:.6g}")
+    return v
+
+
+def evaluate(model: GraphModel, A: Any, X: Any, y: np.ndarray, masks: Mapping[str, np.ndarray]
+             ) -> dict[str, float | None]:
+    """Accuracy and cross-entropy of a fitted model on each mask (local forward pass)."""
+    probs = model.predict_proba_local(A, X)
+    out: dict[str, float | None] = {}
+    for name, mask in masks.items():
+        idx = np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask)
+        yy = np.asarray(y)[idx]
+        out[f"{name}_acc"] = _acc(probs[idx], yy)
+        out[f"{name}_loss"] = (softmax_cross_entropy(np.log(np.maximum(probs[idx], 1e-300)), yy)[0]
+                               if idx.size else None)
+    return out
+
+
+def train(model_type: str, A: Any, X: Any, y: np.ndarray, masks: Mapping[str, np.ndarray],
+          hparams: Mapping[str, Any] | None = None, seed: int = 0) -> tuple[GraphModel, dict[str, Any]]:
+    """Fit ``model_type`` (gcn | sage | sgc | sign | appnp) on the driver; see the module docstring.
+
+    ``masks`` maps "train" (required), "val" (early stopping / selection) and "test" (reported only)
+    to boolean arrays of length n. ``hparams`` override the model defaults.
+    """
+    if "train" not in masks:
+        raise ValueError("masks must contain 'train'")
+    model = create_model(model_type, **dict(hparams or {}))
+    t0 = time.perf_counter()
+    model.fit(A, X, y, masks["train"], masks.get("val"), seed=seed)
+    fit_s = time.perf_counter() - t0
+    ev = evaluate(model, A, X, y, {k: v for k, v in masks.items() if k in ("train", "val", "test")})
+    metrics: dict[str, Any] = {
+        "model_type": model.model_type,
+        "seed": int(seed),
+        "hyperparameters": model.get_params(),
+        "num_classes": model.n_classes_,
+        "train_acc": ev.get("train_acc"),
+        "val_acc": ev.get("val_acc"),
+        "test_acc": ev.get("test_acc"),
+        "train_loss": ev.get("train_loss"),
+        "val_loss": ev.get("val_loss"),
+        "epochs_run": len(model.history_["epoch"]),
+        "best_epoch": model.best_epoch_,
+        "stopped_early": model.stopped_early_,
+        "fit_seconds": fit_s,
+        "history": model.history_,
+    }
+    log.info("trained %s seed=%d: train %.4f val %s test %s in %.1fs", model_type, seed,
+             metrics["train_acc"], metrics["val_acc"], metrics["test_acc"], fit_s)
+    return model, _clean(metrics)
+
+
+def tune_weight_decay(model_type: str, A: Any, X: Any, y: np.ndarray, masks: Mapping[str, np.ndarray],
+                      grid: Iterable[float] = SGC_WD_GRID, hparams: Mapping[str, Any] | None = None,
+                      seed: int = 0) -> tuple[float, list[dict[str, Any]]]:
+    """Pick the weight decay with the best validation accuracy (ties: lower validation loss, then the
+    smaller decay). Uses only the train and val masks. Returns ``(best_wd, [per-value results])``."""
+    results = []
+    sel = {k: masks[k] for k in ("train", "val")}
+    for wd in grid:
+        hp = {**dict(hparams or {}), "weight_decay": float(wd)}
+        _, m = train(model_type, A, X, y, sel, hp, seed)
+        results.append({"weight_decay": float(wd), "val_acc": m["val_acc"], "val_loss": m["val_loss"]})
+    best = max(results, key=lambda r: (r["val_acc"], -r["val_loss"], -r["weight_decay"]))
+    log.info("tuned %s weight_decay=%g (val acc %.4f)", model_type, best["weight_decay"], best["val_acc"])
+    return best["weight_decay"], results
+
+
+def planetoid_inputs(name: str, root: str | Path) -> tuple[Any, Any, np.ndarray, dict[str, np.ndarray]]:
+    """``(A, X, y, masks)`` for a Planetoid dataset (raw adjacency and features, GCN split)."""
+    from lepton_spark.datasets.planetoid import load_planetoid
+
+    g = load_planetoid(name, root)
+    masks = {s: g.mask(s) for s in ("train", "val", "test")}
+    return g.adjacency, g.features, g.labels, masks
+
+
+def train_planetoid(model_type: str, name: str, root: str | Path, seed: int = 0,
+                    hparams: Mapping[str, Any] | None = None, use_preset: bool = True
+                    ) -> tuple[GraphModel, dict[str, Any]]:
+    """Convenience for benchmarks: ``train`` on a Planetoid dataset with its preset hyper-parameters."""
+    A, X, y, masks = planetoid_inputs(name, root)
+    hp = {**(preset_hparams(model_type, name) if use_preset else {}), **dict(hparams or {})}
+    return train(model_type, A, X, y, masks, hp, seed)

@@ -1,0 +1,72 @@
+"""Atomic publication of run-date partitions.
+
+A run writes every table it produces to ``<output>/_staging/<run_id>/<table>/run_date=<d>/`` first.
+Only when all its tables are staged does it publish them: for each table the previous
+``<output>/outputs/<table>/run_date=<d>/`` directory is renamed aside, the staged one renamed in, and
+the old one deleted. Renames are atomic on local filesystems and HDFS (on object stores a rename is a
+copy; there the manifest, written last, is the commit point readers should trust). So a reader of
+``outputs/<table>`` sees either the previous complete partition or the new complete one — never a
+half-written one — and other run dates are never touched. A rerun of the same date replaces the
+partition (no duplicates).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from pyspark.sql import DataFrame
+
+from lepton_spark import io
+
+log = logging.getLogger(__name__)
+
+
+def table_dir(output: str, table: str) -> str:
+    return io.join_path(output, "outputs", table)
+
+
+def partition_dir(output: str, table: str, run_date: str) -> str:
+    return io.join_path(table_dir(output, table), f"run_date={run_date}")
+
+
+def staged_dir(output: str, run_id: str, table: str, run_date: str) -> str:
+    return io.join_path(output, "_staging", run_id, table, f"run_date={run_date}")
+
+
+def stage_table(df: DataFrame, output: str, run_id: str, table: str, run_date: str) -> str:
+    """Write ``df`` (without run_date; the partition directory carries it) to the staging area."""
+    path = staged_dir(output, run_id, table, run_date)
+    df.write.mode("overwrite").parquet(path)
+    io.write_text(io.join_path(path, "_STAGED"), run_id)
+    return path
+
+
+def is_staged(output: str, run_id: str, table: str, run_date: str) -> bool:
+    return io.path_exists(io.join_path(staged_dir(output, run_id, table, run_date), "_STAGED"))
+
+
+def publish_table(output: str, run_id: str, table: str, run_date: str) -> None:
+    """Swap the staged partition in place of the published one (see module docstring)."""
+    staged = staged_dir(output, run_id, table, run_date)
+    if not io.path_exists(io.join_path(staged, "_STAGED")):
+        raise RuntimeError(f"table {table} for {run_date} was not staged by run {run_id}")
+    io.delete_path(io.join_path(staged, "_STAGED"))
+    final = partition_dir(output, table, run_date)
+    old = None
+    if io.path_exists(final):
+        old = io.join_path(output, "_trash", run_id, uuid.uuid4().hex[:8], table)
+        io.move(final, old)
+    io.move(staged, final)
+    if old:
+        io.delete_path(old)
+    log.info("published %s run_date=%s", table, run_date)
+
+
+def clean_staging(output: str, run_id: str) -> None:
+    for sub in ("_staging", "_trash"):
+        path = io.join_path(output, sub, run_id)
+        if io.path_exists(path):
+            io.delete_path(path)
+    for sub in ("_staging", "_trash"):
+        io.remove_if_empty(io.join_path(output, sub))

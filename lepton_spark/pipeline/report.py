@@ -1,0 +1,143 @@
+"""``lepton-spark report RUN_DIR``: an HTML page with PNG plots for one run.
+
+Plots: training curve (loss/accuracy per epoch from the model card), degree distribution of the
+graph, seconds per propagation round and per stage, and the class distribution of the predictions.
+Everything is read from the run's manifest, model card and published outputs, so the report can be
+regenerated at any time. Written with matplotlib's Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from lepton_spark import io
+from lepton_spark.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_report(spark: SparkSession, run_dir: str, output: str | None = None) -> str:
+    """Write ``<run_dir>/report/index.html`` (+ PNGs); returns the page's path."""
+    manifest_path = io.join_path(run_dir, "_manifest.json")
+    if not io.path_exists(manifest_path):
+        raise InvalidInputError(f"{run_dir}: no _manifest.json (not a completed run directory)")
+    try:
+        manifest = json.loads(io.read_text(manifest_path))
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{manifest_path}: not valid JSON ({exc})") from None
+    output = output or manifest.get("config", {}).get("pipeline", {}).get("output") or ""
+    plt = _plt()
+    tmp = Path(tempfile.mkdtemp(prefix="lepton-report-"))
+    figures: list[tuple[str, str]] = []
+    try:
+        card = _card(manifest)
+        history = ((card or {}).get("metrics") or {}).get("per_epoch") or {}
+        if history.get("epoch"):
+            fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+            for key in ("train_loss", "val_loss"):
+                if history.get(key):
+                    ax[0].plot(history["epoch"], history[key], label=key)
+            for key in ("train_acc", "val_acc"):
+                if history.get(key):
+                    ax[1].plot(history["epoch"], history[key], label=key)
+            ax[0].set(title="loss", xlabel="epoch")
+            ax[1].set(title="accuracy", xlabel="epoch")
+            ax[0].legend()
+            ax[1].legend()
+            figures.append((_save(fig, tmp, "training_curve.png", plt), "Training curve"))
+        graph_dir = manifest.get("graph_dir")
+        if graph_dir and io.path_exists(graph_dir):
+            _, edges = io.read_graph(spark, graph_dir)
+            deg = edges.groupBy("dst").count().groupBy("count").count().orderBy("count").collect()
+            if deg:
+                fig, ax = plt.subplots(figsize=(5, 3.5))
+                ax.loglog([r[0] for r in deg], [r[1] for r in deg], "o", markersize=3)
+                ax.set(title="in-degree distribution", xlabel="degree", ylabel="vertices")
+                figures.append((_save(fig, tmp, "degree_distribution.png", plt), "Degree distribution"))
+        rounds = {k: v for k, v in (manifest.get("round_seconds") or {}).items() if v}
+        stages = manifest.get("stage_seconds") or {}
+        if rounds or stages:
+            fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+            for name, secs in rounds.items():
+                ax[0].bar(range(1, len(secs) + 1), secs, label=name)
+            ax[0].set(title="seconds per propagation round", xlabel="round")
+            ax[1].barh(list(stages), list(stages.values()))
+            ax[1].set(title="seconds per stage")
+            figures.append((_save(fig, tmp, "timings.png", plt), "Timings"))
+        pred_path = io.join_path(output, "outputs", "predictions", f"run_date={manifest['run_date']}") if output else ""
+        if pred_path and io.path_exists(pred_path):
+            counts = spark.read.parquet(pred_path).groupBy("label").count().orderBy("label").collect()
+            fig, ax = plt.subplots(figsize=(5, 3.5))
+            ax.bar([str(r["label"]) for r in counts], [r["count"] for r in counts])
+            ax.set(title="predicted class distribution", xlabel="class", ylabel="vertices")
+            figures.append((_save(fig, tmp, "prediction_classes.png", plt), "Predicted classes"))
+        (tmp / "index.html").write_text(_html(manifest, card, figures))
+        dest = io.join_path(run_dir, "report")
+        for f in tmp.iterdir():
+            fs, p = io._fs(io.join_path(dest, f.name))
+            fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
+            with fs.open_output_stream(p) as out:
+                out.write(f.read_bytes())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    page = io.join_path(run_dir, "report", "index.html")
+    log.info("report written to %s (%d plots)", page, len(figures))
+    return page
+
+
+def _card(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    model_dir = (manifest.get("model") or {}).get("dir")
+    if not model_dir:
+        return None
+    path = io.join_path(model_dir, "model.json")
+    if not io.path_exists(path):
+        return None
+    return json.loads(io.read_text(path))
+
+
+def _save(fig: Any, folder: Path, name: str, plt: Any) -> str:
+    fig.tight_layout()
+    fig.savefig(folder / name, dpi=90)
+    plt.close(fig)
+    return name
+
+
+def _html(manifest: dict[str, Any], card: dict[str, Any] | None, figures: list[tuple[str, str]]) -> str:
+    esc = html.escape
+    rows = [("run id", manifest.get("run_id")), ("run date", manifest.get("run_date")),
+            ("created", manifest.get("created")), ("spark", manifest.get("spark_version")),
+            ("engine", manifest.get("engine")), ("seconds", manifest.get("seconds"))]
+    if card:
+        m = (card.get("metrics") or {}).get("final") or {}
+        rows += [("model", card.get("model_type")), ("test accuracy", m.get("test_acc")),
+                 ("val accuracy", m.get("val_acc"))]
+    table_rows = "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in rows)
+    tables = "".join(f"<tr><td>{esc(t)}</td><td>{esc(str(i.get('rows')))}</td></tr>"
+                     for t, i in (manifest.get("tables") or {}).items())
+    imgs = "".join(f'<figure><img src="{esc(f)}" alt="{esc(c)}"><figcaption>{esc(c)}</figcaption></figure>'
+                   for f, c in figures)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Lepton Spark run {esc(str(manifest.get('run_date')))}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+th,td{{border:1px solid #ccc;padding:4px 8px;text-align:left}}figure{{display:inline-block;margin:1em}}</style>
+</head><body><h1>Lepton Spark run {esc(str(manifest.get('run_id')))}</h1>
+<table>{table_rows}</table><h2>Published tables</h2><table><tr><th>table</th><th>rows</th></tr>{tables}</table>
+<h2>Plots</h2>{imgs}</body></html>
+"""

@@ -1,0 +1,233 @@
+"""The pipeline's stages. Each takes the :class:`RunContext`, does one thing, records counts/timings."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from lepton_spark import io
+from lepton_spark.errors import InvalidInputError, UsageError
+from lepton_spark.pipeline.runner import RunContext, stage_df
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------ graph
+
+
+def read_graph(ctx: RunContext) -> tuple[DataFrame, DataFrame]:
+    vertices, edges = io.read_graph(ctx.spark, ctx.graph_dir)
+    if "features" not in vertices.columns:
+        raise InvalidInputError(f"graph {ctx.graph_dir}/vertices: no 'features' column")
+    return vertices, edges
+
+
+def local_graph(spark: SparkSession, vertices: DataFrame, edges: DataFrame) -> dict[str, Any]:
+    """The graph on the driver: ids (sorted), A (row = src), X (float32), y (-1 = none), split masks."""
+    from lepton_spark.graph.arrow import list_to_matrix
+
+    cols = [c for c in ("id", "features", "label", "split") if c in vertices.columns]
+    vt = io.collect_arrow(vertices.select(*cols))
+    ids = vt.column("id").to_numpy()
+    order = np.argsort(ids, kind="stable")
+    ids = ids[order]
+    x = list_to_matrix(vt.column("features"))[order]
+    n = len(ids)
+    y = np.full(n, -1, dtype=np.int64)
+    if "label" in vt.column_names:
+        lab = vt.column("label").to_numpy(zero_copy_only=False)
+        lab = np.where(np.isnan(lab.astype(float)), -1, lab).astype(np.int64) if lab.dtype.kind == "f" else lab
+        y = np.asarray(lab, dtype=np.int64)[order]
+    split = np.array(vt.column("split").to_pylist(), dtype=object)[order] if "split" in vt.column_names \
+        else np.full(n, None, dtype=object)
+    et = io.collect_arrow(edges.select("src", "dst", *(["weight"] if "weight" in edges.columns else [])))
+    src, dst = et.column("src").to_numpy(), et.column("dst").to_numpy()
+    w = et.column("weight").to_numpy().astype(np.float64) if "weight" in et.column_names else np.ones(len(src))
+    ps, pd = np.searchsorted(ids, src), np.searchsorted(ids, dst)
+    ps, pd = np.minimum(ps, n - 1), np.minimum(pd, n - 1)
+    ok = (ids[ps] == src) & (ids[pd] == dst)
+    A = sp.csr_matrix((w[ok], (ps[ok], pd[ok])), shape=(n, n))
+    masks = {s: (split == s) & (y >= 0) for s in ("train", "val", "test")}
+    if x.size and np.count_nonzero(x) < 0.1 * x.size:
+        x = sp.csr_matrix(x)  # bag-of-words style features: sparse products are ~10x cheaper
+    return {"ids": ids, "A": A, "X": x, "y": y, "masks": masks}
+
+
+# ------------------------------------------------------------------------------------------ stages
+
+
+def build_stage(ctx: RunContext) -> None:
+    b = ctx.cfg.build
+    if not (b.vertices and b.edges):
+        vertices, edges = read_graph(ctx)
+        ctx.counts.update({"input_vertices": vertices.count(), "input_edges": edges.count(), "quarantine": {}})
+        log.info("build: no raw inputs configured (build.vertices/build.edges); using graph %s", ctx.graph_dir)
+        return
+    from lepton_spark.build import build_graph
+
+    out = io.join_path(ctx.run_dir, "graph")
+    report = build_graph(ctx.spark, b, out)
+    ctx.graph_dir = io.join_path(out, "graph")
+    ctx.counts.update({"input_vertices": report["counts"]["vertices_in"],
+                       "input_edges": report["counts"]["edges_in"],
+                       "graph_vertices": report["counts"]["vertices_out"],
+                       "graph_edges": report["counts"]["edges_out"], "quarantine": report["quarantine"]})
+
+
+def _hparams(ctx: RunContext) -> dict[str, Any]:
+    from lepton_spark.models.trainer import preset_hparams
+
+    return {**preset_hparams(ctx.cfg.model.type, ctx.cfg.model.preset), **ctx.cfg.model.params}
+
+
+def train_stage(ctx: RunContext) -> None:
+    if not ctx.cfg.train.enabled:
+        if not ctx.model_dir:
+            raise UsageError("train.enabled is false but pipeline.model_dir is not set")
+        log.info("train: disabled; reusing model %s", ctx.model_dir)
+        return
+    model_dir = io.join_path(ctx.run_dir, "model")
+    summary = train_model(ctx.spark, ctx.cfg, ctx.graph_dir, model_dir, hparams=_hparams(ctx))
+    ctx.model_dir = model_dir
+    ctx.counts["train"] = {k: summary.get(k) for k in ("train_acc", "val_acc", "test_acc", "epochs_run")}
+
+
+def train_model(spark: SparkSession, cfg: Any, graph_dir: str, model_dir: str,
+                hparams: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``cfg.model.type`` on the graph in ``graph_dir``; write model.npz + model.json to model_dir."""
+    from lepton_spark.models import create_model
+    from lepton_spark.models.artifact import data_fingerprint
+    from lepton_spark.models.trainer import train
+
+    vertices, edges = io.read_graph(spark, graph_dir)
+    n = vertices.count()
+    hp = dict(hparams or {})
+    if n > cfg.train.local_max_nodes:
+        if cfg.model.type not in ("sgc", "sign", "appnp"):
+            raise UsageError(f"graph has {n} vertices > train.local_max_nodes={cfg.train.local_max_nodes}: "
+                             f"{cfg.model.type} trains on the driver only; use sgc, sign or appnp")
+        from lepton_spark.graph import GraphFrame
+        from lepton_spark.models.precompute import train_from_spark
+
+        model, metrics = train_from_spark(GraphFrame(vertices, edges), create_model(cfg.model.type, **hp),
+                                          seed=cfg.train.seed)
+        fingerprint = {"num_vertices": n, "num_edges": edges.count(), "trained_from": "spark-propagated features"}
+    else:
+        data = local_graph(spark, vertices, edges)
+        if not data["masks"]["train"].any():
+            raise InvalidInputError(f"graph {graph_dir}: no labelled vertices with split 'train'")
+        model, metrics = train(cfg.model.type, data["A"], data["X"], data["y"], data["masks"], hp, cfg.train.seed)
+        fingerprint = data_fingerprint(data["A"], data["X"], data["masks"], data["ids"])
+    _save(model, model_dir, metrics, fingerprint)
+    return metrics
+
+
+def _save(model: Any, model_dir: str, metrics: dict[str, Any], fingerprint: dict[str, Any]) -> None:
+    from lepton_spark.models.artifact import save_model
+
+    if "://" not in model_dir or model_dir.startswith("file://"):
+        save_model(model, model_dir.removeprefix("file://"), metrics=metrics, fingerprint=fingerprint)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="lepton-model-"))
+    try:
+        save_model(model, tmp, metrics=metrics, fingerprint=fingerprint)
+        for f in tmp.iterdir():
+            fs, p = io._fs(io.join_path(model_dir, f.name))
+            fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
+            with fs.open_output_stream(p) as out:
+                out.write(f.read_bytes())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_model_checked(model_dir: str, num_features: int, num_classes: int | None) -> Any:
+    """Load the artifact (sha256 + shapes verified); corrupt or mismatched artifacts raise InvalidInputError."""
+    from lepton_spark.models.artifact import load_model
+
+    local = model_dir.removeprefix("file://")
+    tmp = None
+    if "://" in local:
+        tmp = Path(tempfile.mkdtemp(prefix="lepton-model-"))
+        for name in ("model.json", "model.npz"):
+            fs, p = io._fs(io.join_path(model_dir, name))
+            with fs.open_input_stream(p) as f:
+                (tmp / name).write_bytes(f.read())
+        local = str(tmp)
+    try:
+        return load_model(local, num_features=num_features, num_classes=num_classes)
+    except (ValueError, OSError, KeyError) as exc:
+        raise InvalidInputError(f"model {model_dir}: {io.first_line(exc)}") from None
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def predictions_from(out: DataFrame) -> DataFrame:
+    """(id, probs) -> (id, label = argmax, probs)."""
+    label = (F.array_position(F.col("probs"), F.array_max("probs")) - 1).cast("int")
+    return out.select("id", label.alias("label"), F.col("probs").cast("array<float>").alias("probs"))
+
+
+def propagate_stage(ctx: RunContext) -> None:
+    if not ctx.model_dir:
+        raise UsageError("propagate needs a model: run the train stage or set pipeline.model_dir / --model")
+    vertices, edges = read_graph(ctx)
+    dim = vertices.select(F.size("features").alias("d")).first()
+    if dim is None:
+        raise InvalidInputError(f"graph {ctx.graph_dir}: no vertices")
+    model = load_model_checked(ctx.model_dir, int(dim["d"]), None)
+    from lepton_spark.graph import GraphFrame
+
+    rounds: list[float] = []
+    ctx.round_seconds["propagate"] = rounds
+
+    def on_round(k: int, info: dict[str, Any]) -> None:
+        rounds.append(round(info["seconds"], 3))
+        ctx.fault(f"round:{len(rounds)}")
+
+    out = model.forward_spark(
+        GraphFrame(vertices, edges),
+        propagate_options={"checkpoint": io.join_path(ctx.work_dir, "propagate"), "on_round": on_round,
+                           "config": ctx.cfg.graph},
+    )
+    out = out.persist()
+    try:
+        stage_df(ctx, out.select("id", F.col("embedding").cast("array<float>").alias("embedding")), "embeddings")
+        stage_df(ctx, predictions_from(out), "predictions")
+    finally:
+        out.unpersist()
+
+
+def analytics_stage(ctx: RunContext) -> None:
+    from lepton_spark.graph import GraphFrame
+
+    a = ctx.cfg.analytics
+    vertices, edges = read_graph(ctx)
+    g = GraphFrame(vertices.select("id"), edges.select("src", "dst"))
+    pr = g.pageRank(resetProbability=a.pagerank_reset, maxIter=a.pagerank_iters) if a.pagerank_tol <= 0 else \
+        g.pageRank(resetProbability=a.pagerank_reset, tol=a.pagerank_tol)
+    stage_df(ctx, pr.vertices.select("id", F.col("pagerank").cast("double").alias("pagerank")), "pagerank")
+    if a.components:
+        cc = g.connectedComponents()
+        stage_df(ctx, cc.select("id", F.col("component").cast("long").alias("component")), "components")
+    lpa = g.labelPropagation(maxIter=a.lpa_iters)
+    stage_df(ctx, lpa.select("id", F.col("label").cast("long").alias("label")), "communities")
+
+
+def embed_stage(ctx: RunContext) -> None:
+    try:
+        from lepton_spark.embed import random_walk_embeddings
+    except ImportError:
+        raise UsageError("the embed stage is not available in this version") from None
+    e = ctx.cfg.embed
+    vertices, edges = read_graph(ctx)
+    emb = random_walk_embeddings(ctx.spark, vertices.select("id"), edges.select("src", "dst"), e)
+    stage_df(ctx, emb.select("id", F.col("embedding").cast("array<float>").alias("embedding")), "walk_embeddings")

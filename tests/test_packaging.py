@@ -1,0 +1,72 @@
+"""Cluster packaging artefacts: the Databricks job, the Airflow DAG (import-checked with stubs), jobs/."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import tomllib
+import types
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_databricks_job_matches_the_package() -> None:
+    job = json.loads((ROOT / "conf" / "databricks-job.json").read_text())
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    task = job["tasks"][0]
+    wheel = task["python_wheel_task"]
+    assert wheel["package_name"] == "lepton_spark" and wheel["entry_point"] in scripts
+    assert wheel["parameters"][0] == "nightly" and "--run-date" in wheel["parameters"]
+    assert task["max_retries"] >= 1
+    cron = job["schedule"]["quartz_cron_expression"].split()
+    assert len(cron) in (6, 7)  # quartz: seconds minutes hours day-of-month month day-of-week [year]
+
+
+def test_airflow_dag_imports_with_stub_airflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    created: list[dict] = []
+
+    class DAG:
+        def __init__(self, **kw):
+            self.kw = kw
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    class SparkSubmitOperator:
+        def __init__(self, **kw):
+            created.append(kw)
+
+    mods = {
+        "airflow": types.ModuleType("airflow"),
+        "airflow.providers": types.ModuleType("airflow.providers"),
+        "airflow.providers.apache": types.ModuleType("airflow.providers.apache"),
+        "airflow.providers.apache.spark": types.ModuleType("airflow.providers.apache.spark"),
+        "airflow.providers.apache.spark.operators": types.ModuleType("airflow.providers.apache.spark.operators"),
+        "airflow.providers.apache.spark.operators.spark_submit": types.ModuleType("spark_submit"),
+    }
+    mods["airflow"].DAG = DAG
+    mods["airflow.providers.apache.spark.operators.spark_submit"].SparkSubmitOperator = SparkSubmitOperator
+    for name, mod in mods.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    spec = importlib.util.spec_from_file_location("airflow_nightly", ROOT / "conf" / "airflow_nightly.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.dag.kw["dag_id"] == "lepton_spark_nightly"
+    (op,) = created
+    assert op["application"].endswith("jobs/nightly.py") and op["py_files"].endswith(".whl")
+    assert "--run-date" in op["application_args"]
+
+
+@pytest.mark.parametrize("job", ["build_graph", "train", "propagate", "analytics", "embed", "nightly"])
+def test_jobs_are_thin_entry_points(job: str) -> None:
+    spec = importlib.util.spec_from_file_location(f"job_{job}", ROOT / "jobs" / f"{job}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--help"]) == 0

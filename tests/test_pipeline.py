@@ -1,0 +1,166 @@
+"""Nightly pipeline on the bundled Cora sample: outputs, atomic publish, resume, idempotence, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from lepton_spark.cli import main
+from lepton_spark.config import load_config
+from lepton_spark.pipeline import run_pipeline
+from lepton_spark.pipeline.runner import InjectedFault
+
+from .conftest import SAMPLE_GRAPH
+
+DATE = "2026-11-01"
+
+
+def _cfg(*overrides: str):
+    return load_config(None, [f"pipeline.graph_dir={SAMPLE_GRAPH}", "model.type=sgc", "model.params={K: 2}",
+                              "model.preset=cora", *overrides])
+
+
+@pytest.fixture(scope="module")
+def trained(spark, tmp_path_factory):
+    """One full nightly run (train + propagate + report) shared by the tests below."""
+    out = tmp_path_factory.mktemp("nightly")
+    cfg = _cfg()
+    manifest = run_pipeline(spark, cfg, output=str(out), run_date=DATE, stages=["build", "train", "propagate",
+                                                                                  "report"])
+    return out, manifest
+
+
+def _rows(out: Path, table: str, date: str = DATE) -> list[dict]:
+    return pq.read_table(out / "outputs" / table / f"run_date={date}").to_pylist()
+
+
+def test_end_to_end_outputs(spark, trained) -> None:
+    out, manifest = trained
+    emb = spark.read.parquet(str(out / "outputs" / "embeddings"))
+    pred = spark.read.parquet(str(out / "outputs" / "predictions"))
+    assert [(f.name, f.dataType.simpleString()) for f in emb.schema.fields] == [
+        ("id", "bigint"), ("embedding", "array<float>"), ("run_date", "date")]
+    assert [(f.name, f.dataType.simpleString()) for f in pred.schema.fields] == [
+        ("id", "bigint"), ("label", "int"), ("probs", "array<float>"), ("run_date", "date")]
+    assert emb.count() == pred.count() == 2708
+    assert manifest["tables"]["predictions"]["rows"] == 2708
+    # manifest contents
+    saved = json.loads((out / "runs" / DATE / "_manifest.json").read_text())
+    for key in ("run_id", "run_date", "config", "config_sha256", "model", "counts", "stage_seconds",
+                "round_seconds", "spark_version", "engine"):
+        assert key in saved, key
+    assert saved["model"]["sha256"] and saved["engine"] == "builtin"
+    assert saved["counts"]["input_vertices"] == 2708 and saved["round_seconds"]["propagate"]
+    # predictions equal the driver forward pass of the same artifact
+    from lepton_spark.models.artifact import load_model
+    from lepton_spark.pipeline.stages import local_graph
+
+    card = json.loads((out / "runs" / DATE / "model" / "model.json").read_text())
+    assert card["metrics"]["final"]["test_acc"] > 0.75
+    model = load_model(out / "runs" / DATE / "model")
+    vertices = spark.read.parquet(str(SAMPLE_GRAPH / "vertices"))
+    edges = spark.read.parquet(str(SAMPLE_GRAPH / "edges"))
+    data = local_graph(spark, vertices, edges)
+    want = model.predict_proba_local(data["A"], data["X"])
+    got = {r["id"]: r for r in _rows(out, "predictions")}
+    probs = np.array([got[i]["probs"] for i in data["ids"]])
+    np.testing.assert_allclose(probs, want, atol=1e-5)
+    assert np.array_equal(np.array([got[i]["label"] for i in data["ids"]]), want.argmax(axis=1))
+    acc = np.mean(want.argmax(axis=1)[data["masks"]["test"]] == data["y"][data["masks"]["test"]])
+    assert abs(acc - card["metrics"]["final"]["test_acc"]) < 1e-6
+    # the report
+    report = out / "runs" / DATE / "report"
+    page = (report / "index.html").read_text()
+    for png in ("training_curve.png", "degree_distribution.png", "timings.png", "prediction_classes.png"):
+        assert (report / png).stat().st_size > 1000 and png in page
+    # no leftovers
+    assert not (out / "_staging").exists() and not (out / "_work").exists()
+
+
+def _reuse(out: Path, *more: str):
+    return _cfg("train.enabled=false", f"pipeline.model_dir={out / 'runs' / DATE / 'model'}", *more)
+
+
+def test_interrupted_publish_keeps_previous_run(spark, trained, tmp_path) -> None:
+    out, _ = trained
+    before = sorted((r["id"], r["probs"]) for r in _rows(out, "predictions"))
+    manifest_before = (out / "runs" / DATE / "_manifest.json").read_text()
+    for point in ("table:embeddings", "round:1", "publish:embeddings"):
+        cfg = _reuse(out, f"pipeline.fail_after={point}", "graph.plan=partitioned")
+        with pytest.raises(InjectedFault):
+            run_pipeline(spark, cfg, output=str(out), run_date=DATE, stages=["propagate"])
+        # previous predictions intact and readable; the run without a manifest did not happen
+        assert sorted((r["id"], r["probs"]) for r in _rows(out, "predictions")) == before
+        assert (out / "runs" / DATE / "_manifest.json").read_text() == manifest_before
+        for table in ("embeddings", "predictions"):
+            parts = list((out / "outputs" / table).iterdir())
+            assert [p.name for p in parts] == [f"run_date={DATE}"], parts
+            assert len(_rows(out, table)) == 2708
+
+
+def test_resume_after_round_failure_equals_uninterrupted(spark, trained, tmp_path) -> None:
+    out, _ = trained
+    fresh = tmp_path / "fresh"
+    cfg = _reuse(out, "graph.plan=partitioned")
+    run_pipeline(spark, cfg, output=str(fresh), run_date=DATE, stages=["propagate"])
+    want = sorted((r["id"], r["probs"]) for r in _rows(fresh, "predictions"))
+    resumed = tmp_path / "resumed"
+    with pytest.raises(InjectedFault, match="round:2"):
+        run_pipeline(spark, _reuse(out, "graph.plan=partitioned", "pipeline.fail_after=round:2"),
+                     output=str(resumed), run_date=DATE, stages=["propagate"], run_id="r1")
+    rounds_file = list((resumed / "_work" / "r1" / "propagate").rglob("_COMPLETE"))
+    assert rounds_file, "completed rounds were recorded"
+    manifest = run_pipeline(spark, cfg, output=str(resumed), run_date=DATE, stages=["propagate"], run_id="r1")
+    assert len(manifest["round_seconds"]["propagate"]) < len(
+        json.loads((fresh / "runs" / DATE / "_manifest.json").read_text())["round_seconds"]["propagate"])
+    got = sorted((r["id"], r["probs"]) for r in _rows(resumed, "predictions"))
+    assert [g[0] for g in got] == [w[0] for w in want]
+    np.testing.assert_allclose(np.array([g[1] for g in got]), np.array([w[1] for w in want]), atol=1e-6)
+
+
+def test_rerun_is_idempotent_and_other_dates_untouched(spark, trained, tmp_path) -> None:
+    out, _ = trained
+    other = "2026-10-31"
+    cfg = _reuse(out)
+    run_pipeline(spark, cfg, output=str(out), run_date=other, stages=["propagate"])
+    other_rows = sorted((r["id"], r["label"]) for r in _rows(out, "predictions", other))
+    first = json.loads((out / "runs" / DATE / "_manifest.json").read_text())
+    run_pipeline(spark, cfg, output=str(out), run_date=DATE, stages=["propagate"])
+    run_pipeline(spark, cfg, output=str(out), run_date=DATE, stages=["propagate"])
+    second = json.loads((out / "runs" / DATE / "_manifest.json").read_text())
+    assert second["run_id"] == first["run_id"] or second["created"] >= first["created"]
+    rows = _rows(out, "predictions")
+    assert len(rows) == 2708 and len({r["id"] for r in rows}) == 2708
+    assert sorted((r["id"], r["label"]) for r in _rows(out, "predictions", other)) == other_rows
+    all_rows = spark.read.parquet(str(out / "outputs" / "predictions"))
+    assert all_rows.count() == 2 * 2708
+
+
+def test_cli_failures_are_one_line(spark, trained, tmp_path, capsys) -> None:
+    out, _ = trained
+    bad_model = tmp_path / "model"
+    bad_model.mkdir()
+    src = out / "runs" / DATE / "model"
+    (bad_model / "model.json").write_text((src / "model.json").read_text())
+    data = bytearray((src / "model.npz").read_bytes())
+    data[100] ^= 0xFF
+    (bad_model / "model.npz").write_bytes(bytes(data))
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("pipeline: [oops\n")
+    cases = [
+        (["nightly", "--graph", str(tmp_path / "missing"), "--output", str(tmp_path / "o1")], 3, "no such directory"),
+        (["nightly", "--config", str(bad_yaml), "--output", str(tmp_path / "o2")], 2, "not valid YAML"),
+        (["propagate", "--graph", str(SAMPLE_GRAPH), "--model", str(bad_model), "--output", str(tmp_path / "o3"),
+          "--run-date", DATE], 3, "sha256"),
+    ]
+    for argv, code, needle in cases:
+        rc = main(argv)
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if ln.startswith("lepton-spark:")]
+        assert rc == code, (argv, err)
+        assert len(lines) == 1 and needle in lines[0] and "Traceback" not in err, err
+    assert not (tmp_path / "o3" / "outputs").exists()
