@@ -5,11 +5,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-import tomllib
 import types
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 
