@@ -48,6 +48,7 @@ class GraphConfig:
     broadcast_max_bytes: int = 512 * 1024 * 1024  # feature matrix size up to which the broadcast plan runs
     native_aggregate: Literal["auto", "on", "off"] = "auto"  # vector_sum/vector_avg on Spark >= 4.3
     checkpoint_interval: int = 1  # cut lineage every N rounds
+    local_exchange: bool = True  # local mode: broadcast plan exchanges features via /dev/shm files
     num_partitions: int = 0  # 0 = spark.sql.shuffle.partitions
 
 

@@ -178,3 +178,15 @@ def test_kernels_combine_max_and_sum() -> None:
                                   [[2, 2], [0, 0], [4, -6], [0, 0]])
     np.testing.assert_array_equal(kernels.combine(4, 2, idx, vals, "max"),
                                   [[2, 2], [0, 0], [3, -1], [0, 0]])
+
+
+@pytest.mark.parametrize("agg", ["sum", "max"])
+def test_broadcast_plan_through_the_closure(spark, agg) -> None:
+    """The cluster path of the broadcast plan (features shipped with the task closure, not /dev/shm)."""
+    from lepton_spark.config import GraphConfig
+
+    ids, x, src, dst, w = _random_case(21)
+    g = _graph(spark, ids, x, src, dst, w)
+    out = propagate(g, rounds=2, agg=agg, plan="broadcast", config=GraphConfig(local_exchange=False))
+    np.testing.assert_allclose(_to_matrix(out, ids), kernels.reference_propagate(src, dst, w, x, 2, agg),
+                               rtol=1e-5, atol=1e-5)

@@ -34,7 +34,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import shutil
+import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -207,7 +211,7 @@ def _positions(ids: np.ndarray | None, values: np.ndarray) -> tuple[np.ndarray, 
 
 
 def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _RoundStore,
-                    interval: int, on_round: RoundCallback | None) -> DataFrame:
+                    interval: int, on_round: RoundCallback | None, local_exchange: bool = True) -> DataFrame:
     t0 = time.perf_counter()
     table = io.collect_arrow(inp.x0)
     ids = table.column("id").to_numpy()
@@ -254,10 +258,13 @@ def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _Rou
     if start:
         x = np.load(_open_binary(store.path(start, "x.npy")), allow_pickle=False)
         log.info("propagate[broadcast]: resuming after round %d/%d from %s", start, rounds, store.root)
+    exchange = _local_exchange_dir(inp.spark, x.nbytes) if local_exchange else None
+    if exchange:
+        log.info("propagate[broadcast]: local mode, features exchanged through %s", exchange)
     try:
         for k in range(start + 1, rounds + 1):
             tk = time.perf_counter()
-            x = _broadcast_round(blocks, x, agg, idx_t)
+            x = _broadcast_round(blocks, x, agg, idx_t, exchange, k)
             secs = time.perf_counter() - tk
             if store.root and (k % interval == 0 or k == rounds):
                 _save_npy(store.path(k, "x.npy"), x)
@@ -267,28 +274,78 @@ def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _Rou
                 on_round(k, {"round": k, "rounds": rounds, "rows": n, "seconds": secs, "plan": "broadcast"})
     finally:
         blocks.unpersist()
+        if exchange:
+            shutil.rmtree(exchange, ignore_errors=True)
     out = pa.table({"id": pa.array(ids, pa.int64()), "features": matrix_to_list(x)})
     return _create_df(inp.spark, out, _RESULT_SCHEMA)
 
 
-def _broadcast_round(blocks: DataFrame, x: np.ndarray, agg: str, idx_t: type) -> np.ndarray:
+_PATH_SCHEMA = T.StructType([T.StructField("path", T.StringType())])
+
+
+def _local_exchange_dir(spark: SparkSession, nbytes: int) -> str | None:
+    """A shared-memory (or temp) directory when driver and executors share this machine (local mode).
+
+    Shipping the feature matrix through the JVM twice per round (closure broadcast in, collect out)
+    costs far more than the sparse product itself; on one machine a file in /dev/shm that every task
+    memory-maps costs one memcpy. On a cluster this is never used (executors cannot see the driver's
+    files): there the matrix travels with the task closure, which PySpark broadcasts.
+    """
+    try:
+        master = spark.conf.get("spark.master", "") or ""
+    except Exception:  # noqa: BLE001 - Connect / restricted confs: no local exchange
+        return None
+    if not master.startswith("local"):
+        return None
+    for base in ("/dev/shm", tempfile.gettempdir()):
+        try:
+            if os.path.isdir(base) and shutil.disk_usage(base).free > 3 * nbytes + (64 << 20):
+                return tempfile.mkdtemp(prefix="lepton-propagate-", dir=base)
+        except OSError:
+            continue
+    return None
+
+
+def _broadcast_round(blocks: DataFrame, x: np.ndarray, agg: str, idx_t: type, exchange: str | None = None,
+                     k: int = 0) -> np.ndarray:
     dim = x.shape[1]
+    x_path = None
+    if exchange:
+        x_path = os.path.join(exchange, f"x-{k}.npy")
+        np.save(x_path, x, allow_pickle=False)
+    shipped = None if exchange else x  # the closure carries x only when there is no shared directory
 
     def step(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        xm = np.load(x_path, mmap_mode="r") if x_path else shipped
         for b in batches:
             for i in range(b.num_rows):
                 rows = np.frombuffer(b.column("rows")[i].as_buffer(), dtype=np.int64)
                 indptr = np.frombuffer(b.column("indptr")[i].as_buffer(), dtype=np.int64)
                 indices = np.frombuffer(b.column("indices")[i].as_buffer(), dtype=idx_t)
                 data = np.frombuffer(b.column("data")[i].as_buffer(), dtype=np.float32)
-                vals = kernels.block_apply(indptr, indices, data, x, agg)
-                yield pa.RecordBatch.from_arrays(
-                    [pa.array([rows.tobytes()], pa.binary()), pa.array([vals.tobytes()], pa.binary())],
-                    names=["rows", "values"],
-                )
+                vals = kernels.block_apply(indptr, indices, data, xm, agg)
+                if exchange:
+                    path = os.path.join(exchange, f"out-{k}-{uuid.uuid4().hex}.npz")
+                    tmp = path + ".tmp.npz"
+                    np.savez(tmp, rows=rows, vals=vals)
+                    os.replace(tmp, path)
+                    yield pa.RecordBatch.from_arrays([pa.array([path], pa.string())], names=["path"])
+                else:
+                    yield pa.RecordBatch.from_arrays(
+                        [pa.array([rows.tobytes()], pa.binary()), pa.array([vals.tobytes()], pa.binary())],
+                        names=["rows", "values"],
+                    )
 
-    out = io.collect_arrow(blocks.mapInArrow(step, _OUT_SCHEMA))
     nxt = np.zeros_like(x)
+    if exchange:
+        out = io.collect_arrow(blocks.mapInArrow(step, _PATH_SCHEMA))
+        for path in out.column("path").to_pylist():
+            with np.load(path, allow_pickle=False) as z:
+                nxt[z["rows"]] = z["vals"]
+            os.remove(path)
+        os.remove(x_path)
+        return nxt
+    out = io.collect_arrow(blocks.mapInArrow(step, _OUT_SCHEMA))
     rows_col, vals_col = out.column("rows"), out.column("values")
     for i in range(out.num_rows):
         rows = np.frombuffer(rows_col[i].as_buffer(), dtype=np.int64)
@@ -583,7 +640,7 @@ def propagate(
     signature = {"n": inp.n, "dim": inp.dim, "rounds_plan": chosen, "agg": agg, "native": native}
     store = _RoundStore(checkpoint, signature)
     if chosen == "broadcast":
-        return _broadcast_plan(inp, rounds, agg, parts, store, interval, on_round)
+        return _broadcast_plan(inp, rounds, agg, parts, store, interval, on_round, cfg.local_exchange)
     blocks = num_blocks or max(parts * 2, math.ceil(size / (64 * 2**20)))
     return _partitioned_plan(inp, rounds, agg, blocks, native, store, interval, on_round)
 
