@@ -145,17 +145,21 @@ def _cmd_report(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     return {"command": "report", "report": page}
 
 
+def _cmd_export(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    from lepton_spark.analytics.export import export_graph
+    from lepton_spark.io import read_graph
+
+    if not args.output:
+        raise UsageError("export needs --output FILE")
+    vertices, edges = read_graph(_spark(cfg), args.graph or cfg.pipeline.graph_dir or _default_graph())
+    return {"command": "export", **export_graph(vertices, edges, args.output, args.format,
+                                                  max_vertices=args.max_vertices, max_edges=args.max_edges)}
+
+
 def _default_graph() -> str:
     from lepton_spark.config import DEFAULT_SAMPLE_DIR
 
     return str(DEFAULT_SAMPLE_DIR)
-
-
-def _not_built(name: str, issue: int) -> Handler:
-    def handler(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-        raise UsageError(f"lepton-spark {name}: not built yet (tracked in issue #{issue})")
-
-    return handler
 
 
 # name -> (help, argument adder, handler)
@@ -196,6 +200,8 @@ def _commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None
     def a_export(p: argparse.ArgumentParser) -> None:
         p.add_argument("--graph"), p.add_argument("--output")
         p.add_argument("--format", choices=["graphml", "gexf"], default="graphml")
+        p.add_argument("--max-vertices", type=int, default=2000, help="keep the top-PageRank vertices (cap)")
+        p.add_argument("--max-edges", type=int, default=20000, help="cap on edges among them")
 
     return {
         "build": ("raw vertex/edge tables -> validated, normalised graph", a_build, _cmd_build),
@@ -205,8 +211,7 @@ def _commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None
         "embed": ("random-walk (DeepWalk/node2vec) embeddings", a_dated, _cmd_stage("embed")),
         "nightly": ("the whole pipeline for one run date", a_nightly, _cmd_nightly),
         "report": ("HTML report of a run directory (runs/<run date>)", a_report, _cmd_report),
-        "export": ("graph with pagerank/community attributes for Gephi", a_export,
-                   _not_built("export", 7)),
+        "export": ("graph with pagerank/community attributes for Gephi", a_export, _cmd_export),
         "describe": ("counts, degree summary and class balance of a graph", a_describe, _cmd_describe),
         "sample": ("regenerate the bundled sample from the raw Planetoid files", a_sample, _cmd_sample),
     }

@@ -263,6 +263,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+_FREE_FORM = (("spark", "extra"), ("model", "params"))
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Load defaults, then the YAML file (if any), then ``--set`` overrides; validate everything."""
     data: dict[str, Any] = {}
@@ -284,6 +287,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         data = loaded
     for item in overrides:
         parts, value = parse_override(item)
+        for mapping in _FREE_FORM:  # spark.extra.spark.executor.memory=8g: the rest is one key
+            n = len(mapping)
+            if tuple(parts[:n]) == mapping and len(parts) > n + 1:
+                parts = [*parts[:n], ".".join(parts[n:])]
         node = data
         for part in parts[:-1]:
             nxt = node.setdefault(part, {})

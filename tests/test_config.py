@@ -16,10 +16,12 @@ def test_default_yaml_matches_dataclass_defaults() -> None:
 
 
 def test_overrides_are_typed() -> None:
-    cfg = load_config(None, ["train.epochs=50", "model.type=sgc", "spark.extra.spark.foo=1",
-                             "pipeline.stages=[build, train]", "train.lr=0.2"])
-    assert cfg.train.epochs == 50 and cfg.model.type == "sgc" and cfg.train.lr == 0.2
-    assert cfg.pipeline.stages == ["build", "train"]
+    cfg = load_config(None, ["train.seed=50", "model.type=sgc", "spark.extra.spark.foo=1",
+                             "pipeline.stages=[build, train]", "model.params={lr: 0.2, K: 3}",
+                             "analytics.pagerank_reset=0.2"])
+    assert cfg.train.seed == 50 and cfg.model.type == "sgc" and cfg.model.params == {"lr": 0.2, "K": 3}
+    assert cfg.pipeline.stages == ["build", "train"] and cfg.analytics.pagerank_reset == 0.2
+    assert cfg.spark.extra == {"spark.foo": "1"}
 
 
 @pytest.mark.parametrize(
@@ -27,9 +29,9 @@ def test_overrides_are_typed() -> None:
     [
         ("train.epochz=5", "unknown config key train.epochz"),
         ("model.type=gat", "model.type: 'gat' is not one of"),
-        ("train.epochs=many", "train.epochs: expected an integer"),
-        ("train.epochs=0", "train.epochs: must be > 0"),
-        ("model.dropout=1.5", "model.dropout: must be in [0, 1)"),
+        ("train.seed=many", "train.seed: expected an integer"),
+        ("embed.walk_length=0", "embed.walk_length: must be > 0"),
+        ("model.params={hiddn: 8}", "model.params: unknown hyper-parameter(s) ['hiddn'] for gcn"),
         ("bogus.x=1", "unknown config key bogus"),
         ("spark.ui=maybe", "spark.ui: expected true/false"),
         ("noequals", "expected key.sub=value"),
