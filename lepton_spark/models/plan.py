@@ -323,6 +323,7 @@ class SparkOps:
         self.split_col = split
         self.propagate_options = dict(propagate_options or {})
         self._steps = 0
+        self._gcn: Any = None
 
     # tables ---------------------------------------------------------------------------------------
     def features(self) -> Any:
@@ -346,7 +347,10 @@ class SparkOps:
             F.lit(1.0).cast("float").alias("weight"),
         )
         # self-loops come from the vertex table so isolated vertices get one too (A + I)
-        return self.engine.normalize_edges(self.raw_edges().unionByName(loops), mode="sym", self_loops=False)
+        if self._gcn is None:  # every layer propagates over the same operator: normalise it once
+            self._gcn = self.engine.normalize_edges(self.raw_edges().unionByName(loops), mode="sym",
+                                                    self_loops=False).persist()
+        return self._gcn
 
     def scale_edges(self, edges: Any, factor: float) -> Any:
         F = self.F
