@@ -88,6 +88,17 @@ def write_text(path: str, text: str) -> None:
     fs.move(tmp, p)
 
 
+def upload_dir(local_dir: str | Path, dest: str) -> None:
+    """Copy the files of a local directory (not recursive) to ``dest`` (local path or URI)."""
+    for f in sorted(Path(local_dir).iterdir()):
+        if not f.is_file():
+            continue
+        fs, p = _fs(join_path(dest, f.name))
+        fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(p) as out:
+            out.write(f.read_bytes())
+
+
 def read_text(path: str) -> str:
     fs, p = _fs(path)
     with fs.open_input_stream(p) as f:

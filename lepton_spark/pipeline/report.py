@@ -89,12 +89,7 @@ def write_report(spark: SparkSession, run_dir: str, output: str | None = None) -
             ax.set(title="predicted class distribution", xlabel="class", ylabel="vertices")
             figures.append((_save(fig, tmp, "prediction_classes.png", plt), "Predicted classes"))
         (tmp / "index.html").write_text(_html(manifest, card, figures))
-        dest = io.join_path(run_dir, "report")
-        for f in tmp.iterdir():
-            fs, p = io._fs(io.join_path(dest, f.name))
-            fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
-            with fs.open_output_stream(p) as out:
-                out.write(f.read_bytes())
+        io.upload_dir(tmp, io.join_path(run_dir, "report"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     page = io.join_path(run_dir, "report", "index.html")

@@ -139,11 +139,7 @@ def _save(model: Any, model_dir: str, metrics: dict[str, Any], fingerprint: dict
     tmp = Path(tempfile.mkdtemp(prefix="lepton-model-"))
     try:
         save_model(model, tmp, metrics=metrics, fingerprint=fingerprint)
-        for f in tmp.iterdir():
-            fs, p = io._fs(io.join_path(model_dir, f.name))
-            fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
-            with fs.open_output_stream(p) as out:
-                out.write(f.read_bytes())
+        io.upload_dir(tmp, model_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
