@@ -241,24 +241,36 @@ class PPRPropagation(Layer):
 # --------------------------------------------------------------------------------------------------
 # layers with parameters
 # --------------------------------------------------------------------------------------------------
-class Dense(Layer):
-    """``y = x W + b``; ``x`` may be scipy-sparse (first layer on bag-of-words features)."""
+class _Affine(Layer):
+    """Shared parameters of the weight layers: ``W`` of shape (``_rows`` x d_in, d_out) and optional ``b``."""
+
+    _rows = 1  # SageMean stacks the vertex and neighbour halves: 2 x d_in rows
 
     def __init__(self, name: str, d_in: int, d_out: int, bias: bool = True) -> None:
         super().__init__(name)
         self.d_in, self.d_out, self.bias = int(d_in), int(d_out), bool(bias)
 
+    @property
+    def weight_first(self) -> bool:
+        """Apply W before propagating when it shrinks the width (fewer numbers to move)."""
+        return self.d_out < self.d_in
+
     def param_shapes(self):
-        shapes = {f"{self.name}.W": (self.d_in, self.d_out)}
+        shapes = {f"{self.name}.W": (self._rows * self.d_in, self.d_out)}
         if self.bias:
             shapes[f"{self.name}.b"] = (self.d_out,)
         return shapes
 
     def init(self, rng):
-        p = {f"{self.name}.W": glorot(rng, self.d_in, self.d_out)}
+        p = {f"{self.name}.W": glorot(rng, self._rows * self.d_in, self.d_out)}
         if self.bias:
             p[f"{self.name}.b"] = np.zeros(self.d_out)
         return p
+
+
+class Dense(_Affine):
+    """``y = x W + b``; ``x`` may be scipy-sparse (first layer on bag-of-words features)."""
+
 
     def forward(self, params, x, *, graph, training, rng):
         y = _matmul(x, params[f"{self.name}.W"])
@@ -274,7 +286,7 @@ class Dense(Layer):
         return dout @ params[f"{self.name}.W"].T if need_dx else None
 
 
-class GraphConv(Layer):
+class GraphConv(_Affine):
     """GCN layer ``y = Â x W + b`` (local form ``P @ x @ W``).
 
     The product is ordered like the Spark path: ``P @ (x W)`` when the layer shrinks the width
@@ -284,25 +296,6 @@ class GraphConv(Layer):
 
     needs_graph = True
 
-    def __init__(self, name: str, d_in: int, d_out: int, bias: bool = True) -> None:
-        super().__init__(name)
-        self.d_in, self.d_out, self.bias = int(d_in), int(d_out), bool(bias)
-
-    @property
-    def weight_first(self) -> bool:
-        return self.d_out < self.d_in
-
-    def param_shapes(self):
-        shapes = {f"{self.name}.W": (self.d_in, self.d_out)}
-        if self.bias:
-            shapes[f"{self.name}.b"] = (self.d_out,)
-        return shapes
-
-    def init(self, rng):
-        p = {f"{self.name}.W": glorot(rng, self.d_in, self.d_out)}
-        if self.bias:
-            p[f"{self.name}.b"] = np.zeros(self.d_out)
-        return p
 
     def forward(self, params, x, *, graph, training, rng):
         assert graph is not None
@@ -331,7 +324,7 @@ class GraphConv(Layer):
         return np.asarray(graph.PT @ (dout @ W.T)) if need_dx else None
 
 
-class SageMean(Layer):
+class SageMean(_Affine):
     """GraphSAGE-mean layer ``y = [x_v ‖ mean_{u->v} x_u] W + b`` with ``W`` of shape (2 d_in, d_out).
 
     Rows ``W[:d_in]`` act on the vertex itself, ``W[d_in:]`` on the neighbour mean ``M x``. Like
@@ -339,26 +332,7 @@ class SageMean(Layer):
     """
 
     needs_graph = True
-
-    def __init__(self, name: str, d_in: int, d_out: int, bias: bool = True) -> None:
-        super().__init__(name)
-        self.d_in, self.d_out, self.bias = int(d_in), int(d_out), bool(bias)
-
-    @property
-    def weight_first(self) -> bool:
-        return self.d_out < self.d_in
-
-    def param_shapes(self):
-        shapes = {f"{self.name}.W": (2 * self.d_in, self.d_out)}
-        if self.bias:
-            shapes[f"{self.name}.b"] = (self.d_out,)
-        return shapes
-
-    def init(self, rng):
-        p = {f"{self.name}.W": glorot(rng, 2 * self.d_in, self.d_out)}
-        if self.bias:
-            p[f"{self.name}.b"] = np.zeros(self.d_out)
-        return p
+    _rows = 2
 
     def forward(self, params, x, *, graph, training, rng):
         assert graph is not None
