@@ -33,6 +33,14 @@ def is_connect(spark: SparkSession) -> bool:
     return type(spark).__module__.startswith("pyspark.sql.connect")
 
 
+def shuffle_partitions(spark: SparkSession) -> int:
+    """``spark.sql.shuffle.partitions`` (8 when the conf cannot be read, e.g. on restricted clusters)."""
+    try:
+        return max(1, int(spark.conf.get("spark.sql.shuffle.partitions") or 8))
+    except Exception:  # noqa: BLE001 - restricted conf access on some clusters
+        return 8
+
+
 def get_spark(conf: SparkConfig | None = None) -> SparkSession:
     """Return the active SparkSession or build one from ``conf`` (see module docstring)."""
     conf = conf or SparkConfig()

@@ -40,6 +40,7 @@ from lepton_spark.build.ids import dense_ids
 from lepton_spark.build.transform import normalize_features, transform_edges
 from lepton_spark.config import BuildConfig
 from lepton_spark.errors import InvalidInputError, UsageError
+from lepton_spark.session import shuffle_partitions
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str, *, fail_afte
     has_w = cfg.weight_col in raw_e.columns
     w = try_float(F.col(cfg.weight_col)) if has_w else F.lit(1.0)
     e = e.withColumn("_w", w).withColumn("_src", _key(F.col(cfg.src_col))).withColumn("_dst", _key(F.col(cfg.dst_col)))
-    mapped = dense_ids(good_v.select("_key", F.col(cfg.id_col).alias("_raw")), "_raw", _parts(spark))
+    mapped = dense_ids(good_v.select("_key", F.col(cfg.id_col).alias("_raw")), "_raw", shuffle_partitions(spark))
     mapped = mapped.localCheckpoint(eager=True)
     ks = mapped.select(F.col("_key").alias("_src"), F.col("id").alias("_sid"))
     kd = mapped.select(F.col("_key").alias("_dst"), F.col("id").alias("_did"))
@@ -197,11 +198,11 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str, *, fail_afte
     # ---- write to staging, then publish
     staging = _staging_path(output)
     try:
-        vertices = vertices.repartition(_parts(spark), "id").sortWithinPartitions("id")
+        vertices = vertices.repartition(shuffle_partitions(spark), "id").sortWithinPartitions("id")
         _write(vertices, io.join_path(staging, "graph", "vertices"))
         if fail_after == "vertices":
             raise RuntimeError("fault injected after writing graph/vertices (pipeline.fail_after)")
-        edges = edges.repartition(_parts(spark), "src").sortWithinPartitions("src", "dst")
+        edges = edges.repartition(shuffle_partitions(spark), "src").sortWithinPartitions("src", "dst")
         _write(edges, io.join_path(staging, "graph", "edges"))
         _write(mapped.select("id", F.col("_key").alias("raw_id")), io.join_path(staging, "mapping"))
         for rule, count in quarantine.items():
@@ -224,13 +225,6 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str, *, fail_afte
     log.info("build: %d vertices, %d edges published to %s in %.1fs", report["graph"]["num_vertices"],
              report["graph"]["num_edges"], output, report["seconds"])
     return report
-
-
-def _parts(spark: SparkSession) -> int:
-    try:
-        return max(1, int(spark.conf.get("spark.sql.shuffle.partitions") or 8))
-    except Exception:  # noqa: BLE001 - restricted conf access on some clusters
-        return 8
 
 
 def _describe(counts: dict[Any, int]) -> str:

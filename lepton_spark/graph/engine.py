@@ -24,6 +24,8 @@ from lepton_spark.errors import UsageError
 if TYPE_CHECKING:
     from lepton_spark.graph.frame import GraphFrame
 
+from lepton_spark.session import is_connect
+
 log = logging.getLogger(__name__)
 
 ENV_VAR = "LEPTON_GRAPH_ENGINE"
@@ -39,10 +41,6 @@ class EngineUnavailableError(UsageError):
     """``graphframes`` was requested but cannot run in this session (exit code 2, a configuration error)."""
 
 
-def _is_connect(spark: SparkSession) -> bool:
-    return type(spark).__module__.startswith("pyspark.sql.connect")
-
-
 def graphframes_status(spark: SparkSession) -> tuple[bool, str]:
     """(usable, reason): can the real GraphFrames run in ``spark``? Never raises.
 
@@ -54,7 +52,7 @@ def graphframes_status(spark: SparkSession) -> tuple[bool, str]:
         import graphframes  # noqa: F401
     except ImportError as exc:
         return False, f"the graphframes Python package does not import ({exc})"
-    if _is_connect(spark):
+    if is_connect(spark):
         return False, "Spark Connect session: the GraphFrames server plugin cannot be probed from the client"
     try:
         jvm: Any = spark._jvm  # type: ignore[attr-defined]

@@ -53,6 +53,7 @@ from lepton_spark import io
 from lepton_spark.config import GraphConfig
 from lepton_spark.graph import kernels
 from lepton_spark.graph.arrow import FLOAT_LIST, list_to_matrix, matrix_to_list
+from lepton_spark.session import is_connect, shuffle_partitions
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +86,6 @@ def _spark_version(spark: SparkSession) -> tuple[int, int]:
 def native_aggregate_available(spark: SparkSession) -> bool:
     """True when Spark has ``vector_sum``/``vector_avg`` on ``array<float>`` (Spark >= 4.3)."""
     return _spark_version(spark) >= (4, 3) and hasattr(F, "vector_sum")
-
-
-def _is_connect(spark: SparkSession) -> bool:
-    return type(spark).__module__.startswith("pyspark.sql.connect")
 
 
 def _create_df(spark: SparkSession, table: pa.Table, schema: T.StructType) -> DataFrame:
@@ -465,7 +462,7 @@ def _partitioned_plan(inp: _Inputs, rounds: int, agg: str, blocks: int, native: 
         return pa.Table.from_pylist([row], schema=_EBLOCK_SCHEMA_PA)
 
     eblocks = _cogroup(vside, eside, pack, _EBLOCK_SCHEMA)
-    parts = max(1, min(blocks, _shuffle_partitions(inp.spark)))
+    parts = max(1, min(blocks, shuffle_partitions(inp.spark)))
     eblocks = eblocks.repartition(parts, "pid").persist()
     nb = eblocks.count()
     log.info("propagate[partitioned]: %d vertices x %d dims in %d blocks (%d partitions), %s aggregation; "
@@ -574,13 +571,6 @@ _ROWS_PA = _pa_schema(_PARTIAL_ROWS)
 _FINAL_PA = _pa_schema(_RESULT_SCHEMA)
 
 
-def _shuffle_partitions(spark: SparkSession) -> int:
-    try:
-        return int(spark.conf.get("spark.sql.shuffle.partitions") or 8)
-    except Exception:  # noqa: BLE001 - conf access can fail on restricted clusters
-        return 8
-
-
 # ------------------------------------------------------------------------------------------ public
 
 
@@ -624,12 +614,12 @@ def propagate(
         return inp.x0
     size = inp.n * inp.dim * 4
     if plan == "auto":
-        chosen = "broadcast" if size <= max_bytes and not _is_connect(inp.spark) else "partitioned"
+        chosen = "broadcast" if size <= max_bytes and not is_connect(inp.spark) else "partitioned"
         why = (f"feature matrix {size / 2**20:.1f} MiB {'<=' if chosen == 'broadcast' else '>'} "
-               f"{max_bytes / 2**20:.0f} MiB" + (" (Spark Connect)" if _is_connect(inp.spark) else ""))
+               f"{max_bytes / 2**20:.0f} MiB" + (" (Spark Connect)" if is_connect(inp.spark) else ""))
     else:
         chosen, why = plan, "forced"
-    parts = cfg.num_partitions or _shuffle_partitions(inp.spark)
+    parts = cfg.num_partitions or shuffle_partitions(inp.spark)
     native = False
     if chosen == "partitioned":
         available = native_aggregate_available(inp.spark)
