@@ -102,6 +102,7 @@ class AnalyticsConfig:
     pagerank_tol: float = 0.0
     lpa_iters: int = 5
     components: bool = True
+    local_max_edges: int = 2_000_000
 
 
 @dataclass

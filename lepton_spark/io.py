@@ -125,6 +125,13 @@ def collect_arrow(df: DataFrame) -> Any:
     return pa.Table.from_batches(batches)
 
 
+def create_df(spark: SparkSession, table: Any, schema: Any = None) -> DataFrame:
+    """DataFrame from a pyarrow Table (directly on Spark >= 4; through pandas + Arrow on 3.5)."""
+    if int(spark.version.split(".")[0]) >= 4:
+        return spark.createDataFrame(table, schema=schema)
+    return spark.createDataFrame(table.to_pandas(), schema=schema)
+
+
 def read_table(
     spark: SparkSession,
     path: str,

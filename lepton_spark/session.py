@@ -57,8 +57,12 @@ def get_spark(conf: SparkConfig | None = None) -> SparkSession:
     if remote:
         builder = builder.remote(remote)
     else:
-        checkpoint_dir = conf.checkpoint_dir or os.path.join(tempfile.gettempdir(), "lepton-spark-checkpoints")
-        settings["spark.checkpoint.dir"] = checkpoint_dir
+        if conf.checkpoint_dir:
+            settings["spark.checkpoint.dir"] = conf.checkpoint_dir
+        elif not launched_by_spark_submit():
+            # a local temp dir is only right when driver and executors share this machine; under
+            # spark-submit the cluster's own spark.checkpoint.dir (shared storage) is kept
+            settings["spark.checkpoint.dir"] = os.path.join(tempfile.gettempdir(), "lepton-spark-checkpoints")
         if not launched_by_spark_submit():
             # Local run: we own the JVM, so master, memory, UI and logging are ours to choose.
             if conf.master:
@@ -81,5 +85,13 @@ def get_spark(conf: SparkConfig | None = None) -> SparkSession:
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    log.info("spark %s session ready (%s)", spark.version, "connect" if remote else "classic")
+    import lepton_spark
+
+    try:
+        master = spark.conf.get("spark.master", "") or "?"
+    except Exception:  # noqa: BLE001 - restricted conf access
+        master = "?"
+    log.info("spark %s session ready (%s, master %s); lepton_spark %s from %s", spark.version,
+             "connect" if remote else "classic", master, lepton_spark.__version__,
+             Path(lepton_spark.__file__).parent)
     return spark

@@ -18,6 +18,12 @@ def spark(tmp_path_factory: pytest.TempPathFactory):
     from lepton_spark.config import SparkConfig
     from lepton_spark.session import get_spark
 
+    remote = os.environ.get("LEPTON_TEST_SPARK_REMOTE", "")
+    if remote:  # the same tests against a Spark Connect server (tests/cluster/test_connect.py)
+        session = get_spark(SparkConfig(remote=remote, app_name="lepton-spark-tests", shuffle_partitions=4))
+        yield session
+        session.stop()
+        return
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     conf = SparkConfig(
         master="local[2]",

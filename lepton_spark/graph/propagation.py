@@ -88,14 +88,43 @@ def native_aggregate_available(spark: SparkSession) -> bool:
     return _spark_version(spark) >= (4, 3) and hasattr(F, "vector_sum")
 
 
-def _create_df(spark: SparkSession, table: pa.Table, schema: T.StructType) -> DataFrame:
-    if _spark_version(spark) >= (4, 0):
-        return spark.createDataFrame(table, schema=schema)
-    return spark.createDataFrame(table.to_pandas(), schema=schema)  # pyspark 3.5: via pandas + Arrow
+FAULT_SLEEP_ENV = "LEPTON_FAULT_TASK_SLEEP"
+
+
+def _fault_sleep() -> float:
+    """Seconds every round task sleeps before working (fault-injection tests only; env, default 0).
+
+    Read on the driver and shipped with the round's closure, so the tasks of every round run long
+    enough for a test to kill an executor (or the driver) while a round is in flight.
+    """
+    try:
+        return max(0.0, float(os.environ.get(FAULT_SLEEP_ENV, "0") or 0))
+    except ValueError:
+        return 0.0
+
+
+def _is_local(spark: SparkSession) -> bool:
+    try:
+        return (spark.conf.get("spark.master", "") or "").startswith("local")
+    except Exception:  # noqa: BLE001 - Connect / restricted confs: treat as a cluster
+        return False
 
 
 def _cut(df: DataFrame) -> DataFrame:
-    """Cut lineage and materialise (localCheckpoint; persist+count where it is unavailable)."""
+    """Cut lineage and materialise.
+
+    Local mode: ``localCheckpoint`` (executor memory, the fastest cut; nothing can be lost that the
+    driver would survive). On a cluster a lost executor would take local checkpoint blocks with it
+    and fail the job, so there the cut is a reliable ``checkpoint`` into the checkpoint directory,
+    falling back to ``localCheckpoint`` when no directory is configured; persist+count where neither
+    is available (some Connect servers).
+    """
+    if not _is_local(df.sparkSession):
+        try:
+            return df.checkpoint(eager=True)
+        except Exception as exc:  # noqa: BLE001 - no checkpoint directory: local checkpoint instead
+            log.warning("propagate: reliable checkpoint failed (%s); using localCheckpoint "
+                        "(set spark.checkpoint.dir to survive executor loss)", io.first_line(exc))
     try:
         return df.localCheckpoint(eager=True)
     except Exception as exc:  # noqa: BLE001 - some Connect servers lack it; persisting is the fallback
@@ -274,7 +303,7 @@ def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _Rou
         if exchange:
             shutil.rmtree(exchange, ignore_errors=True)
     out = pa.table({"id": pa.array(ids, pa.int64()), "features": matrix_to_list(x)})
-    return _create_df(inp.spark, out, _RESULT_SCHEMA)
+    return io.create_df(inp.spark, out, _RESULT_SCHEMA)
 
 
 _PATH_SCHEMA = T.StructType([T.StructField("path", T.StringType())])
@@ -288,11 +317,7 @@ def _local_exchange_dir(spark: SparkSession, nbytes: int) -> str | None:
     memory-maps costs one memcpy. On a cluster this is never used (executors cannot see the driver's
     files): there the matrix travels with the task closure, which PySpark broadcasts.
     """
-    try:
-        master = spark.conf.get("spark.master", "") or ""
-    except Exception:  # noqa: BLE001 - Connect / restricted confs: no local exchange
-        return None
-    if not master.startswith("local"):
+    if not _is_local(spark):
         return None
     for base in ("/dev/shm", tempfile.gettempdir()):
         try:
@@ -311,8 +336,11 @@ def _broadcast_round(blocks: DataFrame, x: np.ndarray, agg: str, idx_t: type, ex
         x_path = os.path.join(exchange, f"x-{k}.npy")
         np.save(x_path, x, allow_pickle=False)
     shipped = None if exchange else x  # the closure carries x only when there is no shared directory
+    delay = _fault_sleep()
 
     def step(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        if delay:
+            time.sleep(delay)
         xm = np.load(x_path, mmap_mode="r") if x_path else shipped
         for b in batches:
             for i in range(b.num_rows):
@@ -469,8 +497,12 @@ def _partitioned_plan(inp: _Inputs, rounds: int, agg: str, blocks: int, native: 
              "prepared in %.2fs", inp.n, dim, nb, parts, "native vector_sum" if native else "numpy",
              time.perf_counter() - t0)
 
+    delay = _fault_sleep()
+
     def step_fn(final: bool, rows_mode: bool, finalize_mean: bool) -> Callable[[pa.Table, pa.Table], pa.Table]:
         def step(incoming: pa.Table, eb: pa.Table) -> pa.Table:
+            if delay and not final:
+                time.sleep(delay)
             if eb.num_rows == 0:
                 return pa.Table.from_pylist([], schema=_FINAL_PA if final else
                                             (_ROWS_PA if native else _BLOB_PA))

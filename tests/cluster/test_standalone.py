@@ -1,0 +1,147 @@
+"""The nightly job on a real standalone cluster (master + 2 workers on 127.0.0.1), with faults.
+
+One module-scoped cluster serves the three tests (started once, torn down by pid at the end, also on
+failure). Reference outputs come from the same job in local mode (the suite's local[2] session).
+
+* the undisturbed cluster run (spark-submit + the wheel) publishes the same rows as local mode;
+* an executor JVM killed (SIGKILL, by pid) while a propagation round's tasks run: the job completes
+  and its outputs equal the undisturbed run;
+* the driver killed (SIGKILL of the spark-submit process group) after round 1 is recorded: the
+  previously published partition of that run date is intact, and a rerun with the same run id
+  resumes from round 1 (the log says so) and publishes the undisturbed outputs.
+
+Propagation tasks are slowed with ``LEPTON_FAULT_TASK_SLEEP`` (seconds per task, read by the driver
+and shipped with each round) so that the kills land while a round is in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from pyspark.testing import assertDataFrameEqual
+
+from lepton_spark.config import load_config
+from lepton_spark.pipeline import run_pipeline
+
+from .conftest import ROOT, Cluster, Proc, wait_for
+
+pytestmark = pytest.mark.cluster
+
+DATE = "2026-11-20"
+TABLES = ("embeddings", "predictions", "pagerank", "components", "communities")
+SLEEP = "2"  # seconds per propagation task in the fault runs
+
+
+def _reuse_model(setup) -> list[str]:
+    """Fault runs: only the propagate stage, reusing the model the undisturbed cluster run trained."""
+    return ["--set", "pipeline.stages=[propagate]", "--set", "train.enabled=false",
+            "--set", f"pipeline.model_dir={setup['cluster'] / 'runs' / DATE / 'model'}"]
+
+
+def _config(tmp: Path) -> Path:
+    path = tmp / "cluster-test.yaml"
+    path.write_text(
+        f"spark:\n  shuffle_partitions: 4\n  checkpoint_dir: {tmp / 'checkpoints'}\n"
+        f"pipeline:\n  graph_dir: {ROOT / 'data' / 'cora'}\n  stages: [build, train, propagate, analytics]\n"
+        "model:\n  type: sgc\n  params: {K: 2}\n  preset: cora\n"
+    )
+    return path
+
+
+def _finish(proc: Proc, timeout: float = 300) -> str:
+    try:
+        rc = proc.popen.wait(timeout=timeout)
+    except Exception:  # noqa: BLE001 - a hung job is a failure; the fixture kills it
+        pytest.fail(f"{proc.name} did not finish in {timeout:.0f}s:\n{proc.text()[-4000:]}")
+    text = proc.text()
+    assert rc == 0, f"{proc.name} exited {rc}:\n{text[-4000:]}"
+    return text
+
+
+def _assert_same_tables(spark, got: Path, want: Path, tables=TABLES) -> None:
+    for table in tables:
+        a = spark.read.parquet(str(got / "outputs" / table / f"run_date={DATE}"))
+        b = spark.read.parquet(str(want / "outputs" / table / f"run_date={DATE}"))
+        assert a.count() == b.count() > 0, table
+        assertDataFrameEqual(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def setup(spark, tmp_path_factory, wheel, standalone: Cluster):
+    """Config, the local-mode reference run, and the undisturbed cluster run (both full nightly)."""
+    tmp = tmp_path_factory.mktemp("cluster-runs")
+    cfg_path = _config(tmp)
+    local_out = tmp / "local"
+    run_pipeline(spark, load_config(cfg_path), output=str(local_out), run_date=DATE)
+    cluster_out = tmp / "cluster"
+    proc = standalone.submit("nightly-cluster", [str(ROOT / "jobs" / "nightly.py"), "--config", str(cfg_path),
+                                                 "--run-date", DATE, "--output", str(cluster_out)],
+                             py_files=wheel)
+    log = _finish(proc)
+    return {"tmp": tmp, "cfg": cfg_path, "local": local_out, "cluster": cluster_out, "log": log}
+
+
+def test_nightly_on_cluster_equals_local_mode(spark, setup, wheel, standalone: Cluster) -> None:
+    log = setup["log"]
+    # the job ran on the standalone master, with the package from the wheel
+    assert f"master {standalone.master_url}" in log
+    assert re.search(r"lepton_spark \S+ from \S*" + re.escape(wheel.name), log), log[-3000:]
+    manifest = json.loads((setup["cluster"] / "runs" / DATE / "_manifest.json").read_text())
+    assert set(manifest["tables"]) == set(TABLES)
+    _assert_same_tables(spark, setup["cluster"], setup["local"])
+
+
+def test_executor_killed_mid_round_job_completes(spark, setup, wheel, standalone: Cluster) -> None:
+    out = setup["tmp"] / "executor-kill"
+    proc = standalone.submit(
+        "nightly-executor-kill",
+        [str(ROOT / "jobs" / "nightly.py"), "--config", str(setup["cfg"]), "--run-date", DATE,
+         "--output", str(out), *_reuse_model(setup)],
+        py_files=wheel, env={"LEPTON_FAULT_TASK_SLEEP": SLEEP},
+    )
+    # round 1's tasks sleep SLEEP seconds: kill one executor while they run
+    wait_for("propagation round 1 to start", lambda: "propagate[broadcast]: " in proc.text()
+             and "prepared in" in proc.text(), 240, proc=proc)
+    time.sleep(1.5)
+    assert "round 1/2" not in proc.text(), "round 1 finished before the kill; the kill would not be mid-round"
+    victims = standalone.executor_pids()
+    assert len(victims) == 2, victims
+    import os
+
+    os.kill(victims[0], signal.SIGKILL)
+    log = _finish(proc)
+    assert re.search(r"Lost executor|ExecutorLostFailure|executor \d+ .*(lost|exited)", log, re.I), log[-3000:]
+    _assert_same_tables(spark, out, setup["cluster"], tables=("embeddings", "predictions"))
+
+
+def test_driver_killed_after_round_then_resumes(spark, setup, wheel, standalone: Cluster) -> None:
+    out = setup["tmp"] / "driver-kill"
+    shutil.copytree(setup["cluster"], out)  # a previously published run of the same date
+    before = {t: spark.read.parquet(str(out / "outputs" / t / f"run_date={DATE}")).collect()
+              for t in ("embeddings", "predictions")}
+    args = [str(ROOT / "jobs" / "nightly.py"), "--config", str(setup["cfg"]), "--run-date", DATE,
+            "--output", str(out), *_reuse_model(setup)]
+    env = {"LEPTON_FAULT_TASK_SLEEP": SLEEP}
+    proc = standalone.submit("nightly-driver-kill", args, py_files=wheel, env=env)
+    wait_for("round 1 to be recorded", lambda: re.search(r"propagate\[broadcast\] round 1/2", proc.text()),
+             300, proc=proc)
+    proc.kill(signal.SIGKILL)  # the whole spark-submit process group: JVM driver and Python driver
+    assert proc.popen.returncode != 0
+    work = out / "_work"
+    assert list(work.rglob("round-0001/_COMPLETE")), "round 1 was not recorded before the kill"
+    assert not list(work.rglob("round-0002/_COMPLETE")), "round 2 finished before the kill"
+    # the previously published partition is intact and readable, and no half partition appeared
+    for table, rows in before.items():
+        assertDataFrameEqual(spark.read.parquet(str(out / "outputs" / table / f"run_date={DATE}")), rows)
+        assert sorted(p.name for p in (out / "outputs" / table).iterdir()) == [f"run_date={DATE}"]
+    rerun = standalone.submit("nightly-driver-resume", args, py_files=wheel)
+    log = _finish(rerun)
+    assert "resuming after round 1/2" in log, log[-3000:]
+    _assert_same_tables(spark, out, setup["cluster"], tables=("embeddings", "predictions"))
+    assert not (out / "_work").exists() or not any((out / "_work").iterdir())
