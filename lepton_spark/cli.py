@@ -153,7 +153,10 @@ def _cmd_export(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
         raise UsageError("export needs --output FILE")
     vertices, edges = read_graph(_spark(cfg), args.graph or cfg.pipeline.graph_dir or _default_graph())
     return {"command": "export", **export_graph(vertices, edges, args.output, args.format,
-                                                  max_vertices=args.max_vertices, max_edges=args.max_edges)}
+                                                  max_vertices=args.max_vertices, max_edges=args.max_edges,
+                                                  pagerank_iters=cfg.analytics.pagerank_iters,
+                                                  lpa_iters=cfg.analytics.lpa_iters,
+                                                  local_max_edges=cfg.analytics.local_max_edges)}
 
 
 def _default_graph() -> str:

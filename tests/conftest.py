@@ -20,7 +20,8 @@ def spark(tmp_path_factory: pytest.TempPathFactory):
 
     remote = os.environ.get("LEPTON_TEST_SPARK_REMOTE", "")
     if remote:  # the same tests against a Spark Connect server (tests/cluster/test_connect.py)
-        session = get_spark(SparkConfig(remote=remote, app_name="lepton-spark-tests", shuffle_partitions=4))
+        session = get_spark(SparkConfig(remote=remote, app_name="lepton-spark-tests", shuffle_partitions=4,
+                                         extra={"spark.sql.adaptive.enabled": "false"}))
         yield session
         session.stop()
         return

@@ -25,14 +25,16 @@ FORMATS = ("graphml", "gexf")
 
 
 def sample_for_export(vertices: DataFrame, edges: DataFrame, *, max_vertices: int = 2000, max_edges: int = 20000,
-                      pagerank_iters: int = 20, lpa_iters: int = 5) -> tuple[list[dict], list[dict]]:
+                      pagerank_iters: int = 20, lpa_iters: int = 5,
+                      local_max_edges: int = 2_000_000) -> tuple[list[dict], list[dict]]:
     """Compute the attributes on the whole graph, then collect the capped sample."""
-    from lepton_spark.graph import GraphFrame
+    from lepton_spark.analytics.batch import vertex_analytics
 
-    g = GraphFrame(vertices.select("id"), edges.select("src", "dst"))
-    pr = g.pageRank(resetProbability=0.15, maxIter=pagerank_iters).vertices.select("id", "pagerank")
-    lpa = g.labelPropagation(maxIter=lpa_iters).select("id", F.col("label").alias("community"))
-    cc = g.connectedComponents().select("id", "component")
+    tables = vertex_analytics(vertices, edges, pagerank_iters=pagerank_iters, lpa_iters=lpa_iters,
+                              local_max_edges=local_max_edges)
+    pr = tables["pagerank"]
+    lpa = tables["communities"].select("id", F.col("label").alias("community"))
+    cc = tables["components"]
     # the class label is exported as "class": GEXF readers take a node's "label" as its display name
     extra = [F.col(c).alias(a) for c, a in (("label", "class"), ("split", "split")) if c in vertices.columns]
     attrs = pr.join(lpa, "id").join(cc, "id").join(vertices.select("id", *extra), "id")
@@ -93,13 +95,16 @@ def write_gexf(path: Path, nodes: list[dict], links: list[dict]) -> None:
 
 
 def export_graph(vertices: DataFrame, edges: DataFrame, output: str, fmt: str = "graphml", *,
-                 max_vertices: int = 2000, max_edges: int = 20000) -> dict[str, Any]:
+                 max_vertices: int = 2000, max_edges: int = 20000, pagerank_iters: int = 20, lpa_iters: int = 5,
+                 local_max_edges: int = 2_000_000) -> dict[str, Any]:
     """Write the sample to ``output`` (a local file; written beside and renamed, so never half-written)."""
     if fmt not in FORMATS:
         raise UsageError(f"export: format must be graphml or gexf, got {fmt!r}")
     if max_vertices <= 0 or max_edges < 0:
         raise UsageError("export: max_vertices must be > 0 and max_edges >= 0")
-    nodes, links = sample_for_export(vertices, edges, max_vertices=max_vertices, max_edges=max_edges)
+    nodes, links = sample_for_export(vertices, edges, max_vertices=max_vertices, max_edges=max_edges,
+                                     pagerank_iters=pagerank_iters, lpa_iters=lpa_iters,
+                                     local_max_edges=local_max_edges)
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -646,9 +646,12 @@ def propagate(
         return inp.x0
     size = inp.n * inp.dim * 4
     if plan == "auto":
-        chosen = "broadcast" if size <= max_bytes and not is_connect(inp.spark) else "partitioned"
-        why = (f"feature matrix {size / 2**20:.1f} MiB {'<=' if chosen == 'broadcast' else '>'} "
-               f"{max_bytes / 2**20:.0f} MiB" + (" (Spark Connect)" if is_connect(inp.spark) else ""))
+        if is_connect(inp.spark):
+            chosen, why = "partitioned", "Spark Connect: the feature matrix never rides in a client closure"
+        else:
+            chosen = "broadcast" if size <= max_bytes else "partitioned"
+            why = (f"feature matrix {size / 2**20:.1f} MiB {'<=' if chosen == 'broadcast' else '>'} "
+                   f"{max_bytes / 2**20:.0f} MiB")
     else:
         chosen, why = plan, "forced"
     parts = cfg.num_partitions or shuffle_partitions(inp.spark)

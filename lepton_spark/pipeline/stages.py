@@ -203,48 +203,15 @@ def propagate_stage(ctx: RunContext) -> None:
 
 
 def analytics_stage(ctx: RunContext) -> None:
-    from lepton_spark.analytics.components import is_integral_id
-    from lepton_spark.graph import GraphFrame
+    from lepton_spark.analytics.batch import vertex_analytics
 
     a = ctx.cfg.analytics
     vertices, edges = read_graph(ctx)
-    n_edges = edges.count()
-    if n_edges <= a.local_max_edges and is_integral_id(vertices):
-        log.info("analytics: %d edges <= analytics.local_max_edges=%d: PageRank, components and label "
-                 "propagation on the driver (scipy)", n_edges, a.local_max_edges)
-        _analytics_on_driver(ctx, vertices, edges)
-        return
-    log.info("analytics: %d edges: PageRank, components and label propagation on the Pregel engine", n_edges)
-    g = GraphFrame(vertices.select("id"), edges.select("src", "dst"))
-    pr = g.pageRank(resetProbability=a.pagerank_reset, maxIter=a.pagerank_iters) if a.pagerank_tol <= 0 else \
-        g.pageRank(resetProbability=a.pagerank_reset, tol=a.pagerank_tol)
-    stage_df(ctx, pr.vertices.select("id", F.col("pagerank").cast("double").alias("pagerank")), "pagerank")
-    if a.components:
-        cc = g.connectedComponents()
-        stage_df(ctx, cc.select("id", F.col("component").cast("long").alias("component")), "components")
-    lpa = g.labelPropagation(maxIter=a.lpa_iters)
-    stage_df(ctx, lpa.select("id", F.col("label").cast("long").alias("label")), "communities")
-
-
-def _analytics_on_driver(ctx: RunContext, vertices: DataFrame, edges: DataFrame) -> None:
-    """The same three analyses for a small graph, in scipy (see :mod:`lepton_spark.analytics.local`)."""
-    import pyarrow as pa
-
-    from lepton_spark.analytics import local
-
-    a = ctx.cfg.analytics
-    ids = np.sort(io.collect_arrow(vertices.select(F.col("id").cast("long"))).column("id").to_numpy())
-    et = io.collect_arrow(edges.select(F.col("src").cast("long"), F.col("dst").cast("long")))
-    src, dst = et.column("src").to_numpy(), et.column("dst").to_numpy()
-    iters = a.pagerank_iters if a.pagerank_tol <= 0 else None
-    tol = a.pagerank_tol if a.pagerank_tol > 0 else None
-    results = {"pagerank": ("pagerank", pa.float64(), local.pagerank(ids, src, dst, a.pagerank_reset, iters, tol))}
-    if a.components:
-        results["components"] = ("component", pa.int64(), local.components(ids, src, dst))
-    results["communities"] = ("label", pa.int64(), local.label_propagation(ids, src, dst, a.lpa_iters))
-    for table, (column, dtype, values) in results.items():
-        data = pa.table({"id": pa.array(ids, pa.int64()), column: pa.array(values, dtype)})
-        stage_df(ctx, io.create_df(ctx.spark, data), table)
+    tables = vertex_analytics(vertices, edges, reset=a.pagerank_reset, pagerank_iters=a.pagerank_iters,
+                              pagerank_tol=a.pagerank_tol, lpa_iters=a.lpa_iters, components=a.components,
+                              local_max_edges=a.local_max_edges)
+    for table, df in tables.items():
+        stage_df(ctx, df, table)
 
 
 def embed_stage(ctx: RunContext) -> None:

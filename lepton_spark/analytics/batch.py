@@ -1,0 +1,67 @@
+"""The vertex analytics of a graph in one call: PageRank, connected components, label propagation.
+
+Used by the nightly ``analytics`` stage and by ``export``. Graphs with at most ``local_max_edges``
+edges and integral vertex ids are analysed on the driver with scipy (:mod:`lepton_spark.analytics.local`,
+the same functions of the graph, tested against the engine), because on small graphs Spark's fixed
+per-iteration job overhead is nearly all the time; larger graphs run on the Pregel engine. The
+choice is logged. Every result is a DataFrame ``(id, <value>)``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from lepton_spark import io
+
+log = logging.getLogger(__name__)
+
+
+def vertex_analytics(vertices: DataFrame, edges: DataFrame, *, reset: float = 0.15, pagerank_iters: int = 20,
+                     pagerank_tol: float = 0.0, lpa_iters: int = 5, components: bool = True,
+                     local_max_edges: int = 2_000_000) -> dict[str, DataFrame]:
+    """``{"pagerank": (id, pagerank double), "components": (id, component long), "communities": (id, label long)}``.
+
+    ``pagerank_tol > 0`` iterates to that L1 tolerance instead of ``pagerank_iters`` iterations;
+    ``components=False`` leaves components out.
+    """
+    from lepton_spark.analytics.components import is_integral_id
+
+    n_edges = edges.count()
+    if n_edges <= local_max_edges and is_integral_id(vertices):
+        log.info("analytics: %d edges <= local_max_edges=%d: on the driver (scipy)", n_edges, local_max_edges)
+        return _on_driver(vertices, edges, reset, pagerank_iters, pagerank_tol, lpa_iters, components)
+    log.info("analytics: %d edges: on the Pregel engine", n_edges)
+    from lepton_spark.graph import GraphFrame
+
+    g = GraphFrame(vertices.select("id"), edges.select("src", "dst"))
+    pr = g.pageRank(resetProbability=reset, maxIter=pagerank_iters) if pagerank_tol <= 0 else \
+        g.pageRank(resetProbability=reset, tol=pagerank_tol)
+    out = {"pagerank": pr.vertices.select("id", F.col("pagerank").cast("double").alias("pagerank"))}
+    if components:
+        out["components"] = g.connectedComponents().select("id", F.col("component").cast("long").alias("component"))
+    out["communities"] = g.labelPropagation(maxIter=lpa_iters).select("id", F.col("label").cast("long").alias("label"))
+    return out
+
+
+def _on_driver(vertices: DataFrame, edges: DataFrame, reset: float, pagerank_iters: int, pagerank_tol: float,
+               lpa_iters: int, components: bool) -> dict[str, DataFrame]:
+    import pyarrow as pa
+
+    from lepton_spark.analytics import local
+
+    spark = vertices.sparkSession
+    ids = np.sort(io.collect_arrow(vertices.select(F.col("id").cast("long"))).column("id").to_numpy())
+    et = io.collect_arrow(edges.select(F.col("src").cast("long"), F.col("dst").cast("long")))
+    src, dst = et.column("src").to_numpy(), et.column("dst").to_numpy()
+    tol = pagerank_tol if pagerank_tol > 0 else None
+    results = {"pagerank": ("pagerank", pa.float64(),
+                            local.pagerank(ids, src, dst, reset, None if tol else pagerank_iters, tol))}
+    if components:
+        results["components"] = ("component", pa.int64(), local.components(ids, src, dst))
+    results["communities"] = ("label", pa.int64(), local.label_propagation(ids, src, dst, lpa_iters))
+    return {name: io.create_df(spark, pa.table({"id": pa.array(ids, pa.int64()), col: pa.array(vals, dtype)}))
+            for name, (col, dtype, vals) in results.items()}
