@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -157,17 +158,23 @@ class Cluster:
         with urllib.request.urlopen(f"{self.ui_url}/json/", timeout=5) as r:
             return json.load(r)
 
-    def executor_pids(self) -> list[int]:
-        """Executor JVMs running on this cluster's workers (children in the workers' process groups)."""
+    def executor_pids(self, app_id: str) -> list[int]:
+        """Executor JVMs of one application on this cluster's workers (children in their process groups)."""
         groups = {w.pid for w in self.workers}
         pids = []
-        for pid in pids_of("CoarseGrainedExecutorBackend"):
+        for pid in pids_of("CoarseGrainedExecutorBackend", f"--app-id {app_id}"):
             try:
                 if os.getpgid(pid) in groups:
                     pids.append(pid)
             except ProcessLookupError:
                 continue
         return pids
+
+    @staticmethod
+    def app_id(proc: Proc) -> str | None:
+        """The application id a spark-submit driver logged when it registered with the master."""
+        m = re.search(r"Connected to Spark cluster with app ID (app-[0-9-]+)", proc.text())
+        return m.group(1) if m else None
 
     def submit(self, name: str, args: list[str], *, conf: dict[str, str] | None = None,
                py_files: Path | None = None, env: dict[str, str] | None = None) -> Proc:

@@ -1,7 +1,7 @@
 """The engine and the nightly core path against a Spark Connect server (pyspark's own, on 127.0.0.1).
 
 A Connect client cannot share a process with the suite's classic session, so both run as
-subprocesses: the engine tests themselves (``-m engine`` of test_propagate / test_graph_api) with the
+subprocesses: the engine tests themselves (``-m engine`` of test_propagate / test_graph_api, 40 of 72) with the
 suite's ``spark`` fixture pointed at the server (``LEPTON_TEST_SPARK_REMOTE``), and ``jobs/nightly.py``
 with ``spark.remote``. Its predictions are checked against the driver forward pass of the artifact it
 trained, computed here in the local session.
@@ -24,6 +24,9 @@ pytestmark = pytest.mark.cluster
 
 DATE = "2026-11-21"
 ENGINE_TESTS = ["tests/test_propagate.py", "tests/test_graph_api.py"]
+# the CI budget: rounds=3 covers every plan/aggregation path (0 and 1 round are the same code), and the
+# pure-Python parsing/kernel tests do not touch the session
+ENGINE_SELECTION = "not scipy[0- and not scipy[1- and not normalize_edges and not struct_use and not kernels"
 
 
 def _run(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
@@ -32,7 +35,8 @@ def _run(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.Comp
 
 def test_engine_tests_pass_on_spark_connect(connect_server: ConnectServer) -> None:
     env = spark_env(LEPTON_TEST_SPARK_REMOTE=connect_server.url)
-    r = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "engine", *ENGINE_TESTS],
+    r = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "engine", "-k", ENGINE_SELECTION,
+              *ENGINE_TESTS],
              env, timeout=900)
     tail = (r.stdout + r.stderr)[-5000:]
     assert r.returncode == 0, tail
