@@ -151,6 +151,9 @@ def _prepare(g: Any, features: str, weight: str | None) -> _Inputs:
     )
     e = edges.select(F.col("src").cast("long").alias("src"), F.col("dst").cast("long").alias("dst"), w.alias("weight"))
     spark = vertices.sparkSession
+    # kept for the plan's own read: the features often come out of a dense layer (a Python UDF), which
+    # would otherwise run twice (for this length check and for the plan)
+    x0 = x0.persist()
     rows = x0.groupBy(F.size("features").alias("d")).count().collect()
     lengths = {(-1 if r["d"] is None else int(r["d"])): int(r["count"]) for r in rows}
     n = sum(lengths.values())
@@ -158,10 +161,12 @@ def _prepare(g: Any, features: str, weight: str | None) -> _Inputs:
     if not valid:
         if n == 0:
             return _Inputs(spark, x0, e, 0, 0)
+        x0.unpersist()
         raise ValueError(f"propagate: all {n} feature vectors are null")
     dim = max(valid, key=lambda d: (valid[d], -d))
     bad = n - valid[dim]
     if bad:
+        x0.unpersist()
         raise ValueError(
             f"propagate: {bad} of {n} vertices have null features or a length other than {dim} "
             f"(lengths seen: {dict(sorted(lengths.items()))})"
@@ -642,6 +647,14 @@ def propagate(
     if rounds < 0:
         raise ValueError(f"propagate: rounds must be >= 0, got {rounds}")
     inp = _prepare(g, features, weight)
+    try:
+        return _run(inp, rounds, agg, plan, cfg, native_mode, max_bytes, num_blocks, checkpoint, interval, on_round)
+    finally:
+        inp.x0.unpersist()
+
+
+def _run(inp: _Inputs, rounds: int, agg: str, plan: str, cfg: GraphConfig, native_mode: str, max_bytes: int,
+         num_blocks: int | None, checkpoint: str | None, interval: int, on_round: RoundCallback | None) -> DataFrame:
     if rounds == 0 or inp.n == 0:
         return inp.x0
     size = inp.n * inp.dim * 4
