@@ -1,7 +1,7 @@
 """The engine and the nightly core path against a Spark Connect server (pyspark's own, on 127.0.0.1).
 
 A Connect client cannot share a process with the suite's classic session, so both run as
-subprocesses: the engine tests themselves (``-m engine`` of test_propagate / test_graph_api, 40 of 72) with the
+subprocesses: the engine tests themselves (``-m engine`` of test_propagate / test_graph_api, a selection) with the
 suite's ``spark`` fixture pointed at the server (``LEPTON_TEST_SPARK_REMOTE``), and ``jobs/nightly.py``
 with ``spark.remote``. Its predictions are checked against the driver forward pass of the artifact it
 trained, computed here in the local session.
@@ -24,9 +24,11 @@ pytestmark = pytest.mark.cluster
 
 DATE = "2026-11-21"
 ENGINE_TESTS = ["tests/test_propagate.py", "tests/test_graph_api.py"]
-# the CI budget: rounds=3 covers every plan/aggregation path (0 and 1 round are the same code), and the
-# pure-Python parsing/kernel tests do not touch the session
-ENGINE_SELECTION = "not scipy[0- and not scipy[1- and not normalize_edges and not struct_use and not kernels"
+# Within the CI budget: propagation with 3 rounds on every plan/aggregation path (0 and 1 round run the
+# same code), resume from round state, SpMM, the dense layer, and from the GraphFrames API
+# aggregateMessages (its core), triplets and the engine choice.
+ENGINE_SELECTION = ("(matches_scipy and scipy[3-) or resume or spmm or apply_dense_matches_numpy[relu] "
+                    "or isolated_vertices or aggregate or triplets or resolve_engine")
 
 
 def _run(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
