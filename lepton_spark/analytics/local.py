@@ -27,11 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-
-def _positions(ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    pos = np.minimum(np.searchsorted(ids, values), max(len(ids) - 1, 0))
-    ok = ids[pos] == values if len(ids) else np.zeros(len(values), dtype=bool)
-    return pos, ok
+from lepton_spark.graph.kernels import positions as _positions
 
 
 def pagerank(ids: np.ndarray, src: np.ndarray, dst: np.ndarray, reset: float = 0.15, max_iter: int | None = 20,

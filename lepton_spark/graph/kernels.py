@@ -13,6 +13,20 @@ import scipy.sparse as sp
 AGGS = ("sum", "mean", "max")
 
 
+def positions(ids: np.ndarray | None, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions of ``values`` in the sorted id array and a mask of the values that are ids.
+
+    ``ids=None`` means dense ids (position = value, all valid). Positions of invalid values are
+    clamped into range, so they can index safely before the mask is applied.
+    """
+    if ids is None:
+        return values, np.ones(len(values), dtype=bool)
+    if len(ids) == 0:
+        return np.zeros(len(values), dtype=np.int64), np.zeros(len(values), dtype=bool)
+    pos = np.minimum(np.searchsorted(ids, values), len(ids) - 1)
+    return pos, ids[pos] == values
+
+
 def csr_from_pairs(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, ...]:
     """Group (row, col, val) triples by row: (unique_rows, indptr, indices, data), rows ascending.
 

@@ -232,15 +232,6 @@ _BLOCK_SCHEMA = T.StructType(
 _OUT_SCHEMA = T.StructType([T.StructField("rows", T.BinaryType()), T.StructField("values", T.BinaryType())])
 
 
-def _positions(ids: np.ndarray | None, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row positions of ``values`` in the sorted id array (identity for dense ids) and a validity mask."""
-    if ids is None:
-        return values, np.ones(len(values), dtype=bool)
-    pos = np.searchsorted(ids, values)
-    pos = np.minimum(pos, len(ids) - 1)
-    return pos, ids[pos] == values
-
-
 def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _RoundStore,
                     interval: int, on_round: RoundCallback | None, local_exchange: bool = True) -> DataFrame:
     t0 = time.perf_counter()
@@ -265,8 +256,8 @@ def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _Rou
         if not src_l:
             return
         src, dst, w = np.concatenate(src_l), np.concatenate(dst_l), np.concatenate(w_l)
-        sp_, sv = _positions(lookup, src)
-        dp_, dv = _positions(lookup, dst)
+        sp_, sv = kernels.positions(lookup, src)
+        dp_, dv = kernels.positions(lookup, dst)
         ok = sv & dv & (sp_ >= 0) & (sp_ < n) & (dp_ >= 0) & (dp_ < n)
         if not ok.any():
             return

@@ -32,6 +32,7 @@ def read_graph(ctx: RunContext) -> tuple[DataFrame, DataFrame]:
 
 def local_graph(spark: SparkSession, vertices: DataFrame, edges: DataFrame) -> dict[str, Any]:
     """The graph on the driver: ids (sorted), A (row = src), X (float32), y (-1 = none), split masks."""
+    from lepton_spark.graph import kernels
     from lepton_spark.graph.arrow import list_to_matrix
 
     cols = [c for c in ("id", "features", "label", "split") if c in vertices.columns]
@@ -51,9 +52,8 @@ def local_graph(spark: SparkSession, vertices: DataFrame, edges: DataFrame) -> d
     et = io.collect_arrow(edges.select("src", "dst", *(["weight"] if "weight" in edges.columns else [])))
     src, dst = et.column("src").to_numpy(), et.column("dst").to_numpy()
     w = et.column("weight").to_numpy().astype(np.float64) if "weight" in et.column_names else np.ones(len(src))
-    ps, pd = np.searchsorted(ids, src), np.searchsorted(ids, dst)
-    ps, pd = np.minimum(ps, n - 1), np.minimum(pd, n - 1)
-    ok = (ids[ps] == src) & (ids[pd] == dst)
+    (ps, sv), (pd, dv) = kernels.positions(ids, src), kernels.positions(ids, dst)
+    ok = sv & dv
     A = sp.csr_matrix((w[ok], (ps[ok], pd[ok])), shape=(n, n))
     masks = {s: (split == s) & (y >= 0) for s in ("train", "val", "test")}
     if x.size and np.count_nonzero(x) < 0.1 * x.size:
