@@ -33,6 +33,19 @@ def is_connect(spark: SparkSession) -> bool:
     return type(spark).__module__.startswith("pyspark.sql.connect")
 
 
+def spark_master(spark: SparkSession) -> str:
+    """``spark.master`` of the session ("" when the conf cannot be read, e.g. on restricted clusters)."""
+    try:
+        return spark.conf.get("spark.master", "") or ""
+    except Exception:  # noqa: BLE001 - restricted conf access
+        return ""
+
+
+def is_local_master(spark: SparkSession) -> bool:
+    """True when driver and executors share this machine (``local[...]``); unknown counts as a cluster."""
+    return spark_master(spark).startswith("local")
+
+
 def shuffle_partitions(spark: SparkSession) -> int:
     """``spark.sql.shuffle.partitions`` (8 when the conf cannot be read, e.g. on restricted clusters)."""
     try:
@@ -87,11 +100,7 @@ def get_spark(conf: SparkConfig | None = None) -> SparkSession:
     spark = builder.getOrCreate()
     import lepton_spark
 
-    try:
-        master = spark.conf.get("spark.master", "") or "?"
-    except Exception:  # noqa: BLE001 - restricted conf access
-        master = "?"
     log.info("spark %s session ready (%s, master %s); lepton_spark %s from %s", spark.version,
-             "connect" if remote else "classic", master, lepton_spark.__version__,
+             "connect" if remote else "classic", spark_master(spark) or "?", lepton_spark.__version__,
              Path(lepton_spark.__file__).parent)
     return spark

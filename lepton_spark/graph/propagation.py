@@ -53,7 +53,7 @@ from lepton_spark import io
 from lepton_spark.config import GraphConfig
 from lepton_spark.graph import kernels
 from lepton_spark.graph.arrow import FLOAT_LIST, list_to_matrix, matrix_to_list
-from lepton_spark.session import is_connect, shuffle_partitions
+from lepton_spark.session import is_connect, is_local_master, shuffle_partitions
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +103,6 @@ def _fault_sleep() -> float:
         return 0.0
 
 
-def _is_local(spark: SparkSession) -> bool:
-    try:
-        return (spark.conf.get("spark.master", "") or "").startswith("local")
-    except Exception:  # noqa: BLE001 - Connect / restricted confs: treat as a cluster
-        return False
-
-
 def _cut(df: DataFrame) -> DataFrame:
     """Cut lineage and materialise.
 
@@ -119,7 +112,7 @@ def _cut(df: DataFrame) -> DataFrame:
     falling back to ``localCheckpoint`` when no directory is configured; persist+count where neither
     is available (some Connect servers).
     """
-    if not _is_local(df.sparkSession):
+    if not is_local_master(df.sparkSession):
         try:
             return df.checkpoint(eager=True)
         except Exception as exc:  # noqa: BLE001 - no checkpoint directory: local checkpoint instead
@@ -313,7 +306,7 @@ def _local_exchange_dir(spark: SparkSession, nbytes: int) -> str | None:
     memory-maps costs one memcpy. On a cluster this is never used (executors cannot see the driver's
     files): there the matrix travels with the task closure, which PySpark broadcasts.
     """
-    if not _is_local(spark):
+    if not is_local_master(spark):
         return None
     for base in ("/dev/shm", tempfile.gettempdir()):
         try:
