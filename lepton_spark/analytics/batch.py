@@ -30,11 +30,13 @@ def vertex_analytics(vertices: DataFrame, edges: DataFrame, *, reset: float = 0.
     """
     from lepton_spark.analytics.components import is_integral_id
 
-    n_edges = edges.count()
+    # the count stops at the threshold: deciding must not scan a billion-edge table
+    n_edges = edges.limit(local_max_edges + 1).count()
     if n_edges <= local_max_edges and is_integral_id(vertices):
         log.info("analytics: %d edges <= local_max_edges=%d: on the driver (scipy)", n_edges, local_max_edges)
         return _on_driver(vertices, edges, reset, pagerank_iters, pagerank_tol, lpa_iters, components)
-    log.info("analytics: %d edges: on the Pregel engine", n_edges)
+    log.info("analytics: %s edges: on the Pregel engine",
+             f"more than {local_max_edges}" if n_edges > local_max_edges else n_edges)
     from lepton_spark.graph import GraphFrame
 
     g = GraphFrame(vertices.select("id"), edges.select("src", "dst"))
