@@ -88,3 +88,16 @@ def test_empty_edges():
     np.testing.assert_allclose(local.pagerank(ids, none, none), [1.0, 1.0])
     assert local.components(ids, none, none).tolist() == [3, 5]
     assert local.label_propagation(ids, none, none, 5).tolist() == [3, 5]
+
+
+def test_vertex_analytics_same_tables_on_both_paths(case):
+    from pyspark.testing import assertDataFrameEqual
+
+    from lepton_spark.analytics.batch import vertex_analytics
+
+    g = case[0]
+    on_driver = vertex_analytics(g.vertices, g.edges, pagerank_iters=10, lpa_iters=3)
+    on_pregel = vertex_analytics(g.vertices, g.edges, pagerank_iters=10, lpa_iters=3, local_max_edges=0)
+    assert set(on_driver) == set(on_pregel) == {"pagerank", "components", "communities"}
+    for name, df in on_driver.items():
+        assertDataFrameEqual(df, on_pregel[name], rtol=1e-9)
