@@ -50,6 +50,7 @@ class GraphConfig:
     checkpoint_interval: int = 1  # cut lineage every N rounds
     local_exchange: bool = True  # local mode: broadcast plan exchanges features via /dev/shm files
     num_partitions: int = 0  # 0 = spark.sql.shuffle.partitions
+    block_max_bytes: int = 128 * 1024 * 1024  # partitioned plan: largest feature block one task holds
 
 
 @dataclass

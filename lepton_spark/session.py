@@ -54,6 +54,34 @@ def shuffle_partitions(spark: SparkSession) -> int:
         return 8
 
 
+def task_slots(spark: SparkSession) -> int:
+    """How many tasks can run at once, read from the conf (no SparkContext, so it works on Connect).
+
+    ``local[N]``/``local[*]``; else ``spark.default.parallelism``; else executor instances x cores;
+    else ``spark.sql.shuffle.partitions`` (what the cluster's admin sized for it).
+    """
+    master = spark_master(spark)
+    if master.startswith("local"):
+        inner = master[master.find("[") + 1:master.find("]")] if "[" in master else "1"
+        first = inner.split(",")[0].strip()
+        if first == "*":
+            return os.cpu_count() or 1
+        return max(1, int(first)) if first.isdigit() else 1
+
+    def conf_int(key: str) -> int:
+        try:
+            value = spark.conf.get(key, "") or ""
+        except Exception:  # noqa: BLE001 - restricted conf access
+            return 0
+        return int(value) if value.strip().isdigit() else 0
+
+    if conf_int("spark.default.parallelism"):
+        return conf_int("spark.default.parallelism")
+    if conf_int("spark.executor.instances") and conf_int("spark.executor.cores"):
+        return conf_int("spark.executor.instances") * conf_int("spark.executor.cores")
+    return shuffle_partitions(spark)
+
+
 def get_spark(conf: SparkConfig | None = None) -> SparkSession:
     """Return the active SparkSession or build one from ``conf`` (see module docstring)."""
     conf = conf or SparkConfig()

@@ -58,3 +58,23 @@ def test_bad_files(tmp_path: Path) -> None:
 def test_digest_changes_with_config() -> None:
     assert Config().digest() == Config().digest()
     assert load_config(None, ["train.seed=1"]).digest() != Config().digest()
+
+
+def test_task_slots_from_the_master_and_conf() -> None:
+    """task_slots reads local[N] / local[*] / executor conf without a SparkContext."""
+    import os
+    import types
+
+    from lepton_spark.session import task_slots
+
+    def session(conf: dict[str, str]) -> object:
+        return types.SimpleNamespace(conf=types.SimpleNamespace(get=lambda key, default=None: conf.get(key, default)))
+
+    assert task_slots(session({"spark.master": "local[2]"})) == 2
+    assert task_slots(session({"spark.master": "local[3, 4]"})) == 3  # local[N, maxFailures]
+    assert task_slots(session({"spark.master": "local[*]"})) == (os.cpu_count() or 1)
+    assert task_slots(session({"spark.master": "local"})) == 1
+    cluster = {"spark.master": "spark://m:7077", "spark.sql.shuffle.partitions": "12"}
+    assert task_slots(session(cluster)) == 12
+    assert task_slots(session(cluster | {"spark.executor.instances": "5", "spark.executor.cores": "4"})) == 20
+    assert task_slots(session(cluster | {"spark.default.parallelism": "7"})) == 7

@@ -171,13 +171,48 @@ def test_normalize_edges_matches_scipy(spark, mode) -> None:
     assert rng is not None
 
 
+@pytest.mark.parametrize("agg", ["sum", "max"])
+def test_partitioned_plan_with_partials_cut_into_many_values(spark, monkeypatch, agg) -> None:
+    """Partials travel as many small binary values (one row each here); the sums still match scipy."""
+    from lepton_spark.graph import propagation
+
+    monkeypatch.setattr(propagation, "_PARTIAL_VALUE_BYTES", 1)  # -> one row of a partial per value
+    ids, x, src, dst, w = _random_case(17, sparse_ids=True)
+    g = _graph(spark, ids, x, ids[src], ids[dst], w)
+    got = _to_matrix(propagate(g, rounds=2, agg=agg, plan="partitioned", num_blocks=2), ids)
+    np.testing.assert_allclose(got, kernels.reference_propagate(src, dst, w, x, 2, agg), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("blocks", [2, 3, 4, 8])
+def test_block_keys_give_every_block_its_own_partition(spark, blocks) -> None:
+    """Spark's own hash partitioning into B partitions sends the B block labels to B different tasks."""
+    from lepton_spark.graph.propagation import _block_keys
+
+    keys = _block_keys(spark, blocks)
+    df = spark.createDataFrame([(k,) for k in keys], "pid int").repartition(blocks, "pid")
+    per_task = df.groupBy(F.spark_partition_id().alias("task")).count().collect()
+    assert len(keys) == len(set(keys)) == blocks
+    assert sorted(r["count"] for r in per_task) == [1] * blocks
+
+
+def test_partitioned_block_count() -> None:
+    from lepton_spark.graph.propagation import num_partitioned_blocks
+
+    mib = 2**20
+    assert num_partitioned_blocks(256 * mib, slots=2, max_block_bytes=128 * mib) == 2  # one per task slot
+    assert num_partitioned_blocks(256 * mib, slots=2, max_block_bytes=64 * mib) == 4  # memory bound
+    assert num_partitioned_blocks(10, slots=0, max_block_bytes=128 * mib) == 1
+
+
 def test_kernels_combine_max_and_sum() -> None:
-    idx = np.array([2, 0, 2], dtype=np.int32)
-    vals = np.array([[1.0, -5.0], [2.0, 2.0], [3.0, -1.0]], dtype=np.float32)
-    np.testing.assert_array_equal(kernels.combine(4, 2, idx, vals, "sum"),
-                                  [[2, 2], [0, 0], [4, -6], [0, 0]])
-    np.testing.assert_array_equal(kernels.combine(4, 2, idx, vals, "max"),
-                                  [[2, 2], [0, 0], [3, -1], [0, 0]])
+    # two partials (distinct rows within each), rows 2 and 0 meet in both; row 3 gets nothing
+    parts = [(np.array([0, 2], dtype=np.int32), np.array([[2.0, 2.0], [1.0, -5.0]], dtype=np.float32)),
+             (np.array([2, 1], dtype=np.int32), np.array([[3.0, -1.0], [-4.0, -4.0]], dtype=np.float32))]
+    np.testing.assert_array_equal(kernels.combine(4, 2, parts, "sum"),
+                                  [[2, 2], [-4, -4], [4, -6], [0, 0]])
+    np.testing.assert_array_equal(kernels.combine(4, 2, parts, "max"),
+                                  [[2, 2], [-4, -4], [3, -1], [0, 0]])
+    np.testing.assert_array_equal(kernels.combine(3, 2, [], "max"), np.zeros((3, 2)))
 
 
 @pytest.mark.parametrize("agg", ["sum", "max"])

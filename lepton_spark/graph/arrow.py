@@ -41,3 +41,42 @@ def matrix_to_list(mat: np.ndarray) -> pa.Array:
     n, d = mat.shape
     offsets = pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32) if n else np.zeros(1, np.int32))
     return pa.ListArray.from_arrays(offsets, pa.array(mat.reshape(-1)), type=FLOAT_LIST)
+
+
+def binary_cells(col: pa.Array | pa.ChunkedArray) -> list[pa.Buffer]:
+    """The values of a binary column as Arrow buffers, zero-copy (no ``combine_chunks``)."""
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    return [ch[i].as_buffer() for ch in chunks for i in range(len(ch))]
+
+
+# one Arrow chunk's binary data stays below the int32 offset limit with room to spare
+_MAX_CHUNK_BYTES = 1 << 30
+
+
+def binary_segments(arr: np.ndarray, bounds: np.ndarray) -> pa.ChunkedArray:
+    """Binary column whose i-th value is the bytes of rows ``bounds[i]:bounds[i+1]`` of ``arr``, zero-copy.
+
+    ``arr`` is C-contiguous (rows of a matrix or a 1-d array); ``bounds`` is ascending, from 0 to
+    ``len(arr)``. The values are views of ``arr``'s memory (the Arrow buffers keep it alive), split
+    into chunks of at most 1 GiB so the int32 offsets of ``binary`` never overflow.
+    """
+    arr = np.ascontiguousarray(arr)
+    flat = arr.reshape(-1).view(np.uint8) if arr.size else np.zeros(0, np.uint8)
+    row_bytes = arr.itemsize * (int(np.prod(arr.shape[1:])) if arr.ndim > 1 else 1)
+    byte_bounds = np.asarray(bounds, dtype=np.int64) * row_bytes
+    if len(byte_bounds) < 2:
+        return pa.chunked_array([], pa.binary())
+    chunks = []
+    first = 0
+    last = len(byte_bounds) - 1
+    while first < last:
+        stop = first + 1  # at least one value per chunk; extend while the chunk stays under the limit
+        while stop < last and byte_bounds[stop + 1] - byte_bounds[first] <= _MAX_CHUNK_BYTES:
+            stop += 1
+        base = byte_bounds[first]
+        offsets = (byte_bounds[first:stop + 1] - base).astype(np.int32)
+        data = flat[base:byte_bounds[stop]]
+        chunks.append(pa.Array.from_buffers(pa.binary(), stop - first,
+                                            [None, pa.py_buffer(offsets), pa.py_buffer(data)]))
+        first = stop
+    return pa.chunked_array(chunks, pa.binary())

@@ -7,6 +7,8 @@ is ``csr @ X`` for ``sum``, divided by the in-degree for ``mean``, a segment-max
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -61,24 +63,28 @@ def block_apply(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, x: np
     raise ValueError(f"unknown aggregation {agg!r}; expected one of {', '.join(AGGS)}")
 
 
-def combine(n: int, dim: int, idx: np.ndarray, vals: np.ndarray, agg: str) -> np.ndarray:
-    """Combine partial results (row idx, vector) into an (n, dim) matrix; rows with none stay zero.
+def combine(n: int, dim: int, parts: Sequence[tuple[np.ndarray, np.ndarray]], agg: str) -> np.ndarray:
+    """Combine partial results into an (n, dim) matrix; rows that receive none stay zero.
 
+    Each part is ``(row idx, vectors)`` with distinct rows within the part (a partial has one row per
+    destination), so a part adds in with one gather/scatter and nothing is concatenated first.
     ``sum``/``mean`` partials add up (the mean's division happens after, by the true in-degree);
     ``max`` partials take the element-wise max.
     """
     out = np.zeros((n, dim), dtype=np.float32)
-    if len(idx) == 0:
-        return out
     if agg in ("sum", "mean"):
-        sel = sp.csr_matrix(
-            (np.ones(len(idx), dtype=np.float32), (idx, np.arange(len(idx)))), shape=(n, len(idx))
-        )
-        return np.asarray(sel @ vals, dtype=np.float32)
-    order = np.argsort(idx, kind="stable")
-    i = idx[order]
-    unique, starts = np.unique(i, return_index=True)
-    out[unique] = np.maximum.reduceat(vals[order], starts, axis=0)
+        for idx, vals in parts:
+            out[idx] += vals
+        return out
+    seen = np.zeros(n, dtype=bool)
+    for idx, vals in parts:
+        first = ~seen[idx]
+        out[idx[first]] = vals[first]
+        again = ~first
+        if again.any():
+            rows = idx[again]
+            out[rows] = np.maximum(out[rows], vals[again])
+        seen[idx] = True
     return out
 
 
