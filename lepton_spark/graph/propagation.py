@@ -593,13 +593,15 @@ def _partitioned_plan(inp: _Inputs, rounds: int, agg: str, blocks: int, native: 
                 out = inp.spark.read.parquet(store.path(k, "state"))
             elif k % interval == 0:
                 out = _cut(out)
-            rows_count = out.count() if log.isEnabledFor(logging.INFO) or on_round else -1
             state = out
             secs = time.perf_counter() - tk
-            log.info("propagate[partitioned] round %d/%d: %d partial rows, %.2fs", k, rounds, rows_count, secs)
+            # rows = vertices updated (as in the broadcast plan); counting the partials would cost a job.
+            # Rounds between lineage cuts are only planned here and run in the job of the next cut.
+            cut = k % interval == 0 or bool(store.root and k == rounds)
+            ran = "" if cut else " (planned; runs with the next lineage cut)"
+            log.info("propagate[partitioned] round %d/%d: %d rows, %.2fs%s", k, rounds, inp.n, secs, ran)
             if on_round:
-                on_round(k, {"round": k, "rounds": rounds, "rows": rows_count, "seconds": secs,
-                             "plan": "partitioned"})
+                on_round(k, {"round": k, "rounds": rounds, "rows": inp.n, "seconds": secs, "plan": "partitioned"})
         result = _cogroup(state, eblocks, step_fn(True, state_rows_mode, state_mean), _RESULT_SCHEMA)
         result = _cut(result)
     finally:
