@@ -14,15 +14,18 @@ mapInArrow over the cached blocks: one scipy ``csr @ X`` per block, and its comp
 as binary blobs. Nothing is shuffled, and no per-row work happens on the JVM. This is the fastest plan
 on one machine.
 
-**partitioned** — the features never sit in one process. Vertices are hashed into ``B`` blocks
-(``pmod(xxhash64(id), B)``, local index = rank in the block). Each block's out-edges are packed once
-into a CSR block (rows = destinations, ordered by their block, cols = local source index) and cached,
-hash-partitioned by block. A round is one cogroup of the incoming partial messages with the cached
-edge blocks (co-partitioned, so the edges are not reshuffled). Each block combines its partials into
-its features (a numpy segment-sum, or max), multiplies its CSR block once, and emits one partial per
-destination block: partial sums are combined before the shuffle. With ``native_aggregate`` the
-partials are rows instead of blobs and Spark sums them with ``vector_sum`` (Spark >= 4.3), which
-costs one more shuffle per round.
+**partitioned** — the features never sit in one process. Vertices are hashed into ``B`` blocks, one
+per task slot (more only when a block would exceed ``graph.block_max_bytes``), because every extra
+block adds shuffle volume and no parallelism. Each block gets a label that Spark's hash partitioning
+sends to a partition of its own, so every task holds exactly one block. Each block's out-edges are
+packed once into a CSR block (rows = destinations, ordered by their block; cols = local source
+index) and cached, partitioned and sorted by block. A round is one cogroup of the incoming partials
+with the cached edge blocks; the edges are neither reshuffled nor re-sorted. Each block combines its
+partials into its features (numpy add, or max), multiplies its CSR block once, and emits one partial
+per destination block, so partial sums are combined before the shuffle. The partials leave Python as
+views of the product matrix, cut into binary values of about 64 KiB: the JVM moves many small values
+much faster than a few values of hundreds of MB. With ``native_aggregate`` the partials are rows instead
+of blobs and Spark sums them with ``vector_sum`` (Spark >= 4.3), which costs one more shuffle per round.
 
 Lineage is cut every ``checkpoint_interval`` rounds (``localCheckpoint``). When ``checkpoint`` (a
 directory) is given, each completed round's state is also written there with a completion marker,
