@@ -509,7 +509,9 @@ def _partitioned_plan(inp: _Inputs, rounds: int, agg: str, blocks: int, native: 
         return pa.Table.from_pylist([row], schema=_EBLOCK_SCHEMA_PA)
 
     eblocks = _cogroup(vside, eside, pack, _EBLOCK_SCHEMA)
-    # cached partitioned and sorted by pid: each round's cogroup reads it with no exchange and no sort
+    # cached partitioned and sorted by pid: each round's cogroup reads it with no exchange and no sort.
+    # The partials are repartitioned explicitly into the same B partitions, so that co-partitioning
+    # never rests on how a Spark version picks the partition count of the cogroup's shuffle.
     eblocks = eblocks.repartition(parts, "pid").sortWithinPartitions("pid").persist()
     nb = eblocks.count()
     log.info("propagate[partitioned]: %d vertices x %d dims in %d blocks (%d partitions), %s aggregation; "
@@ -582,7 +584,7 @@ def _partitioned_plan(inp: _Inputs, rounds: int, agg: str, blocks: int, native: 
     try:
         for k in range(start + 1, rounds + 1):
             tk = time.perf_counter()
-            out = _cogroup(state, eblocks, step_fn(False, state_rows_mode, state_mean),
+            out = _cogroup(state.repartition(parts, "pid"), eblocks, step_fn(False, state_rows_mode, state_mean),
                            _PARTIAL_ROWS if native else _PARTIAL_BLOB)
             if native:
                 out = out.groupBy("pid", "local").agg(F.vector_sum("features").alias("features"))
@@ -605,7 +607,8 @@ def _partitioned_plan(inp: _Inputs, rounds: int, agg: str, blocks: int, native: 
             log.info("propagate[partitioned] round %d/%d: %d rows, %.2fs%s", k, rounds, inp.n, secs, ran)
             if on_round:
                 on_round(k, {"round": k, "rounds": rounds, "rows": inp.n, "seconds": secs, "plan": "partitioned"})
-        result = _cogroup(state, eblocks, step_fn(True, state_rows_mode, state_mean), _RESULT_SCHEMA)
+        result = _cogroup(state.repartition(parts, "pid"), eblocks, step_fn(True, state_rows_mode, state_mean),
+                          _RESULT_SCHEMA)
         result = _cut(result)
     finally:
         eblocks.unpersist()
