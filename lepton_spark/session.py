@@ -57,16 +57,18 @@ def shuffle_partitions(spark: SparkSession) -> int:
 def task_slots(spark: SparkSession) -> int:
     """How many tasks can run at once, read from the conf (no SparkContext, so it works on Connect).
 
-    ``local[N]``/``local[*]``; else ``spark.default.parallelism``; else executor instances x cores;
+    ``local[N]``/``local[*]``/``local-cluster[W, C, mem]``; else ``spark.default.parallelism``; else executor instances x cores;
     else ``spark.sql.shuffle.partitions`` (what the cluster's admin sized for it).
     """
     master = spark_master(spark)
     if master.startswith("local"):
         inner = master[master.find("[") + 1:master.find("]")] if "[" in master else "1"
-        first = inner.split(",")[0].strip()
-        if first == "*":
+        fields = [f.strip() for f in inner.split(",")]
+        if master.startswith("local-cluster") and len(fields) >= 2 and all(f.isdigit() for f in fields[:2]):
+            return max(1, int(fields[0]) * int(fields[1]))  # local-cluster[workers, cores, memory]
+        if fields[0] == "*":
             return os.cpu_count() or 1
-        return max(1, int(first)) if first.isdigit() else 1
+        return max(1, int(fields[0])) if fields[0].isdigit() else 1
 
     def conf_int(key: str) -> int:
         try:

@@ -74,6 +74,7 @@ def test_task_slots_from_the_master_and_conf() -> None:
     assert task_slots(session({"spark.master": "local[3, 4]"})) == 3  # local[N, maxFailures]
     assert task_slots(session({"spark.master": "local[*]"})) == (os.cpu_count() or 1)
     assert task_slots(session({"spark.master": "local"})) == 1
+    assert task_slots(session({"spark.master": "local-cluster[2, 3, 1024]"})) == 6
     cluster = {"spark.master": "spark://m:7077", "spark.sql.shuffle.partitions": "12"}
     assert task_slots(session(cluster)) == 12
     assert task_slots(session(cluster | {"spark.executor.instances": "5", "spark.executor.cores": "4"})) == 20
