@@ -24,11 +24,12 @@ pytestmark = pytest.mark.cluster
 
 DATE = "2026-11-21"
 ENGINE_TESTS = ["tests/test_propagate.py", "tests/test_graph_api.py"]
-# Within the CI budget: propagation with 3 rounds on every plan/aggregation path (0 and 1 round run the
-# same code), resume from round state, SpMM, the dense layer, and from the GraphFrames API
-# aggregateMessages (its core), triplets and the engine choice.
-ENGINE_SELECTION = ("(matches_scipy and scipy[3-) or resume or spmm or apply_dense_matches_numpy[relu] "
-                    "or isolated_vertices or aggregate or triplets or resolve_engine")
+# Within the CI budget: propagation with 3 rounds on every plan for sum and max (mean differs from sum
+# only in a numpy division; 0 and 1 round run the same code), resume from round state, SpMM, and from the
+# GraphFrames API aggregateMessages (both directions, struct messages), triplets and the engine choice.
+# The dense layer runs on Connect in test_nightly_core_path_on_spark_connect.
+ENGINE_SELECTION = ("(matches_scipy and scipy[3- and not mean) or resume or spmm "
+                    "or aggregate_messages_both or aggregate_messages_struct or triplets or resolve_engine")
 
 
 def _run(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
