@@ -46,12 +46,22 @@ def is_local_master(spark: SparkSession) -> bool:
     return spark_master(spark).startswith("local")
 
 
+def _conf_int(spark: SparkSession, key: str) -> int | None:
+    """An integer setting of the session; None when unset, not an integer, or unreadable (restricted clusters)."""
+    try:
+        value = spark.conf.get(key, "") or ""
+    except Exception:  # noqa: BLE001 - restricted conf access on some clusters
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        return None
+
+
 def shuffle_partitions(spark: SparkSession) -> int:
     """``spark.sql.shuffle.partitions`` (8 when the conf cannot be read, e.g. on restricted clusters)."""
-    try:
-        return max(1, int(spark.conf.get("spark.sql.shuffle.partitions") or 8))
-    except Exception:  # noqa: BLE001 - restricted conf access on some clusters
-        return 8
+    value = _conf_int(spark, "spark.sql.shuffle.partitions")
+    return 8 if value is None else max(1, value)
 
 
 def task_slots(spark: SparkSession) -> int:
@@ -70,17 +80,13 @@ def task_slots(spark: SparkSession) -> int:
             return os.cpu_count() or 1
         return max(1, int(fields[0])) if fields[0].isdigit() else 1
 
-    def conf_int(key: str) -> int:
-        try:
-            value = spark.conf.get(key, "") or ""
-        except Exception:  # noqa: BLE001 - restricted conf access
-            return 0
-        return int(value) if value.strip().isdigit() else 0
-
-    if conf_int("spark.default.parallelism"):
-        return conf_int("spark.default.parallelism")
-    if conf_int("spark.executor.instances") and conf_int("spark.executor.cores"):
-        return conf_int("spark.executor.instances") * conf_int("spark.executor.cores")
+    parallelism = _conf_int(spark, "spark.default.parallelism") or 0
+    if parallelism > 0:
+        return parallelism
+    instances = _conf_int(spark, "spark.executor.instances") or 0
+    cores = _conf_int(spark, "spark.executor.cores") or 0
+    if instances > 0 and cores > 0:
+        return instances * cores
     return shuffle_partitions(spark)
 
 
