@@ -39,7 +39,7 @@ from lepton_spark.models.trainer import (  # noqa: E402
     tune_weight_decay,
 )
 
-DEFAULT_ROOT = Path(os.environ.get("LEPTON_PLANETOID_DIR", ROOT.parent / "shared" / "data" / "planetoid"))
+DEFAULT_ROOT = Path(os.environ.get("LEPTON_PLANETOID_DIR", ROOT / "data" / "raw" / "planetoid"))
 
 # (model, dataset) -> (paper test accuracy on the Planetoid split, or a note)
 PAPER = {

@@ -169,7 +169,7 @@ def _default_graph() -> str:
 def _commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Handler]]:
     def a_sample(p: argparse.ArgumentParser) -> None:
         p.add_argument("--dataset", default="cora", choices=["cora", "citeseer"])
-        p.add_argument("--raw", default="../shared/data/planetoid", help="folder of ind.<name>.* files")
+        p.add_argument("--raw", default="data/raw/planetoid", help="folder of ind.<name>.* files")
         p.add_argument("--output", default="data/cora", help="graph directory to (re)write")
 
     def a_describe(p: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_PLANETOID = Path(os.environ.get("LEPTON_PLANETOID_DIR", ROOT.parent / "shared" / "data" / "planetoid"))
+PLANETOID_DIR = Path(os.environ.get("LEPTON_PLANETOID_DIR", ROOT / "data" / "raw" / "planetoid"))
 SAMPLE_GRAPH = ROOT / "data" / "cora"
 
 
@@ -42,9 +42,9 @@ def spark(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def planetoid_dir() -> Path:
-    if not (SHARED_PLANETOID / "ind.cora.x").is_file():
-        pytest.fail(f"raw Planetoid files not found at {SHARED_PLANETOID} (set LEPTON_PLANETOID_DIR)")
-    return SHARED_PLANETOID
+    if not (PLANETOID_DIR / "ind.cora.x").is_file():
+        pytest.fail(f"raw Planetoid files not found at {PLANETOID_DIR} (set LEPTON_PLANETOID_DIR)")
+    return PLANETOID_DIR
 
 
 @pytest.fixture(scope="session")
