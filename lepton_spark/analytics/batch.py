@@ -3,7 +3,7 @@
 Used by the nightly ``analytics`` stage and by ``export``. Graphs with at most ``local_max_edges``
 edges and integral vertex ids are analysed on the driver with scipy (:mod:`lepton_spark.analytics.local`,
 the same functions of the graph, tested against the engine), because on small graphs Spark's fixed
-per-iteration job overhead is nearly all the time; larger graphs run on the Pregel engine. The
+per-iteration job overhead is nearly all the time; larger graphs run on the Spark block engine (:mod:`lepton_spark.graph.programs`). The
 choice is logged. Every result is a DataFrame ``(id, <value>)``.
 """
 
@@ -16,17 +16,19 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from lepton_spark import io
+from lepton_spark.config import GraphConfig
 
 log = logging.getLogger(__name__)
 
 
 def vertex_analytics(vertices: DataFrame, edges: DataFrame, *, reset: float = 0.15, pagerank_iters: int = 20,
                      pagerank_tol: float = 0.0, lpa_iters: int = 5, components: bool = True,
-                     local_max_edges: int = 2_000_000) -> dict[str, DataFrame]:
+                     local_max_edges: int = 2_000_000, config: GraphConfig | None = None) -> dict[str, DataFrame]:
     """``{"pagerank": (id, pagerank double), "components": (id, component long), "communities": (id, label long)}``.
 
     ``pagerank_tol > 0`` iterates to that L1 tolerance instead of ``pagerank_iters`` iterations;
-    ``components=False`` leaves components out.
+    ``components=False`` leaves components out. ``config`` (``graph.*``) chooses the block engine's
+    plan for graphs that run on Spark.
     """
     from lepton_spark.analytics.components import is_integral_id
 
@@ -35,17 +37,29 @@ def vertex_analytics(vertices: DataFrame, edges: DataFrame, *, reset: float = 0.
     if n_edges <= local_max_edges and is_integral_id(vertices):
         log.info("analytics: %d edges <= local_max_edges=%d: on the driver (scipy)", n_edges, local_max_edges)
         return _on_driver(vertices, edges, reset, pagerank_iters, pagerank_tol, lpa_iters, components)
-    log.info("analytics: %s edges: on the Pregel engine",
+    log.info("analytics: %s edges: on the Spark block engine",
              f"more than {local_max_edges}" if n_edges > local_max_edges else n_edges)
-    from lepton_spark.graph import GraphFrame
+    from lepton_spark.analytics.pagerank import MAX_ITER_FOR_TOL, PAGERANK, normalise_ranks
+    from lepton_spark.graph.programs import (
+        BlockEngine,
+        components_program,
+        indexed_graph,
+        label_propagation_program,
+        pagerank_program,
+    )
 
-    g = GraphFrame(vertices.select("id"), edges.select("src", "dst"))
-    pr = g.pageRank(resetProbability=reset, maxIter=pagerank_iters) if pagerank_tol <= 0 else \
-        g.pageRank(resetProbability=reset, tol=pagerank_tol)
-    out = {"pagerank": pr.vertices.select("id", F.col("pagerank").cast("double").alias("pagerank"))}
-    if components:
-        out["components"] = g.connectedComponents().select("id", F.col("component").cast("long").alias("component"))
-    out["communities"] = g.labelPropagation(maxIter=lpa_iters).select("id", F.col("label").cast("long").alias("label"))
+    ig = indexed_graph(vertices.select("id"), edges.select("src", "dst"))
+    out: dict[str, DataFrame] = {}
+    # one engine: the undirected edge blocks are packed once for components and communities
+    with BlockEngine(ig, config=config) as engine:
+        tol = pagerank_tol if pagerank_tol > 0 else None
+        ranks = engine.run(pagerank_program(reset, None, tol), MAX_ITER_FOR_TOL if tol else pagerank_iters)
+        out["pagerank"] = normalise_ranks(ig.to_original(ranks.withColumnRenamed("value", PAGERANK), [PAGERANK], []))
+        if components:
+            comp = engine.run(components_program(), 2**31 - 2).withColumnRenamed("value", "component")
+            out["components"] = ig.to_original(comp, ["component"], [])
+        lab = engine.run(label_propagation_program(), lpa_iters).withColumnRenamed("value", "label")
+        out["communities"] = ig.to_original(lab, ["label"], ["label"])
     return out
 
 

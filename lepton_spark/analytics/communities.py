@@ -36,8 +36,10 @@ from pyspark.sql import functions as F
 from pyspark.storagelevel import StorageLevel
 
 from lepton_spark.analytics.components import is_integral_id
+from lepton_spark.config import GraphConfig
 from lepton_spark.graph.messages import quote
 from lepton_spark.graph.pregel import Pregel
+from lepton_spark.graph.programs import indexed_graph, label_propagation_program, run_program
 
 if TYPE_CHECKING:
     from lepton_spark.graph.frame import GraphFrame
@@ -84,6 +86,9 @@ def label_propagation(
     use_local_checkpoints: bool = False,
     checkpoint_interval: int = 2,
     storage_level: StorageLevel = StorageLevel.MEMORY_AND_DISK_DESER,
+    config: GraphConfig | None = None,
+    plan: str | None = None,
+    num_blocks: int | None = None,
 ) -> DataFrame:
     """Label propagation communities of ``g``: vertices + ``label`` (see the module docstring).
 
@@ -98,6 +103,17 @@ def label_propagation(
         raise ValueError(f"maxIter must be >= 1, got {maxIter}")
     start = time.perf_counter()
     v, e = g.vertices, g.edges
+    if algo == "graphx":
+        ig = indexed_graph(v.select("id"), e.select("src", "dst"))
+        labels = run_program(ig, label_propagation_program(), maxIter, config=config, plan=plan,
+                             num_blocks=num_blocks).withColumnRenamed("value", LABEL)
+        labels = ig.to_original(labels, [LABEL], [LABEL])
+        v_out = v.drop(LABEL) if LABEL in v.columns else v
+        out = (v_out.join(labels, "id", "left").select(*[quote(c) for c in v_out.columns], LABEL)
+               .persist(storage_level))
+        n = out.count()
+        log.info("labelPropagation: %d vertices, %d steps max, in %.2fs", n, maxIter, time.perf_counter() - start)
+        return out
     init = F.col("id").cast("long") if is_integral_id(v) else F.col("id")
     lab = F.col(LABEL)
     pairs = e.select("src", "dst")

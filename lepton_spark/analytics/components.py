@@ -32,12 +32,12 @@ import time
 from typing import TYPE_CHECKING
 
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.storagelevel import StorageLevel
 
+from lepton_spark.config import GraphConfig
 from lepton_spark.graph.messages import quote
-from lepton_spark.graph.pregel import Pregel
+from lepton_spark.graph.programs import components_program, indexed_graph, run_program
 
 if TYPE_CHECKING:
     from lepton_spark.graph.frame import GraphFrame
@@ -63,13 +63,14 @@ def connected_components(
     use_local_checkpoints: bool = False,
     max_iter: int = 2**31 - 2,
     storage_level: StorageLevel = StorageLevel.MEMORY_AND_DISK_DESER,
+    config: GraphConfig | None = None,
+    plan: str | None = None,
+    num_blocks: int | None = None,
 ) -> DataFrame:
     """Weakly connected components of ``g``: vertices + ``component`` (see the module docstring).
 
     The result is persisted at ``storage_level`` and materialised (unpersist it when done).
     """
-    from lepton_spark.graph.frame import GraphFrame
-
     algo = algorithm.lower()
     if algo not in ALGORITHMS:
         raise ValueError(f"Supported algorithms are {', '.join(ALGORITHMS)}, but got {algorithm}.")
@@ -79,46 +80,18 @@ def connected_components(
               algorithm, broadcastThreshold)
     start = time.perf_counter()
     v, e = g.vertices, g.edges
-    integral = is_integral_id(v)
-    label = F.col("id").cast("long") if integral else F.col("id")
-    simple = (
-        e.filter(F.col("src") != F.col("dst"))
-        .select(F.least("src", "dst").alias("src"), F.greatest("src", "dst").alias("dst"))
-        .distinct()
+    ig = indexed_graph(v.select("id"), e.select("src", "dst"))
+    labels = run_program(ig, components_program(), max_iter, config=config, plan=plan,
+                         num_blocks=num_blocks).withColumnRenamed("value", COMPONENT)
+    # renumbered ids: the label is the position of the component's smallest id in sort order, an
+    # opaque long increasing with that id; useLabelsAsComponents maps it back to the id itself
+    labels = ig.to_original(labels, [COMPONENT], [COMPONENT] if useLabelsAsComponents else [])
+    v_out = v.drop(COMPONENT) if COMPONENT in v.columns else v
+    out = (
+        v_out.join(labels, "id", "left")
+        .select(*[quote(c) for c in v_out.columns], COMPONENT)
+        .persist(storage_level)
     )
-    sym = simple.unionByName(simple.select(F.col("dst").alias("src"), F.col("src").alias("dst")))
-    slim = GraphFrame(v.select("id"), sym)
-    comp = F.col(COMPONENT)
-    result = (
-        slim.pregel.setMaxIter(max_iter)
-        .setCheckpointInterval(checkpointInterval)
-        .setUseLocalCheckpoints(use_local_checkpoints)
-        .setIntermediateStorageLevel(storage_level)
-        .withVertexColumn(COMPONENT, label, F.least(comp, F.coalesce(Pregel.msg(), comp)))
-        .setUpdateActiveVertexExpression(F.coalesce(Pregel.msg() < comp, F.lit(False)))
-        .sendMsgToDst(Pregel.src(COMPONENT))
-        .aggMsgs(F.min(Pregel.msg()))
-        .setSkipMessagesFromNonActiveVertices(True)
-        .setEarlyStopping(True)
-        .setStopIfAllNonActiveVertices(True)
-        .run()
-    )
-    try:
-        labels = result.select("id", COMPONENT)
-        if not integral and not useLabelsAsComponents:
-            # opaque long per component; sorted first so the numbering is deterministic on recompute
-            ids = labels.select(COMPONENT).distinct().orderBy(COMPONENT).withColumn(
-                "__cid", F.monotonically_increasing_id()
-            )
-            labels = labels.join(ids, COMPONENT).select("id", F.col("__cid").alias(COMPONENT))
-        v_out = v.drop(COMPONENT) if COMPONENT in v.columns else v
-        out = (
-            v_out.join(labels, "id", "left")
-            .select(*[quote(c) for c in v_out.columns], COMPONENT)
-            .persist(storage_level)
-        )
-        n = out.count()
-    finally:
-        result.unpersist()
+    n = out.count()
     log.info("connectedComponents: %d vertices in %.2fs", n, time.perf_counter() - start)
     return out

@@ -1,4 +1,4 @@
-"""PageRank on the builtin Pregel engine, with GraphFrames' API and output convention.
+"""PageRank on the builtin block engine, with GraphFrames' API and output convention.
 
 Iteration (GraphX / GraphFrames ``PageRank.runWithOptions``): every vertex starts at 1.0 (personalised:
 1.0 at the source, 0 elsewhere); each iteration ``PR[v] = r_v + (1 - r) * sum_{u->v} PR[u] / outDeg(u)``
@@ -29,11 +29,13 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.storagelevel import StorageLevel
 
+from lepton_spark.config import GraphConfig
 from lepton_spark.graph.messages import quote
-from lepton_spark.graph.pregel import Pregel
+from lepton_spark.graph.programs import indexed_graph, pagerank_program, run_program
 
 if TYPE_CHECKING:
     from lepton_spark.graph.frame import GraphFrame
@@ -43,8 +45,15 @@ log = logging.getLogger(__name__)
 PAGERANK = "pagerank"
 WEIGHT = "weight"
 _OUT = "_outdeg"
-_DELTA = "_delta"
 MAX_ITER_FOR_TOL = 10_000
+
+
+def normalise_ranks(ranks: DataFrame, personalised: bool = False) -> DataFrame:
+    """(id, pagerank) rescaled to sum to the number of vertices (personalised: to 1), as GraphFrames."""
+    total = ranks.agg(F.sum(PAGERANK).alias("_sum"), F.count(F.lit(1)).alias("_n"))
+    target = F.lit(1.0) if personalised else F.col("_n").cast("double")
+    scaled = F.try_divide(F.col(PAGERANK) * target, F.col("_sum"))  # null only if every rank is 0
+    return ranks.crossJoin(F.broadcast(total)).select("id", scaled.alias(PAGERANK))
 
 
 def page_rank(
@@ -57,6 +66,9 @@ def page_rank(
     checkpointInterval: int = 2,
     use_local_checkpoints: bool = False,
     storage_level: StorageLevel = StorageLevel.MEMORY_AND_DISK_DESER,
+    config: GraphConfig | None = None,
+    plan: str | None = None,
+    num_blocks: int | None = None,
 ) -> GraphFrame:
     """PageRank of ``g`` -> GraphFrame(vertices + ``pagerank`` (double), edges + ``weight`` = 1/outDegree(src)).
 
@@ -64,7 +76,11 @@ def page_rank(
     raises AssertionError with the same text). A ``sourceId`` that is not a vertex raises ValueError.
     Ranks sum to the number of vertices, or to 1 when personalised (see the module docstring for
     the dangling-node semantics). The result vertices are persisted at ``storage_level``. An
-    existing ``weight`` edge column is replaced.
+    existing ``weight`` edge column is replaced. The iteration runs on the block engine
+    (:mod:`lepton_spark.graph.programs`); ``plan`` (auto | broadcast | partitioned, default
+    ``config.plan``), ``num_blocks`` and ``config`` choose its physical plan. ``checkpointInterval``
+    and ``use_local_checkpoints`` are accepted for GraphFrames compatibility (the engine cuts lineage
+    every round).
     """
     from lepton_spark.graph.frame import GraphFrame
 
@@ -79,35 +95,17 @@ def page_rank(
     if sourceId is not None and v.filter(F.col("id") == F.lit(sourceId)).limit(1).count() == 0:
         raise ValueError(f"sourceId {sourceId!r} is not a vertex id")
 
-    out = e.groupBy(F.col("src").alias("id")).agg(F.count(F.lit(1)).alias(_OUT))
-    slim_v = v.select("id").join(out, "id", "left")
-    slim = GraphFrame(slim_v, e.select("src", "dst"))
-    r = float(resetProbability)
-    if sourceId is None:
-        init, reset = F.lit(1.0), F.lit(r)
-    else:
-        is_src = F.col("id") == F.lit(sourceId)
-        init = F.when(is_src, F.lit(1.0)).otherwise(F.lit(0.0))
-        reset = F.when(is_src, F.lit(r)).otherwise(F.lit(0.0))
-    new_rank = reset + F.lit(1.0 - r) * F.coalesce(Pregel.msg(), F.lit(0.0))
-    pregel = (
-        slim.pregel.setMaxIter(maxIter if maxIter is not None else MAX_ITER_FOR_TOL)
-        .setCheckpointInterval(checkpointInterval)
-        .setUseLocalCheckpoints(use_local_checkpoints)
-        .setIntermediateStorageLevel(storage_level)
-        .withVertexColumn(PAGERANK, init, new_rank)
-        .sendMsgToDst(Pregel.src(PAGERANK) / Pregel.src(_OUT))
-        .aggMsgs(F.sum(Pregel.msg()))
-    )
-    if tol is not None:
-        pregel = pregel.withVertexColumn(_DELTA, F.lit(None).cast("double"), F.abs(new_rank - F.col(PAGERANK)))
-        pregel = pregel.setConvergence(F.sum(F.col(_DELTA)), tol)
-    ranks = pregel.run()
+    ig = indexed_graph(v.select("id"), e.select("src", "dst"))
+    source = None
+    if sourceId is not None:
+        source = int(sourceId) if ig.mapping is None else int(
+            ig.mapping.filter(F.col("id") == F.lit(sourceId)).first()["_pos"])
+    limit = maxIter if maxIter is not None else MAX_ITER_FOR_TOL
+    ranks = run_program(ig, pagerank_program(resetProbability, source, tol), limit, config=config, plan=plan,
+                        num_blocks=num_blocks).withColumnRenamed("value", PAGERANK)
+    ranks = ig.to_original(ranks, [PAGERANK], []).persist(storage_level)
     try:
-        total = ranks.agg(F.sum(PAGERANK).alias("_sum"), F.count(F.lit(1)).alias("_n"))
-        target = F.lit(1.0) if sourceId is not None else F.col("_n").cast("double")
-        scaled = F.try_divide(F.col(PAGERANK) * target, F.col("_sum"))  # null only if every rank is 0
-        normalised = ranks.crossJoin(F.broadcast(total)).select("id", scaled.alias(PAGERANK))
+        normalised = normalise_ranks(ranks, personalised=sourceId is not None)
         v_out = v.drop(PAGERANK) if PAGERANK in v.columns else v
         vertices = (
             v_out.join(normalised, "id", "left")
@@ -117,6 +115,7 @@ def page_rank(
         n = vertices.count()
     finally:
         ranks.unpersist()
+    out = e.groupBy(F.col("src").alias("id")).agg(F.count(F.lit(1)).alias(_OUT))
     e_out = e.drop(WEIGHT) if WEIGHT in e.columns else e
     w = out.select(F.col("id").alias("__wsrc"), (F.lit(1.0) / F.col(_OUT)).alias(WEIGHT))
     edges = e_out.join(w, F.col("src") == F.col("__wsrc"), "left").select(*[quote(c) for c in e_out.columns], WEIGHT)

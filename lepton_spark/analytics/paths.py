@@ -21,13 +21,15 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.storagelevel import StorageLevel
 
 from lepton_spark.analytics.components import is_integral_id
+from lepton_spark.config import GraphConfig
 from lepton_spark.graph.messages import quote
-from lepton_spark.graph.pregel import Pregel
+from lepton_spark.graph.programs import UNREACHED, indexed_graph, run_program, shortest_paths_program
 
 if TYPE_CHECKING:
     from lepton_spark.graph.frame import GraphFrame
@@ -47,14 +49,15 @@ def shortest_paths(
     checkpoint_interval: int = 2,
     storage_level: StorageLevel = StorageLevel.MEMORY_AND_DISK_DESER,
     is_directed: bool = True,
+    config: GraphConfig | None = None,
+    plan: str | None = None,
+    num_blocks: int | None = None,
 ) -> DataFrame:
     """Vertices of ``g`` + ``distances`` (map landmark -> hops), see the module docstring.
 
     Duplicate landmarks are kept once. The result is persisted at ``storage_level`` and
     materialised (unpersist it when done).
     """
-    from lepton_spark.graph.frame import GraphFrame
-
     if algorithm.lower() not in ALGORITHMS:
         raise ValueError(f"Supported algorithms are {', '.join(ALGORITHMS)}, but got {algorithm}.")
     start = time.perf_counter()
@@ -69,45 +72,24 @@ def shortest_paths(
         out = v_out.select(*[quote(c) for c in v_out.columns], empty.alias(DISTANCES)).persist(storage_level)
         out.count()
         return out
-    # reversed edges: the message travels dst -> src in the original graph
-    rev = e.select(F.col("dst").alias("src"), F.col("src").alias("dst"))
-    edges = rev if is_directed else rev.unionByName(e.select("src", "dst"))
-    init = F.array(*[F.when(F.col("id") == F.lit(m).cast(id_type), F.lit(0)) for m in marks])
-    dist = F.col(_DIST)
-    msg = Pregel.msg()
-    improved = F.zip_with(dist, msg, lambda a, b: b.isNotNull() & (a.isNull() | (b < a)))
-    src_dist = Pregel.src(_DIST)
-    send = F.when(
-        F.exists(src_dist, lambda x: x.isNotNull()), F.transform(src_dist, lambda x: x + F.lit(1))
+    ig = indexed_graph(v.select("id"), e.select("src", "dst"))
+    if ig.mapping is None:
+        pos = [int(m) for m in marks]
+    else:  # landmarks that are not vertices never match a position (-1)
+        found = {r["id"]: int(r["_pos"]) for r in ig.mapping.filter(F.col("id").isin(marks)).collect()}
+        pos = [found.get(m, -1) for m in marks]
+    result = run_program(ig, shortest_paths_program(np.asarray(pos, dtype=np.int64), is_directed), 2**31 - 2,
+                         config=config, plan=plan, num_blocks=num_blocks)
+    dist = F.transform(F.col("value"), lambda x: F.when(x < F.lit(UNREACHED), x))
+    result = ig.to_original(result.select("id", dist.alias(_DIST)), [_DIST], [])
+    keys = F.array(*[F.lit(m).cast(key_type) for m in marks])
+    dmap = F.map_filter(F.map_from_arrays(keys, F.col(_DIST)), lambda k, d: d.isNotNull())
+    out = (
+        v_out.join(result.select("id", dmap.alias(DISTANCES)), "id", "left")
+        .select(*[quote(c) for c in v_out.columns], DISTANCES)
+        .persist(storage_level)
     )
-    result = (
-        GraphFrame(v.select("id"), edges)
-        .pregel.setMaxIter(2**31 - 2)
-        .setCheckpointInterval(checkpoint_interval)
-        .setUseLocalCheckpoints(use_local_checkpoints)
-        .setIntermediateStorageLevel(storage_level)
-        .withVertexColumn(
-            _DIST, init, F.when(msg.isNull(), dist).otherwise(F.zip_with(dist, msg, lambda a, b: F.least(a, b)))
-        )
-        .setUpdateActiveVertexExpression(F.coalesce(F.exists(improved, lambda x: x), F.lit(False)))
-        .sendMsgToDst(send)
-        .aggMsgs(F.array(*[F.min(msg[i]) for i in range(len(marks))]))
-        .setSkipMessagesFromNonActiveVertices(True)
-        .setEarlyStopping(True)
-        .setStopIfAllNonActiveVertices(True)
-        .run()
-    )
-    try:
-        keys = F.array(*[F.lit(m).cast(key_type) for m in marks])
-        dmap = F.map_filter(F.map_from_arrays(keys, dist), lambda k, d: d.isNotNull())
-        out = (
-            v_out.join(result.select("id", dmap.alias(DISTANCES)), "id", "left")
-            .select(*[quote(c) for c in v_out.columns], DISTANCES)
-            .persist(storage_level)
-        )
-        n = out.count()
-    finally:
-        result.unpersist()
+    n = out.count()
     log.info("shortestPaths: %d vertices, %d landmark(s), %s, in %.2fs", n, len(marks),
              "directed" if is_directed else "undirected", time.perf_counter() - start)
     return out

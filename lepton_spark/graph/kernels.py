@@ -13,6 +13,8 @@ import numpy as np
 import scipy.sparse as sp
 
 AGGS = ("sum", "mean", "max")
+#: Every reduction a block round can apply: the weighted AGGS plus unweighted ``min`` and ``mode``.
+REDUCES = (*AGGS, "min", "mode")
 
 
 def positions(ids: np.ndarray | None, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -61,6 +63,92 @@ def block_apply(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, x: np
         msgs = data[:, None].astype(np.float32) * x[indices]
         return np.maximum.reduceat(msgs, indptr[:-1], axis=0).astype(np.float32)
     raise ValueError(f"unknown aggregation {agg!r}; expected one of {', '.join(AGGS)}")
+
+
+def reduce_dtype(dtype: np.dtype, reduce: str) -> np.dtype:
+    """The dtype of a round's result: float32 stays float32 for the weighted reductions; min/mode keep it."""
+    dtype = np.dtype(dtype)
+    if reduce in ("min", "mode"):
+        return dtype
+    return dtype if dtype.kind == "f" else np.dtype(np.float64)
+
+
+def reduce_rows(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, x: np.ndarray,
+                reduce: str) -> np.ndarray:
+    """Reduce the messages of every CSR row (every row has at least one entry).
+
+    ``sum``/``mean``/``max``: over the entries (col c, weight w) of ``w * x[c]`` (:func:`block_apply`;
+    float32 input gives float32, float64 input float64). ``min``: the smallest ``x[c]``. ``mode``: the
+    most frequent ``x[c]`` (one count per entry, so multi-edges count with multiplicity), ties to the
+    smallest value; ``x`` must be integral there.
+    """
+    nrows = len(indptr) - 1
+    out_t = reduce_dtype(x.dtype, reduce)
+    if nrows == 0:
+        return np.zeros((0, *x.shape[1:]), dtype=out_t)
+    if reduce in AGGS:
+        if x.dtype == np.float32 or x.ndim == 2:
+            return block_apply(indptr, indices, data, x, reduce).astype(out_t, copy=False)
+        csr = sp.csr_matrix((data.astype(np.float64), indices, indptr), shape=(nrows, x.shape[0]))
+        xf = np.asarray(x, dtype=np.float64)
+        if reduce == "max":
+            msgs = data.astype(np.float64) * xf[indices]
+            return np.maximum.reduceat(msgs, indptr[:-1])
+        out = csr @ xf
+        if reduce == "mean":
+            out = out / np.maximum(np.diff(indptr), 1)
+        return out
+    vals = np.asarray(x)[indices]
+    if reduce == "min":
+        return np.minimum.reduceat(vals, indptr[:-1], axis=0)
+    if reduce == "mode":
+        rows = np.repeat(np.arange(nrows, dtype=np.int64), np.diff(indptr))
+        return mode_of_counts(nrows, rows, vals, None)
+    raise ValueError(f"unknown reduction {reduce!r}; expected one of {', '.join(REDUCES)}")
+
+
+def value_counts(rows: np.ndarray, values: np.ndarray, counts: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """Sum ``counts`` (None = 1 each) per distinct ``(row, value)``: ``(rows, values, counts)`` by row, value."""
+    rows, values = np.asarray(rows, dtype=np.int64), np.asarray(values, dtype=np.int64)
+    if len(rows) == 0:
+        return rows, values, np.zeros(0, np.int64)
+    vmin, vmax = int(values.min()), int(values.max())
+    span = vmax - vmin + 1
+    if int(rows.max()) < (1 << 62) // span:  # one int64 key per pair: a plain sort instead of lexsort
+        key = rows * span + (values - vmin)
+        if counts is None:
+            key = np.sort(key)
+            c = None
+        else:
+            order = np.argsort(key, kind="stable")
+            key, c = key[order], np.asarray(counts, np.int64)[order]
+        idx = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        total = np.diff(np.r_[idx, len(key)]) if c is None else np.add.reduceat(c, idx)
+        return key[idx] // span, key[idx] % span + vmin, total.astype(np.int64)
+    order = np.lexsort((values, rows))
+    r, v = rows[order], values[order]
+    c = np.ones(len(r), np.int64) if counts is None else np.asarray(counts, np.int64)[order]
+    idx = np.flatnonzero(np.r_[True, (r[1:] != r[:-1]) | (v[1:] != v[:-1])])
+    return r[idx], v[idx], np.add.reduceat(c, idx).astype(np.int64)
+
+
+def mode_of_counts(nrows: int, rows: np.ndarray, values: np.ndarray, counts: np.ndarray | None) -> np.ndarray:
+    """Per row ``0..nrows-1``: the value with the largest summed count, ties to the smallest value.
+
+    Rows without any entry get 0 (callers track which rows received messages).
+    """
+    out = np.zeros(nrows, dtype=np.int64)
+    r, v, c = value_counts(rows, values, counts)
+    if len(r) == 0:
+        return out
+    starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
+    best = np.maximum.reduceat(c, starts)
+    is_best = c == np.repeat(best, np.diff(np.r_[starts, len(r)]))
+    cand = np.flatnonzero(is_best)  # values ascend within a row: the first best is the smallest
+    first = np.r_[True, r[cand][1:] != r[cand][:-1]]
+    pick = cand[first]
+    out[r[pick]] = v[pick]
+    return out
 
 
 def combine(n: int, dim: int, parts: Sequence[tuple[np.ndarray, np.ndarray]], agg: str) -> np.ndarray:

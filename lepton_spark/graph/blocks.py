@@ -1,0 +1,264 @@
+"""Prepared graph operators: edges packed once into cached CSR blocks, then any number of rounds.
+
+A *round* reduces, for every vertex v, a per-vertex message over v's in-edges ``u -> v``: the weighted
+``sum``/``mean``/``max`` of the messages (vector propagation, PageRank), their ``min`` (connected
+components) or their ``mode`` (label propagation: the most frequent message, ties to the smallest).
+The edges are packed into CSR blocks **once** per operator (rows = destinations, columns = source
+positions) and cached; every round of every algorithm that uses the operator reuses them, so a
+round costs one Spark job over cached binary rows and one numpy kernel per block, never a join.
+
+This module holds the *broadcast* operator (the message vector sits in one process and every block
+task reads it; in local mode through a memory-mapped file in /dev/shm). It is the engine behind the
+broadcast propagation plan and the analytics algorithms (:mod:`lepton_spark.graph.programs`).
+Algorithms whose state is too large for one process run the same vertex programs on the
+partitioned engine (:mod:`lepton_spark.graph.partitioned`).
+
+Ids: the operator indexes vertices by their position in the sorted id array (``ids=None`` = the
+ids are already ``0..n-1``). Edges whose src or dst is not a vertex send nothing; they still count
+in :meth:`BroadcastOperator.out_degrees` (GraphFrames' PageRank divides by every edge leaving u).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lepton_spark import io
+from lepton_spark.graph import kernels
+from lepton_spark.session import is_local_master
+
+log = logging.getLogger(__name__)
+
+FAULT_SLEEP_ENV = "LEPTON_FAULT_TASK_SLEEP"
+
+_BLOCK_SCHEMA = T.StructType(
+    [
+        T.StructField("rows", T.BinaryType()),
+        T.StructField("indptr", T.BinaryType()),
+        T.StructField("indices", T.BinaryType()),
+        T.StructField("data", T.BinaryType()),
+        T.StructField("nnz", T.LongType()),
+        T.StructField("out_rows", T.BinaryType()),
+        T.StructField("out_counts", T.BinaryType()),
+    ]
+)
+_BLOCK_PA = pa.schema([(f.name, pa.int64() if f.name == "nnz" else pa.binary()) for f in _BLOCK_SCHEMA.fields])
+_OUT_SCHEMA = T.StructType([T.StructField("rows", T.BinaryType()), T.StructField("values", T.BinaryType())])
+_PATH_SCHEMA = T.StructType([T.StructField("path", T.StringType())])
+
+
+def fault_sleep() -> float:
+    """Seconds every round task sleeps before working (fault-injection tests only; env, default 0).
+
+    Read on the driver and shipped with the round's closure, so the tasks of every round run long
+    enough for a test to kill an executor (or the driver) while a round is in flight.
+    """
+    try:
+        return max(0.0, float(os.environ.get(FAULT_SLEEP_ENV, "0") or 0))
+    except ValueError:
+        return 0.0
+
+
+def local_exchange_dir(spark: SparkSession, nbytes: int) -> str | None:
+    """A shared-memory (or temp) directory when driver and executors share this machine (local mode).
+
+    Shipping the message matrix through the JVM twice per round (closure broadcast in, collect out)
+    costs far more than the sparse product itself; on one machine a file in /dev/shm that every task
+    memory-maps costs one memcpy. On a cluster this is never used (executors cannot see the driver's
+    files): there the matrix travels with the task closure, which PySpark broadcasts.
+    """
+    if not is_local_master(spark):
+        return None
+    for base in ("/dev/shm", tempfile.gettempdir()):
+        try:
+            if os.path.isdir(base) and shutil.disk_usage(base).free > 3 * nbytes + (64 << 20):
+                return tempfile.mkdtemp(prefix="lepton-blocks-", dir=base)
+        except OSError:
+            continue
+    return None
+
+
+def _buf(value: pa.Scalar) -> pa.Buffer:
+    return value.as_buffer() if hasattr(value, "as_buffer") else pa.py_buffer(value.as_py())
+
+
+@dataclass
+class BroadcastOperator:
+    """Edges ``u -> v`` packed once into cached CSR blocks by destination; see the module docstring.
+
+    Build it with :meth:`prepare`; call :meth:`apply` once per round; :meth:`close` when done (it
+    unpersists the blocks and removes the exchange directory).
+    """
+
+    spark: SparkSession
+    ids: np.ndarray | None  # sorted vertex ids, or None when the ids are 0..n-1
+    n: int
+    nnz: int
+    blocks: DataFrame
+    idx_t: type
+    exchange: str | None
+    seconds_prepared: float
+    _out_degrees: np.ndarray | None = None
+    _calls: int = 0
+
+    @classmethod
+    def prepare(cls, spark: SparkSession, ids: np.ndarray, edges: DataFrame, parts: int, *,
+                weight: str | None = "weight", undirected: bool = False, local_exchange: bool = True,
+                message_bytes: int = 0) -> BroadcastOperator:
+        """Pack ``edges`` (src, dst[, weight]) over the vertex ``ids`` into ``parts`` cached CSR blocks.
+
+        ``ids``: the vertex ids (long), any order; duplicates raise ValueError. ``undirected``: every
+        edge also sends from dst to src (a self-loop then sends twice, as in GraphX's label
+        propagation). ``weight`` None or absent means 1.0 (a null weight also counts 1.0).
+        ``message_bytes``: the size of one round's message matrix, to size the local exchange.
+        """
+        t0 = time.perf_counter()
+        ids = np.sort(np.asarray(ids, dtype=np.int64), kind="stable")
+        if len(ids) > 1 and np.any(ids[1:] == ids[:-1]):
+            raise ValueError(f"graph: {int(np.sum(ids[1:] == ids[:-1]))} duplicate vertex ids")
+        n = len(ids)
+        dense = n == 0 or (ids[0] == 0 and ids[-1] == n - 1)
+        lookup = None if dense else ids
+        idx_t = np.int32 if n < 2**31 else np.int64
+        w = (F.coalesce(F.col(weight).cast("float"), F.lit(1.0).cast("float"))
+             if weight and weight in edges.columns else F.lit(1.0).cast("float"))
+        e = edges.select(F.col("src").cast("long").alias("src"), F.col("dst").cast("long").alias("dst"),
+                         w.alias("weight"))
+        if undirected:
+            e = e.unionByName(e.select(F.col("dst").alias("src"), F.col("src").alias("dst"), "weight"))
+
+        def pack(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            src_l, dst_l, w_l = [], [], []
+            for b in batches:
+                src_l.append(b.column("src").to_numpy())
+                dst_l.append(b.column("dst").to_numpy())
+                w_l.append(b.column("weight").to_numpy())
+            if not src_l:
+                return
+            src, dst, wt = np.concatenate(src_l), np.concatenate(dst_l), np.concatenate(w_l)
+            sp_, sv = kernels.positions(lookup, src)
+            dp_, dv = kernels.positions(lookup, dst)
+            sv &= (sp_ >= 0) & (sp_ < n)
+            dv &= (dp_ >= 0) & (dp_ < n)
+            out_rows, out_counts = np.unique(sp_[sv], return_counts=True)  # every edge leaving a vertex
+            ok = sv & dv
+            rows, indptr, indices, data = kernels.csr_from_pairs(dp_[ok], sp_[ok].astype(idx_t), wt[ok])
+            yield pa.RecordBatch.from_pylist(
+                [{"rows": rows.astype(np.int64).tobytes(), "indptr": indptr.tobytes(),
+                  "indices": indices.tobytes(), "data": data.tobytes(), "nnz": len(data),
+                  "out_rows": out_rows.astype(np.int64).tobytes(),
+                  "out_counts": out_counts.astype(np.int64).tobytes()}],
+                schema=_BLOCK_PA,
+            )
+
+        blocks = e.repartition(parts, "dst").mapInArrow(pack, _BLOCK_SCHEMA).persist()
+        stats = blocks.agg(F.count(F.lit(1)).alias("b"), F.sum("nnz").alias("nnz")).first()
+        nnz = int(stats["nnz"] or 0)
+        secs = time.perf_counter() - t0
+        exchange = local_exchange_dir(spark, max(message_bytes, n * 8)) if local_exchange else None
+        log.info("blocks: %d vertices, %d %sedges in %d blocks; prepared in %.2fs%s", n, nnz,
+                 "directed " if not undirected else "undirected ", stats["b"], secs,
+                 f" (local exchange {exchange})" if exchange else "")
+        return cls(spark, lookup, n, nnz, blocks, idx_t, exchange, secs)
+
+    def out_degrees(self) -> np.ndarray:
+        """Edges leaving every vertex (float64), counting edges whose dst is not a vertex; computed once."""
+        if self._out_degrees is None:
+            t = io.collect_arrow(self.blocks.select("out_rows", "out_counts"))
+            deg = np.zeros(self.n, dtype=np.float64)
+            for r, c in zip(t.column("out_rows"), t.column("out_counts")):
+                np.add.at(deg, np.frombuffer(_buf(r), np.int64), np.frombuffer(_buf(c), np.int64))
+            self._out_degrees = deg
+        return self._out_degrees
+
+    def apply(self, x: np.ndarray, reduce: str) -> tuple[np.ndarray, np.ndarray]:
+        """One round: ``(values, received)`` where ``values[v]`` reduces ``x[u]`` over the edges ``u -> v``.
+
+        ``x`` has one row per vertex (1-d or 2-d, any numeric dtype). ``reduce``: ``sum``/``mean``/
+        ``max`` weight the messages (float32 results for float32 input), ``min``/``mode`` use the
+        values as they are. Rows that receive nothing are zero; ``received`` marks the others.
+        """
+        if reduce not in kernels.REDUCES:
+            raise ValueError(f"unknown reduction {reduce!r}; expected one of {', '.join(kernels.REDUCES)}")
+        x = np.ascontiguousarray(x)
+        self._calls += 1
+        k = self._calls
+        idx_t, exchange = self.idx_t, self.exchange
+        x_path = None
+        if exchange:
+            x_path = os.path.join(exchange, f"x-{k}-{uuid.uuid4().hex}.npy")
+            np.save(x_path, x, allow_pickle=False)
+        shipped = None if exchange else x  # the closure carries x only when there is no shared directory
+        delay = fault_sleep()
+
+        def step(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            if delay:
+                time.sleep(delay)
+            xm = np.load(x_path, mmap_mode="r") if x_path else shipped
+            for b in batches:
+                for i in range(b.num_rows):
+                    rows = np.frombuffer(_buf(b.column("rows")[i]), dtype=np.int64)
+                    indptr = np.frombuffer(_buf(b.column("indptr")[i]), dtype=np.int64)
+                    indices = np.frombuffer(_buf(b.column("indices")[i]), dtype=idx_t)
+                    data = np.frombuffer(_buf(b.column("data")[i]), dtype=np.float32)
+                    vals = np.ascontiguousarray(kernels.reduce_rows(indptr, indices, data, xm, reduce))
+                    if exchange:
+                        path = os.path.join(exchange, f"out-{k}-{uuid.uuid4().hex}.npz")
+                        tmp = path + ".tmp.npz"
+                        np.savez(tmp, rows=rows, vals=vals)
+                        os.replace(tmp, path)
+                        yield pa.RecordBatch.from_arrays([pa.array([path], pa.string())], names=["path"])
+                    else:
+                        yield pa.RecordBatch.from_arrays(
+                            [pa.array([rows.tobytes()], pa.binary()), pa.array([vals.tobytes()], pa.binary())],
+                            names=["rows", "values"],
+                        )
+
+        out_dtype = kernels.reduce_dtype(x.dtype, reduce)
+        nxt = np.zeros(x.shape, dtype=out_dtype)
+        received = np.zeros(self.n, dtype=bool)
+        if exchange:
+            out = io.collect_arrow(self.blocks.select("rows", "indptr", "indices", "data").mapInArrow(
+                step, _PATH_SCHEMA))
+            try:
+                for path in out.column("path").to_pylist():
+                    with np.load(path, allow_pickle=False) as z:
+                        rows = z["rows"]
+                        nxt[rows] = z["vals"]
+                        received[rows] = True
+                    os.remove(path)
+            finally:
+                os.remove(x_path)
+            return nxt, received
+        out = io.collect_arrow(self.blocks.select("rows", "indptr", "indices", "data").mapInArrow(step, _OUT_SCHEMA))
+        tail = x.shape[1:]
+        for r, v in zip(out.column("rows"), out.column("values")):
+            rows = np.frombuffer(_buf(r), dtype=np.int64)
+            nxt[rows] = np.frombuffer(_buf(v), dtype=out_dtype).reshape((-1, *tail))
+            received[rows] = True
+        return nxt, received
+
+    def close(self) -> None:
+        """Unpersist the cached blocks and remove the local exchange directory."""
+        self.blocks.unpersist()
+        if self.exchange:
+            shutil.rmtree(self.exchange, ignore_errors=True)
+            self.exchange = None
+
+    def __enter__(self) -> BroadcastOperator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
