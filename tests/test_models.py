@@ -261,10 +261,12 @@ def _softmax(z):
 
 
 def _random_fitted(mtype: str, d: int, c: int, seed: int = 0, **hp):
+    """Random weights; ``feature_norm`` auto (the default) is installed as resolved to ``row`` (what
+    auto picks for the integral non-negative hand-graph features)."""
     model = create_model(mtype, **hp)
     rng = np.random.default_rng(seed)
     params = {k: rng.normal(scale=0.7, size=s) for k, s in model.param_shapes(d, c).items()}
-    return model.set_fitted(params, d, c)
+    return model.set_fitted(params, d, c, feature_norm="row" if model.feature_norm == "auto" else None)
 
 
 def hand_graph():

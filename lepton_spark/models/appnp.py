@@ -12,7 +12,6 @@ import scipy.sparse as sp
 from lepton_spark.models.base import Context, GraphModel
 from lepton_spark.models.gcn import _dims
 from lepton_spark.models.layers import Dense, Dropout, Layer, PPRPropagation, ReLU
-from lepton_spark.models.normalize import normalize_features
 from lepton_spark.models.plan import Ops
 
 log = logging.getLogger(__name__)
@@ -40,7 +39,7 @@ class APPNP(GraphModel):
     model_type = "appnp"
 
     def __init__(self, *, K: int = 10, alpha: float = 0.1, hidden: int | Sequence[int] = 64,
-                 dropout: float = 0.5, bias: bool = True, feature_norm: str = "row", lr: float = 0.01,
+                 dropout: float = 0.5, bias: bool = True, feature_norm: str = "auto", lr: float = 0.01,
                  weight_decay: float = 5e-3, weight_decay_on: str = "first", epochs: int = 1000,
                  early_stopping: str = "patience", patience: int = 100, monitor: str = "val_acc_loss",
                  restore_best: bool = True) -> None:
@@ -68,9 +67,11 @@ class APPNP(GraphModel):
         return layers
 
     def precompute_local(self, A: Any, X: Any) -> Any:
-        """Per-row input of the large-graph path: the normalised features (no propagation)."""
+        """Per-row input of the large-graph path: the normalised features (no propagation). An
+        unfitted model first resolves ``feature_norm`` from ``X``."""
         self._check_graph(A, X)
-        return normalize_features(X, self.feature_norm)
+        self._resolve_unless_fitted(X)
+        return self._normalized(X)
 
     def _row_context(self, Z: Any) -> Context:
         """``Z``: already-normalised feature rows (from :meth:`precompute_local` or Spark)."""

@@ -2,9 +2,16 @@
 
 The JSON model card records: format/version, model type and class, hyper-parameters, input/output
 dims, every learned array's shape (and the layer list), the normalisation used (features and
-adjacency), what the embedding is, training metrics (per-epoch history and final train/val/test
-accuracy), the data fingerprint (vertex/edge counts, feature dim, a sha256 of the split) and the
-sha256 + size of ``model.npz``.
+adjacency), what the embedding is, training metrics (per-epoch history, final train/val/test
+accuracy, the majority-class rate and the ``underfit`` flag), the data fingerprint (vertex/edge
+counts, feature dim, a sha256 of the split) and the sha256 + size of ``model.npz``.
+
+Feature normalisation: ``hyperparameters.feature_norm`` is what was asked for (``auto`` by default);
+``normalisation.feature_norm`` is what it resolved to at fit time (row | standard | none). For
+``standard`` the fitted per-column statistics are two more arrays of ``model.npz``,
+``feature_norm.mean`` and ``feature_norm.scale`` (so the sha256 covers them, and their shapes are in
+``param_shapes``). Cards written before ``auto`` existed (format version 1) have no resolved mode;
+their ``hyperparameters.feature_norm`` (row or none) is the resolved mode.
 
 :func:`load_model` recomputes the npz sha256 and refuses a mismatch, loads without pickle, checks
 every array's shape against both the card and the architecture the hyper-parameters imply, and –
@@ -36,7 +43,11 @@ log = logging.getLogger(__name__)
 NPZ_NAME = "model.npz"
 CARD_NAME = "model.json"
 CARD_FORMAT = "lepton-spark-model"
-CARD_VERSION = 1
+CARD_VERSION = 2
+#: versions load_model reads (1: before feature_norm auto/standard; no resolved mode in the card)
+READABLE_VERSIONS = (1, 2)
+#: npz names of the fitted feature statistics (feature_norm "standard")
+FEATURE_MEAN, FEATURE_SCALE = "feature_norm.mean", "feature_norm.scale"
 SPLIT_NAMES = ("train", "val", "test")
 
 _ADJ_NORM = {
@@ -46,7 +57,13 @@ _ADJ_NORM = {
     "appnp": "sym: D^-1/2 (A+I) D^-1/2, D = weighted in-degree incl. one self-loop per vertex",
     "sage": "mean over in-neighbours (raw edge weights), no self-loop; no in-edges -> zero",
 }
-_FEATURE_NORM = {"row": "row L1 normalisation (x / sum|x|; zero rows stay zero)", "none": "none"}
+_FEATURE_NORM = {
+    "row": "row L1 normalisation (x / sum|x|; zero rows stay zero)",
+    "standard": f"standard: (x - {FEATURE_MEAN}) / {FEATURE_SCALE} per column, statistics over all rows of "
+                "the training features (scale = std, 1 for constant columns; mean all zero = scaled only, "
+                "for sparse features)",
+    "none": "none",
+}
 _EMBEDDING = {
     "gcn": "last hidden layer after ReLU",
     "sage": "last hidden layer after ReLU (and L2 normalisation if normalize)",
@@ -142,7 +159,8 @@ def _metrics_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
     final = {k: metrics.get(k) for k in ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss")}
     out = {"final": final, "epochs_run": metrics.get("epochs_run"), "best_epoch": metrics.get("best_epoch"),
            "stopped_early": metrics.get("stopped_early"), "seed": metrics.get("seed"),
-           "fit_seconds": metrics.get("fit_seconds"), "per_epoch": hist}
+           "fit_seconds": metrics.get("fit_seconds"), "underfit": metrics.get("underfit"),
+           "majority_rate": metrics.get("majority_rate"), "per_epoch": hist}
     extra = {k: v for k, v in metrics.items() if k not in out and k not in final and k != "history"}
     out["other"] = extra
     return out
@@ -156,6 +174,10 @@ def save_model(model: GraphModel, out_dir: str | Path, *, metrics: Mapping[str, 
     out.mkdir(parents=True, exist_ok=True)
     npz_path, card_path = out / NPZ_NAME, out / CARD_NAME
     arrays = {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in model.params_.items()}
+    norm = model._feature_transform()
+    if norm.mode == "standard":
+        arrays[FEATURE_MEAN] = np.ascontiguousarray(norm.mean, dtype=np.float64)
+        arrays[FEATURE_SCALE] = np.ascontiguousarray(norm.scale, dtype=np.float64)
     _atomic_write(npz_path, lambda fh: np.savez(fh, **arrays))
     digest = sha256_file(npz_path)
     layers = []
@@ -173,7 +195,9 @@ def save_model(model: GraphModel, out_dir: str | Path, *, metrics: Mapping[str, 
         "param_shapes": {k: list(v.shape) for k, v in arrays.items()},
         "layers": layers,
         "normalisation": {
-            "features": _FEATURE_NORM[model.feature_norm],
+            "features": (f"{model.feature_norm} -> " if model.feature_norm != norm.mode else "")
+            + _FEATURE_NORM[norm.mode],
+            "feature_norm": norm.mode,
             "adjacency": _ADJ_NORM[model.model_type],
         },
         "embedding": _EMBEDDING[model.model_type],
@@ -213,9 +237,9 @@ def read_card(model_dir: str | Path) -> dict[str, Any]:
         raise ValueError(f"{card_path}: not a valid JSON model card ({exc})") from None
     if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
         raise ValueError(f"{card_path}: not a {CARD_FORMAT} card")
-    if card.get("format_version") != CARD_VERSION:
+    if card.get("format_version") not in READABLE_VERSIONS:
         raise ValueError(f"{card_path}: unsupported card version {card.get('format_version')!r} "
-                         f"(this library reads version {CARD_VERSION})")
+                         f"(this library reads versions {', '.join(map(str, READABLE_VERSIONS))})")
     for key in ("model_type", "hyperparameters", "num_features", "num_classes", "param_shapes", "weights"):
         if key not in card:
             raise ValueError(f"{card_path}: card is missing {key!r}")
@@ -256,9 +280,15 @@ def load_model(model_dir: str | Path, *, num_features: int | None = None,
         if card_shape is None or tuple(card_shape) != tuple(v.shape):
             raise ValueError(f"{npz_path}: array {k!r} has shape {tuple(v.shape)} but the card says "
                              f"{None if card_shape is None else tuple(card_shape)}")
+    resolved = (card.get("normalisation") or {}).get("feature_norm")  # None: version-1 card
+    stats = {k: params.pop(k) for k in (FEATURE_MEAN, FEATURE_SCALE) if k in params}
+    if (resolved == "standard") != bool(stats) or (stats and len(stats) != 2):
+        raise ValueError(f"{npz_path}: feature normalisation {resolved!r} in the card does not match the "
+                         f"feature statistics in the weights ({sorted(stats) or 'none'})")
     try:
         model = create_model(card["model_type"], **card["hyperparameters"])
-        model.set_fitted(params, d, c)
+        model.set_fitted(params, d, c, feature_norm=resolved, feature_mean=stats.get(FEATURE_MEAN),
+                         feature_scale=stats.get(FEATURE_SCALE))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{npz_path}: does not match a {card['model_type']} model with "
                          f"{d} features and {c} classes: {exc}") from None

@@ -23,6 +23,15 @@ early-stopping rules:
 
 Everything random (initialisation, dropout) comes from ``np.random.default_rng(seed)``, so a fit is
 deterministic for a given seed.
+
+Feature normalisation: the ``feature_norm`` hyper-parameter (``auto`` by default, or ``row``,
+``standard``, ``none``) is resolved ONCE on the training features (rule in
+:mod:`lepton_spark.models.normalize`) and kept as fitted attributes: ``feature_norm_`` (the concrete
+mode) and, for ``standard``, ``feature_mean_``/``feature_scale_`` (float64, one per input column).
+``get_params`` keeps reporting the hyper-parameter (``auto``); every later forward pass – local,
+float32 twin or Spark (``ops.map`` with :class:`~lepton_spark.models.plan.Standardize` /
+:class:`~lepton_spark.models.plan.RowNormalize`) – applies the fitted transform, never one
+re-estimated from the inference graph.
 """
 
 from __future__ import annotations
@@ -47,8 +56,14 @@ from lepton_spark.models.layers import (
     softmax,
     softmax_cross_entropy,
 )
-from lepton_spark.models.normalize import FEATURE_NORMS, normalize_features
-from lepton_spark.models.plan import LocalForward, LocalOps, Ops, RowNormalize, SparkOps
+from lepton_spark.models.normalize import (
+    FEATURE_NORMS,
+    FeatureNorm,
+    FeatureSummary,
+    Matrix,
+    resolve_feature_norm,
+)
+from lepton_spark.models.plan import LocalForward, LocalOps, Ops, RowNormalize, SparkOps, Standardize
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +135,7 @@ class GraphModel:
     #: Which layer output is the embedding (index into the layer list; -1 = the model input).
     _hidden_at: int = -1
 
-    def __init__(self, *, feature_norm: str = "row", lr: float = 0.01, weight_decay: float = 5e-4,
+    def __init__(self, *, feature_norm: str = "auto", lr: float = 0.01, weight_decay: float = 5e-4,
                  weight_decay_on: str = "weights", epochs: int = 200, early_stopping: str = "patience",
                  patience: int = 100, monitor: str = "val_loss", restore_best: bool = True) -> None:
         if feature_norm not in FEATURE_NORMS:
@@ -176,7 +191,7 @@ class GraphModel:
     def _prepare(self, A: Any, X: Any) -> Context:
         """Default: graph model – normalised features + operators from the raw adjacency."""
         self._check_graph(A, X)
-        return Context(normalize_features(X, self.feature_norm), GraphOperators(A))
+        return Context(self._normalized(X), GraphOperators(A))
 
     def _row_context(self, Z: Any) -> Context:
         """Context for per-row model inputs (``fit_precomputed``); graph models do not support it."""
@@ -234,10 +249,64 @@ class GraphModel:
                              f"got {X.shape[1]}")
 
     def _input_table(self, ops: Ops) -> Any:
+        """The backend's feature table with the fitted (or explicit) feature normalisation applied."""
         t = ops.features()
-        if self.feature_norm == "row":
-            t = ops.map(t, RowNormalize(), self.n_features_in_)
+        norm = self._feature_transform()
+        if norm.mode == "row":
+            t = ops.map(t, RowNormalize(), None)
+        elif norm.mode == "standard":
+            assert norm.mean is not None and norm.scale is not None
+            t = ops.map(t, Standardize(norm.mean, norm.scale), int(norm.mean.shape[0]))
         return t
+
+    # ---------------------------------------------------------------------------------------------
+    # feature normalisation
+    # ---------------------------------------------------------------------------------------------
+    def resolve_feature_norm(self, features: Any) -> FeatureNorm:
+        """Resolve the ``feature_norm`` hyper-parameter on the TRAINING features and keep the result.
+
+        ``features`` is the raw feature matrix (dense or scipy sparse) or its
+        :class:`~lepton_spark.models.normalize.FeatureSummary` (the large-graph path computes that on
+        Spark). Sets the fitted attributes ``feature_norm_`` (row | standard | none) and
+        ``feature_mean_``/``feature_scale_`` (float64 per column for ``standard``, else None).
+        ``fit`` calls this; ``precompute_local`` and ``precompute.collect_labelled`` call it for an
+        unfitted model. Explicit ``row``/``none`` need no statistics (``features`` may be None).
+        """
+        summary = None
+        if self.feature_norm in ("auto", "standard"):
+            if features is None:
+                raise ValueError(f"feature_norm {self.feature_norm!r} needs the training features")
+            summary = features if isinstance(features, FeatureSummary) else FeatureSummary.of(features)
+        norm = resolve_feature_norm(self.feature_norm, summary)
+        self._set_feature_norm(norm)
+        return norm
+
+    def _set_feature_norm(self, norm: FeatureNorm) -> None:
+        self.feature_norm_ = norm.mode
+        self.feature_mean_ = norm.mean
+        self.feature_scale_ = norm.scale
+
+    def _resolve_unless_fitted(self, features: Any) -> None:
+        """Training-side helpers (``precompute_local``, ``collect_labelled``): an unfitted model
+        resolves ``feature_norm`` from these features; a fitted one keeps its fitted statistics."""
+        if not hasattr(self, "params_"):
+            self.resolve_feature_norm(features)
+
+    def _feature_transform(self) -> FeatureNorm:
+        """The normalisation every forward pass applies: the fitted one, or an explicit ``row``/``none``
+        (which need no statistics). ``auto``/``standard`` before resolution is an error."""
+        mode = getattr(self, "feature_norm_", None)
+        if mode is None:
+            if self.feature_norm in ("row", "none"):
+                return FeatureNorm(self.feature_norm)
+            raise RuntimeError(f"{type(self).__name__}: feature_norm={self.feature_norm!r} is resolved from "
+                               "the training features; call fit(), precompute_local() or "
+                               "precompute.collect_labelled() first")
+        return FeatureNorm(mode, self.feature_mean_, self.feature_scale_)
+
+    def _normalized(self, X: Any) -> Matrix:
+        """``X`` with the model's feature normalisation applied (float64; see ``_feature_transform``)."""
+        return self._feature_transform().apply(X)
 
     # ---------------------------------------------------------------------------------------------
     # forward / backward
@@ -301,6 +370,8 @@ class GraphModel:
         """Train on the raw graph ``A`` (scipy sparse, ``A[u, v]`` = weight of ``u -> v``) and raw
         features ``X`` (n, d); ``y`` int labels (-1 = none); masks boolean (n,) or index arrays."""
         t0 = time.perf_counter()
+        self._check_graph(A, X)
+        self.resolve_feature_norm(X)  # statistics over ALL rows of X (labelled or not)
         ctx = self._prepare(A, X)
         n = int(X.shape[0])
         self._fit_context(ctx, np.asarray(y), _as_index(train_mask, n, "train"),
@@ -318,7 +389,14 @@ class GraphModel:
                         num_classes: int | None = None) -> GraphModel:
         """Train from per-row inputs only (the large-graph path): ``Z`` holds one row per labelled
         vertex as produced by :meth:`precompute_local` or :func:`lepton_spark.models.precompute
-        .collect_labelled`; ``y``/masks are aligned with the rows of ``Z``."""
+        .collect_labelled`; ``y``/masks are aligned with the rows of ``Z``. ``Z`` is already
+        normalised, so ``feature_norm`` auto/standard must have been resolved by the call that made
+        ``Z`` (explicit ``row``/``none`` need nothing)."""
+        if getattr(self, "feature_norm_", None) is None:
+            if self.feature_norm in ("auto", "standard"):
+                raise RuntimeError(f"fit_precomputed: feature_norm={self.feature_norm!r} is not resolved; "
+                                   "compute Z with precompute_local() or precompute.collect_labelled()")
+            self._set_feature_norm(FeatureNorm(self.feature_norm))
         ctx = self._row_context(Z)
         n = ctx.num_rows
         self._fit_context(ctx, np.asarray(y), _as_index(train_mask, n, "train"),
@@ -334,6 +412,9 @@ class GraphModel:
         if (y[train_idx] < 0).any() or (val_idx.size and (y[val_idx] < 0).any()):
             raise ValueError("train/val rows must all be labelled (label >= 0)")
         d = self._input_dim(ctx)
+        stats = getattr(self, "feature_mean_", None)
+        if stats is not None and stats.shape[0] != d:
+            raise ValueError(f"feature statistics cover {stats.shape[0]} features but the input has {d}")
         rng = np.random.default_rng(seed)
         layers = self._build_layers(d, c)
         params: Params = {}
@@ -471,8 +552,25 @@ class GraphModel:
     # ---------------------------------------------------------------------------------------------
     # (de)serialisation support
     # ---------------------------------------------------------------------------------------------
-    def set_fitted(self, params: Mapping[str, np.ndarray], num_features: int, num_classes: int) -> GraphModel:
-        """Install learned arrays (used by ``load_model``); shapes are checked against the structure."""
+    def set_fitted(self, params: Mapping[str, np.ndarray], num_features: int, num_classes: int, *,
+                   feature_norm: str | None = None, feature_mean: np.ndarray | None = None,
+                   feature_scale: np.ndarray | None = None) -> GraphModel:
+        """Install learned arrays (used by ``load_model``); shapes are checked against the structure.
+
+        ``feature_norm`` is the resolved normalisation (row | standard | none; ``standard`` with its
+        ``feature_mean``/``feature_scale``). It may be omitted when the hyper-parameter is already
+        concrete (artifacts written before ``auto`` existed); for ``auto`` it is required.
+        """
+        if feature_norm is None:
+            if self.feature_norm == "auto":
+                raise ValueError("feature_norm='auto' needs its resolved mode (row | standard | none)")
+            feature_norm = self.feature_norm
+        elif self.feature_norm != "auto" and feature_norm != self.feature_norm:
+            raise ValueError(f"resolved feature_norm {feature_norm!r} contradicts the hyper-parameter "
+                             f"{self.feature_norm!r}")
+        norm = FeatureNorm(feature_norm, feature_mean, feature_scale)
+        if norm.mean is not None and norm.mean.shape[0] != int(num_features):
+            raise ValueError(f"feature statistics have {norm.mean.shape[0]} columns, expected {num_features}")
         expected = self.param_shapes(num_features, num_classes)
         if set(expected) != set(params):
             missing = sorted(set(expected) - set(params))
@@ -482,6 +580,7 @@ class GraphModel:
         for k, shape in expected.items():
             if tuple(params[k].shape) != tuple(shape):
                 raise ValueError(f"parameter {k} has shape {tuple(params[k].shape)}, expected {shape}")
+        self._set_feature_norm(norm)
         self.params_ = {k: np.asarray(params[k], dtype=np.float64) for k in expected}
         self.n_features_in_ = int(num_features)
         self.n_classes_ = int(num_classes)

@@ -27,7 +27,8 @@ class GCN(GraphModel):
     and a softmax. Defaults are the paper's (DESIGN §7): hidden 16, dropout 0.5 on each layer input
     (sparse dropout on the bag-of-words input), lr 0.01, weight decay 5e-4 on the first layer's
     weights only, 200 epochs, Kipf's early stopping (val loss above the mean of the previous 10
-    epochs), no bias (the reference ``GraphConvolution`` has ``bias=False``), row-normalised features.
+    epochs), no bias (the reference ``GraphConvolution`` has ``bias=False``), ``feature_norm="auto"``
+    (Kipf's row normalisation for bag-of-words features, standardisation for real-valued ones).
 
     Embedding: the output of the last hidden layer (after ReLU), e.g. 16-d.
     """
@@ -35,7 +36,7 @@ class GCN(GraphModel):
     model_type = "gcn"
 
     def __init__(self, *, hidden: int | Sequence[int] = 16, dropout: float = 0.5, bias: bool = False,
-                 feature_norm: str = "row", lr: float = 0.01, weight_decay: float = 5e-4,
+                 feature_norm: str = "auto", lr: float = 0.01, weight_decay: float = 5e-4,
                  weight_decay_on: str = "first", epochs: int = 200, early_stopping: str = "kipf",
                  patience: int = 10, monitor: str = "val_loss", restore_best: bool = False) -> None:
         super().__init__(feature_norm=feature_norm, lr=lr, weight_decay=weight_decay,

@@ -2,7 +2,8 @@
 
 A model's ``forward_spark`` is written once, as a *plan* against the small :class:`Ops` interface
 below (features, edge normalisation, ``map``/``dense`` per batch, ``propagate`` rounds, ``concat``,
-APPNP's teleporting propagation). Two backends implement it:
+APPNP's teleporting propagation, and the one-pass feature summary the large-graph path resolves
+``feature_norm`` from). Two backends implement it:
 
 * :class:`SparkOps` – DataFrames and the engine primitives of :mod:`lepton_spark.graph`
   (``propagate``, ``map_features``, ``apply_dense``, ``normalize_edges``); weights are applied per
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 import scipy.sparse as sp
 
-from lepton_spark.models.normalize import row_normalize_f32
+from lepton_spark.models.normalize import FeatureSummary, row_normalize_f32, standardize_f32
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,40 @@ class RowNormalize:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return row_normalize_f32(x)
+
+
+class Standardize:
+    """``(x - mean) / scale`` per column of a float32 batch (feature_norm="standard", fitted stats)."""
+
+    def __init__(self, mean: np.ndarray, scale: np.ndarray) -> None:
+        self.mean = np.asarray(mean, dtype=np.float64).reshape(-1)
+        self.scale = np.asarray(scale, dtype=np.float64).reshape(-1)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return standardize_f32(x, self.mean, self.scale)
+
+
+def _summary_partition(batches: Any) -> Any:
+    """mapInArrow body of :meth:`SparkOps.feature_summary`: one summary row per partition."""
+    import pyarrow as pa
+
+    from lepton_spark.graph.arrow import list_to_matrix
+
+    parts = [FeatureSummary.of(list_to_matrix(b.column("features"))) for b in batches if b.num_rows]
+    if parts:
+        rec = FeatureSummary.merge(parts).to_record()
+        yield pa.RecordBatch.from_pylist([rec], schema=_summary_arrow_schema())
+
+
+def _summary_arrow_schema() -> Any:
+    import pyarrow as pa
+
+    dlist = pa.list_(pa.field("element", pa.float64()))
+    return pa.schema([(k, pa.int64()) for k in _SUMMARY_COUNTS] + [("mean", dlist), ("m2", dlist)])
+
+
+_SUMMARY_COUNTS = ("rows", "cols", "nonzeros", "nonfinite", "negatives", "nonintegral", "off_l1_rows")
+_SUMMARY_DDL = ", ".join(f"{k} long" for k in _SUMMARY_COUNTS) + ", mean array<double>, m2 array<double>"
 
 
 class ColumnSlice:
@@ -101,6 +136,10 @@ class Ops(Protocol):
 
     def scale_edges(self, edges: Any, factor: float) -> Any:
         """Multiply every edge weight by ``factor``."""
+
+    def feature_summary(self, table: Any) -> FeatureSummary:
+        """The :class:`~lepton_spark.models.normalize.FeatureSummary` of a table's feature vectors over
+        ALL its rows (what ``feature_norm`` auto/standard is resolved from)."""
 
     def map(self, table: Any, fn: Any, out_dim: int | None) -> Any:
         """Apply a picklable ``fn(float32 batch) -> batch`` to the features (``out_dim`` None = same)."""
@@ -218,6 +257,9 @@ class LocalOps:
 
     def scale_edges(self, edges: LocalEdges, factor: float) -> LocalEdges:
         return LocalEdges(edges.src, edges.dst, (edges.weight.astype(np.float64) * factor).astype(np.float32))
+
+    def feature_summary(self, table: LocalTable) -> FeatureSummary:
+        return FeatureSummary.of(table.x)
 
     def map(self, table: LocalTable, fn: Any, out_dim: int | None) -> LocalTable:
         y = np.asarray(fn(table.x), dtype=np.float32)
@@ -357,6 +399,14 @@ class SparkOps:
         return edges.withColumn("weight", (F.col("weight") * F.lit(float(factor))).cast("float"))
 
     # per-batch numpy ------------------------------------------------------------------------------
+    def feature_summary(self, table: Any) -> FeatureSummary:
+        """One pass over the features: a partial summary per partition (mapInArrow), merged on the
+        driver (a few numbers plus two d-long vectors per partition)."""
+        rows = table.select("features").mapInArrow(_summary_partition, _SUMMARY_DDL).collect()
+        if not rows:
+            raise ValueError("no feature rows to summarise (empty vertex table)")
+        return FeatureSummary.merge([FeatureSummary.from_record(r.asDict()) for r in rows])
+
     def map(self, table: Any, fn: Any, out_dim: int | None) -> Any:
         return self.engine.map_features(table, fn, input_col="features", output_col="features",
                                         out_dim=None if out_dim is None else int(out_dim))

@@ -19,6 +19,14 @@ rows that carry a label (train/val/test) are brought to the driver:
 GCN and GraphSAGE have learned weights inside every propagation round and are trained on the full
 graph only (``trainer.train``); ``train_from_spark`` refuses them with a ``TypeError``.
 
+Feature normalisation is resolved exactly as in ``fit``: for ``auto``/``standard`` an unfitted model
+gets its mode and per-column statistics from one summary pass over ALL rows of the vertex table
+(:meth:`~lepton_spark.models.plan.Ops.feature_summary`, partial summaries merged on the driver), and
+the transform is applied with ``ops.map`` before the first propagation round, so the collected rows are
+the same ``S^K X̃`` / hop features / ``X̃`` the local path computes. After training, the underfit
+check of :func:`lepton_spark.models.trainer.underfit_check` runs on the train rows (WARNING + the
+``underfit``/``majority_rate`` metrics).
+
 Everything is written against :class:`lepton_spark.models.plan.Ops`, so the same code runs on Spark
 (:class:`~lepton_spark.models.plan.SparkOps`) and on the float32 numpy twin used by the tests.
 """
@@ -33,9 +41,10 @@ import numpy as np
 
 from lepton_spark.models.appnp import APPNP
 from lepton_spark.models.base import GraphModel
-from lepton_spark.models.plan import LabelledRows, Ops, RowNormalize, SparkOps
+from lepton_spark.models.plan import LabelledRows, Ops, SparkOps
 from lepton_spark.models.sgc import SGC
 from lepton_spark.models.sign import SIGN
+from lepton_spark.models.trainer import underfit_check
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +55,18 @@ def collect_labelled(ops: Ops, model: GraphModel, splits: tuple[str, ...] = SPLI
     """Compute the model's per-row input on the backend and collect the labelled rows only.
 
     ``model`` only needs its hyper-parameters (it may be unfitted); the feature width is taken from
-    the data. Returns :class:`~lepton_spark.models.plan.LabelledRows` sorted by id.
+    the data. An unfitted model resolves ``feature_norm`` here from the whole feature table (one
+    summary pass for ``auto``/``standard``); a fitted model applies its fitted normalisation. Returns
+    :class:`~lepton_spark.models.plan.LabelledRows` sorted by id.
     """
     if not isinstance(model, SGC | SIGN | APPNP):
         raise TypeError(f"{type(model).__name__} has learned weights inside its propagation rounds and "
                         "cannot be trained from precomputed features; use trainer.train on the full graph")
     t0 = time.perf_counter()
-    x = ops.features()
-    if model.feature_norm == "row":
-        x = ops.map(x, RowNormalize(), None)
+    if not hasattr(model, "params_"):
+        needs_stats = model.feature_norm in ("auto", "standard")
+        model.resolve_feature_norm(ops.feature_summary(ops.features()) if needs_stats else None)
+    x = model._input_table(ops)
     if isinstance(model, SGC):
         z = ops.propagate(x, ops.gcn_edges(), model.K) if model.K else x
         rows = ops.collect_labelled([z], splits)
@@ -119,6 +131,9 @@ def train_from_ops(ops: Ops, model: GraphModel, *, seed: int = 0, num_classes: i
         m = split == s
         metrics[f"{s}_acc"] = _accuracy(probs[m], ylab[m])
     metrics.update(mlp_acc)
+    metrics["feature_norm"] = model.feature_norm_
+    metrics.update(underfit_check(model.model_type, metrics["train_acc"], rows.y[train],
+                                  feature_norm=model.feature_norm_))
     return model, metrics
 
 

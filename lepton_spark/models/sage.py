@@ -32,7 +32,7 @@ class GraphSAGE(GraphModel):
     model_type = "sage"
 
     def __init__(self, *, hidden: int | Sequence[int] = 64, dropout: float = 0.5, bias: bool = True,
-                 normalize: bool = False, feature_norm: str = "row", lr: float = 0.01,
+                 normalize: bool = False, feature_norm: str = "auto", lr: float = 0.01,
                  weight_decay: float = 5e-4, weight_decay_on: str = "weights", epochs: int = 500,
                  early_stopping: str = "patience", patience: int = 100, monitor: str = "val_acc_loss",
                  restore_best: bool = True) -> None:

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from lepton_spark.models.base import Context, GraphModel
 from lepton_spark.models.layers import Dense, Layer
-from lepton_spark.models.normalize import normalize_features, sym_propagation
+from lepton_spark.models.normalize import sym_propagation
 from lepton_spark.models.plan import Ops
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,8 @@ class SGC(GraphModel):
 
     Defaults are the paper's: K=2, lr 0.2, 100 epochs, no dropout, no early stopping, weight decay on
     all parameters (PyTorch ``Adam(weight_decay=…)``, tuned per dataset on the validation set – see
-    ``lepton_spark.models.trainer.PRESETS``), row-normalised features.
+    ``lepton_spark.models.trainer.PRESETS``), ``feature_norm="auto"`` (row-normalised bag-of-words
+    features as in the paper; standardised real-valued features).
 
     Because the model input is per-row (``S^K X``), ``fit`` and ``fit_precomputed`` train on exactly
     the same rows; the large-graph path computes ``S^K X`` with Spark and collects only labelled rows.
@@ -38,7 +39,7 @@ class SGC(GraphModel):
     model_type = "sgc"
     _hidden_at = -1
 
-    def __init__(self, *, K: int = 2, bias: bool = True, feature_norm: str = "row", lr: float = 0.2,
+    def __init__(self, *, K: int = 2, bias: bool = True, feature_norm: str = "auto", lr: float = 0.2,
                  weight_decay: float = 5e-5, weight_decay_on: str = "all", epochs: int = 100,
                  early_stopping: str = "none", patience: int = 10, monitor: str = "val_loss",
                  restore_best: bool = False) -> None:
@@ -54,16 +55,22 @@ class SGC(GraphModel):
         return [Dense("linear", d, c, bias=self.bias)]
 
     def precompute_local(self, A: Any, X: Any) -> Any:
-        """``S^K X̃`` with ``X̃`` the normalised features (sparse stays sparse), float64."""
+        """``S^K X̃`` with ``X̃`` the normalised features (sparse stays sparse), float64. An unfitted
+        model first resolves ``feature_norm`` from ``X`` (the input of ``fit_precomputed``)."""
         self._check_graph(A, X)
+        self._resolve_unless_fitted(X)
+        return self._propagated(A, X)
+
+    def _propagated(self, A: Any, X: Any) -> Any:
         P = sym_propagation(A)
-        Z = normalize_features(X, self.feature_norm)
+        Z = self._normalized(X)
         for _ in range(self.K):
             Z = P @ Z
         return _as_rows(Z)
 
     def _prepare(self, A: Any, X: Any) -> Context:
-        return Context(self.precompute_local(A, X), None)
+        self._check_graph(A, X)
+        return Context(self._propagated(A, X), None)
 
     def _row_context(self, Z: Any) -> Context:
         return Context(_as_rows(Z), None)

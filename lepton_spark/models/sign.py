@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from lepton_spark.models.base import Context, GraphModel
 from lepton_spark.models.layers import Dense, Dropout, HopLinear, Layer, ReLU
-from lepton_spark.models.normalize import normalize_features, sym_propagation
+from lepton_spark.models.normalize import sym_propagation
 from lepton_spark.models.plan import ColumnSlice, Ops
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class SIGN(GraphModel):
     _hidden_at = 2
 
     def __init__(self, *, hops: int = 5, hidden: int = 32, dropout: float = 0.5, input_dropout: float = 0.6,
-                 bias: bool = True, feature_norm: str = "row", lr: float = 0.01, weight_decay: float = 5e-4,
+                 bias: bool = True, feature_norm: str = "auto", lr: float = 0.01, weight_decay: float = 5e-4,
                  weight_decay_on: str = "weights", epochs: int = 500, early_stopping: str = "patience",
                  patience: int = 100, monitor: str = "val_acc_loss", restore_best: bool = True) -> None:
         super().__init__(feature_norm=feature_norm, lr=lr, weight_decay=weight_decay,
@@ -62,10 +62,11 @@ class SIGN(GraphModel):
         return int(ctx.x[0].shape[1])
 
     def hop_features(self, A: Any, X: Any) -> list[Any]:
-        """``[X̃, ÂX̃, …, Â^r X̃]`` in float64 (sparse stays sparse)."""
+        """``[X̃, ÂX̃, …, Â^r X̃]`` in float64 (sparse stays sparse), ``X̃`` normalised with the
+        model's resolved ``feature_norm``."""
         self._check_graph(A, X)
         P = sym_propagation(A)
-        Z = normalize_features(X, self.feature_norm)
+        Z = self._normalized(X)
         blocks = [Z]
         for _ in range(self.hops):
             Z = P @ Z
@@ -73,7 +74,10 @@ class SIGN(GraphModel):
         return [sp.csr_matrix(b) if sp.issparse(b) else np.asarray(b) for b in blocks]
 
     def precompute_local(self, A: Any, X: Any) -> Any:
-        """The concatenated hop features ``[X̃ ‖ ÂX̃ ‖ … ‖ Â^r X̃]`` (n, (r+1)·d)."""
+        """The concatenated hop features ``[X̃ ‖ ÂX̃ ‖ … ‖ Â^r X̃]`` (n, (r+1)·d). An unfitted model
+        first resolves ``feature_norm`` from ``X`` (the input of ``fit_precomputed``)."""
+        self._check_graph(A, X)
+        self._resolve_unless_fitted(X)
         blocks = self.hop_features(A, X)
         return sp.hstack(blocks, format="csr") if sp.issparse(blocks[0]) else np.hstack(blocks)
 

@@ -3,7 +3,10 @@
 Plots: training curve (loss/accuracy per epoch from the model card), degree distribution of the
 graph, seconds per propagation round and per stage, and the class distribution of the predictions.
 Everything is read from the run's manifest, model card and published outputs, so the report can be
-regenerated at any time. Written with matplotlib's Agg backend (no display needed).
+regenerated at any time. When the model card (or, for older cards, the manifest's train counts) flags
+the fit as ``underfit`` – final train accuracy near the majority-class rate, see
+:func:`lepton_spark.models.trainer.underfit_check` – the page starts with a warning line naming both
+numbers. Written with matplotlib's Agg backend (no display needed).
 """
 
 from __future__ import annotations
@@ -107,6 +110,22 @@ def _card(manifest: dict[str, Any]) -> dict[str, Any] | None:
     return json.loads(io.read_text(path))
 
 
+def _fit_check(manifest: dict[str, Any], card: dict[str, Any] | None) -> dict[str, Any]:
+    """``train_acc``, ``majority_rate``, ``underfit``, ``feature_norm`` of the run's model: from the
+    model card's metrics, else from the manifest's train counts (empty when neither has them)."""
+    metrics = (card or {}).get("metrics") or {}
+    out: dict[str, Any] = {}
+    if metrics.get("underfit") is not None:
+        out = {"train_acc": (metrics.get("final") or {}).get("train_acc"), "underfit": metrics.get("underfit"),
+               "majority_rate": metrics.get("majority_rate"),
+               "feature_norm": ((card or {}).get("normalisation") or {}).get("feature_norm")}
+    else:
+        counts = (manifest.get("counts") or {}).get("train") or {}
+        if counts.get("underfit") is not None:
+            out = {k: counts.get(k) for k in ("train_acc", "underfit", "majority_rate", "feature_norm")}
+    return out
+
+
 def _save(fig: Any, folder: Path, name: str, plt: Any) -> str:
     fig.tight_layout()
     fig.savefig(folder / name, dpi=90)
@@ -122,7 +141,17 @@ def _html(manifest: dict[str, Any], card: dict[str, Any] | None, figures: list[t
     if card:
         m = (card.get("metrics") or {}).get("final") or {}
         rows += [("model", card.get("model_type")), ("test accuracy", m.get("test_acc")),
-                 ("val accuracy", m.get("val_acc"))]
+                 ("val accuracy", m.get("val_acc")), ("train accuracy", m.get("train_acc")),
+                 ("feature normalisation", (card.get("normalisation") or {}).get("feature_norm"))]
+    fit = _fit_check(manifest, card)
+    if fit.get("majority_rate") is not None:
+        rows.append(("majority-class rate (train)", fit["majority_rate"]))
+    warning = ""
+    if fit.get("underfit"):
+        warning = (f'<p class="warn">WARNING: the model looks underfit: final train accuracy '
+                   f'{esc(str(fit.get("train_acc")))} is near the majority-class rate '
+                   f'{esc(str(fit.get("majority_rate")))}. Check model.params feature_norm '
+                   f'(resolved: {esc(str(fit.get("feature_norm")))}), epochs and lr.</p>')
     table_rows = "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in rows)
     tables = "".join(f"<tr><td>{esc(t)}</td><td>{esc(str(i.get('rows')))}</td></tr>"
                      for t, i in (manifest.get("tables") or {}).items())
@@ -131,8 +160,9 @@ def _html(manifest: dict[str, Any], card: dict[str, Any] | None, figures: list[t
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Lepton Spark run {esc(str(manifest.get('run_date')))}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-th,td{{border:1px solid #ccc;padding:4px 8px;text-align:left}}figure{{display:inline-block;margin:1em}}</style>
+th,td{{border:1px solid #ccc;padding:4px 8px;text-align:left}}figure{{display:inline-block;margin:1em}}
+.warn{{color:#a00;font-weight:bold;border:2px solid #a00;padding:6px 10px;background:#fee}}</style>
 </head><body><h1>Lepton Spark run {esc(str(manifest.get('run_id')))}</h1>
-<table>{table_rows}</table><h2>Published tables</h2><table><tr><th>table</th><th>rows</th></tr>{tables}</table>
+{warning}<table>{table_rows}</table><h2>Published tables</h2><table><tr><th>table</th><th>rows</th></tr>{tables}</table>
 <h2>Plots</h2>{imgs}</body></html>
 """

@@ -97,7 +97,8 @@ def train_stage(ctx: RunContext) -> None:
     model_dir = io.join_path(ctx.run_dir, "model")
     summary = train_model(ctx.spark, ctx.cfg, ctx.graph_dir, model_dir, hparams=_hparams(ctx))
     ctx.model_dir = model_dir
-    ctx.counts["train"] = {k: summary.get(k) for k in ("train_acc", "val_acc", "test_acc", "epochs_run")}
+    ctx.counts["train"] = {k: summary.get(k) for k in ("train_acc", "val_acc", "test_acc", "epochs_run",
+                                                       "majority_rate", "underfit", "feature_norm")}
 
 
 def train_model(spark: SparkSession, cfg: Any, graph_dir: str, model_dir: str,
