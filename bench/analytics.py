@@ -1,19 +1,19 @@
-"""Benchmark: graph analytics on the builtin engine (PageRank, connected components, label propagation).
+"""Benchmark: graph analytics on the block engine (PageRank, connected components, label propagation).
 
-    python bench/analytics.py --edges 1000000
-    python bench/analytics.py --edges 10000000 --master 'local[*]' --partitions 16
+    python bench/analytics.py --vertices 1000000 --edges 20000000 --jar ../shared/jars/graphframes-*.jar
+    python bench/analytics.py --edges 1000000 --plans auto
 
 Generates a seeded power-law digraph (Chung-Lu weights, exponent 2.2, ``--edges`` edges over
 ``--edges / 10`` vertices by default; cached as Parquet under .bench_cache/), then times, each
-end to end (result materialised):
+end to end (result materialised), for every block-engine plan in ``--plans`` and, with ``--jar``,
+for the real GraphFrames in the same session on the same cached DataFrames:
 
 * ``pageRank(maxIter=20)``, checked against a scipy power iteration of the same (GraphX) recurrence;
 * ``connectedComponents()``, checked against ``scipy.sparse.csgraph.connected_components``;
 * ``labelPropagation(maxIter=5)``.
 
-The algorithms run with their GraphFrames defaults (reliable checkpoints every 2 iterations into the
-session's checkpoint directory). Prints a Markdown table (seconds, Pregel iterations, check) and the
-per-iteration mean. Runs local[2] unless ``--master`` says otherwise.
+Prints a Markdown table: seconds, seconds per round (block-engine rounds counted from its log) and
+the speed-up against GraphFrames. Runs local[2] unless ``--master`` says otherwise.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -68,23 +69,25 @@ def scipy_pagerank(n: int, src: np.ndarray, dst: np.ndarray, reset: float, iters
     return pr * n / pr.sum()
 
 
-class IterationCounter(logging.Handler):
-    """Remembers the last 'pregel: finished after N applied iteration(s)' and per-iteration seconds."""
+class RoundCounter(logging.Handler):
+    """Counts the block engine's round log lines ('<algo>[<plan>] round N: ...') of the current run."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
-        self.iterations = 0
-        self.seconds: list[float] = []
+        self.rounds = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        msg = record.getMessage()
-        if m := re.search(r"finished after (\d+) applied", msg):
-            self.iterations = int(m.group(1))
-        elif msg.startswith("pregel iteration") and (m := re.search(r"([\d.]+)s$", msg)):
-            self.seconds.append(float(m.group(1)))
+        if re.search(r"\] round (\d+):", record.getMessage()):
+            self.rounds += 1
 
     def reset(self) -> None:
-        self.iterations, self.seconds = 0, []
+        self.rounds = 0
+
+
+def _timed(fn: Any) -> tuple[Any, float]:
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,9 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--master", default="local[2]")
     ap.add_argument("--partitions", type=int, default=8, help="spark.sql.shuffle.partitions")
-    ap.add_argument("--driver-memory", default="4g")
+    ap.add_argument("--driver-memory", default="6g")
+    ap.add_argument("--plans", default="auto,partitioned", help="block-engine plans to time (comma-separated)")
+    ap.add_argument("--jar", default="", help="the real GraphFrames jar: adds its column (same graph, same session)")
     ap.add_argument("--cache", default=str(ROOT / ".bench_cache"))
-    ap.add_argument("--verbose", action="store_true", help="log every Pregel iteration to stderr")
+    ap.add_argument("--verbose", action="store_true", help="log every round to stderr")
     args = ap.parse_args(argv)
     n = args.vertices or max(args.edges // 10, 2)
 
@@ -104,13 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     handler.setLevel(logging.INFO if args.verbose else logging.WARNING)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
-    counter = IterationCounter()
-    pregel_log = logging.getLogger("lepton_spark.graph.pregel")
-    pregel_log.addHandler(counter)
-    pregel_log.setLevel(logging.INFO)
+    counter = RoundCounter()
+    for name in ("lepton_spark.graph.programs", "lepton_spark.graph.partitioned"):
+        lg = logging.getLogger(name)
+        lg.addHandler(counter)
+        lg.setLevel(logging.INFO)
 
     from pyspark.sql import functions as F
 
+    from lepton_spark.analytics.communities import label_propagation
+    from lepton_spark.analytics.components import connected_components
+    from lepton_spark.analytics.pagerank import page_rank
     from lepton_spark.config import SparkConfig
     from lepton_spark.graph.frame import GraphFrame
     from lepton_spark.session import get_spark
@@ -118,53 +127,72 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     path, src, dst = cached_graph(n, args.edges, args.seed, Path(args.cache))
     gen_s = time.perf_counter() - t0
+    extra = {"spark.jars": str(Path(args.jar).resolve())} if args.jar else {}
     spark = get_spark(SparkConfig(master=args.master, app_name="bench-analytics", shuffle_partitions=args.partitions,
-                                  driver_memory=args.driver_memory))
-    edges = spark.read.parquet(str(path))
-    vertices = spark.range(n).select(F.col("id"))
+                                  driver_memory=args.driver_memory, extra=extra))
+    edges = spark.read.parquet(str(path)).cache()
+    vertices = spark.range(n).select(F.col("id")).cache()
+    edges.count()
+    vertices.count()
     g = GraphFrame(vertices, edges, engine="builtin")
-    results: list[tuple[str, float, int, float, str]] = []
-
-    counter.reset()
-    t = time.perf_counter()
-    pr = g.pageRank(maxIter=20)
-    ours = pr.vertices.select("id", "pagerank").toPandas().sort_values("id")["pagerank"].to_numpy()
-    pr_s = time.perf_counter() - t
-    t = time.perf_counter()
-    ref = scipy_pagerank(n, src, dst, 0.15, 20)
-    ref_s = time.perf_counter() - t
-    results.append(("pageRank(maxIter=20)", pr_s, counter.iterations, float(np.mean(counter.seconds or [0])),
-                    f"max abs diff vs scipy {np.abs(ours - ref).max():.1e} (scipy {ref_s:.2f}s)"))
-    pr.vertices.unpersist()
-
-    counter.reset()
-    t = time.perf_counter()
-    cc = g.connectedComponents()
-    comps = cc.select("component").distinct().count()
-    cc_s = time.perf_counter() - t
+    ref_pr = scipy_pagerank(n, src, dst, 0.15, 20)
     adj = sp.csr_matrix((np.ones(len(src)), (src, dst)), shape=(n, n))
     t = time.perf_counter()
     n_ref, _ = sp_components(adj, directed=True, connection="weak")
-    ref_s = time.perf_counter() - t
-    results.append(("connectedComponents()", cc_s, counter.iterations, float(np.mean(counter.seconds or [0])),
-                    f"{comps} components, scipy {n_ref} ({'ok' if comps == n_ref else 'MISMATCH'}, {ref_s:.2f}s)"))
-    cc.unpersist()
+    cc_ref_s = time.perf_counter() - t
+    del adj
+    # column -> {algorithm: (seconds, rounds, check)}
+    table: dict[str, dict[str, tuple[float, int, str]]] = {}
 
-    counter.reset()
-    t = time.perf_counter()
-    lp = g.labelPropagation(maxIter=5)
-    labels = lp.select("label").distinct().count()
-    lp_s = time.perf_counter() - t
-    results.append(("labelPropagation(maxIter=5)", lp_s, counter.iterations, float(np.mean(counter.seconds or [0])),
-                    f"{labels} communities"))
-    lp.unpersist()
+    for plan in [p for p in args.plans.split(",") if p]:
+        col = table.setdefault(f"ours ({plan})", {})
+        counter.reset()
+        pr, secs = _timed(lambda plan=plan: page_rank(g, maxIter=20, plan=plan).vertices.select("id", "pagerank")
+                          .toPandas())
+        ours = pr.sort_values("id")["pagerank"].to_numpy()
+        col["pageRank(maxIter=20)"] = (secs, counter.rounds, f"max abs diff vs scipy {np.abs(ours - ref_pr).max():.1e}")
+        counter.reset()
+        cc, secs = _timed(lambda plan=plan: connected_components(g, plan=plan).select("component").distinct().count())
+        col["connectedComponents()"] = (secs, counter.rounds,
+                                        f"{cc} components ({'ok' if cc == n_ref else 'MISMATCH vs scipy'})")
+        counter.reset()
+        lp, secs = _timed(lambda plan=plan: label_propagation(g, 5, plan=plan).select("label").distinct().count())
+        col["labelPropagation(maxIter=5)"] = (secs, counter.rounds, f"{lp} communities")
+
+    if args.jar:
+        from graphframes import GraphFrame as RealGraphFrame
+
+        real = RealGraphFrame(vertices, edges)
+        col = table.setdefault("GraphFrames (jar)", {})
+        pr, secs = _timed(lambda: real.pageRank(resetProbability=0.15, maxIter=20).vertices.select("id", "pagerank")
+                          .toPandas())
+        theirs = pr.sort_values("id")["pagerank"].to_numpy()
+        col["pageRank(maxIter=20)"] = (secs, 20, f"max abs diff vs scipy {np.abs(theirs - ref_pr).max():.1e}")
+        cc, secs = _timed(lambda: real.connectedComponents().select("component").distinct().count())
+        col["connectedComponents()"] = (secs, 0, f"{cc} components ({'ok' if cc == n_ref else 'MISMATCH vs scipy'})")
+        lp, secs = _timed(lambda: real.labelPropagation(maxIter=5).select("label").distinct().count())
+        col["labelPropagation(maxIter=5)"] = (secs, 5, f"{lp} communities")
 
     print(f"\nGraph: {n:,} vertices, {args.edges:,} edges (power law, seed {args.seed}; generated/loaded in "
-          f"{gen_s:.1f}s), Spark {spark.version}, master {args.master}, {args.partitions} shuffle partitions\n")
-    print("| algorithm | seconds | iterations | s / iteration | check |")
-    print("|---|---:|---:|---:|---|")
-    for name, secs, iters, per, check in results:
-        print(f"| {name} | {secs:.1f} | {iters} | {per:.2f} | {check} |")
+          f"{gen_s:.1f}s), Spark {spark.version}, master {args.master}, {args.partitions} shuffle partitions; "
+          f"scipy components {cc_ref_s:.2f}s\n")
+    cols = list(table)
+    peer = "GraphFrames (jar)" if "GraphFrames (jar)" in table else None
+    print("| algorithm | " + " | ".join(f"{c} s | {c} s/round" for c in cols)
+          + (" | " + " | ".join(f"speed-up {c} vs GraphFrames" for c in cols if c != peer) if peer else "") + " |")
+    print("|---|" + "---:|---:|" * len(cols) + ("---:|" * (len(cols) - 1) if peer else ""))
+    for algo in table[cols[0]]:
+        cells = []
+        for c in cols:
+            secs, rounds, _ = table[c][algo]
+            cells.append(f"{secs:.1f} | {secs / rounds:.2f}" if rounds else f"{secs:.1f} | -")
+        if peer:
+            cells += [f"{table[peer][algo][0] / table[c][algo][0]:.1f}x" for c in cols if c != peer]
+        print(f"| {algo} | " + " | ".join(cells) + " |")
+    print()
+    for c in cols:
+        for algo, (_, _, check) in table[c].items():
+            print(f"- {c}, {algo}: {check}")
     spark.stop()
     return 0
 

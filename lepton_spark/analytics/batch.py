@@ -23,12 +23,15 @@ log = logging.getLogger(__name__)
 
 def vertex_analytics(vertices: DataFrame, edges: DataFrame, *, reset: float = 0.15, pagerank_iters: int = 20,
                      pagerank_tol: float = 0.0, lpa_iters: int = 5, components: bool = True,
-                     local_max_edges: int = 2_000_000, config: GraphConfig | None = None) -> dict[str, DataFrame]:
+                     local_max_edges: int = 2_000_000, config: GraphConfig | None = None,
+                     symmetric: bool = False) -> dict[str, DataFrame]:
     """``{"pagerank": (id, pagerank double), "components": (id, component long), "communities": (id, label long)}``.
 
     ``pagerank_tol > 0`` iterates to that L1 tolerance instead of ``pagerank_iters`` iterations;
     ``components=False`` leaves components out. ``config`` (``graph.*``) chooses the block engine's
-    plan for graphs that run on Spark.
+    plan for graphs that run on Spark. ``symmetric=True`` promises that every edge (u, v) has its
+    reverse once (a graph built with ``build.symmetrize``): components and communities then reuse the
+    directed edge blocks instead of packing the undirected ones.
     """
     from lepton_spark.analytics.components import is_integral_id
 
@@ -51,7 +54,7 @@ def vertex_analytics(vertices: DataFrame, edges: DataFrame, *, reset: float = 0.
     ig = indexed_graph(vertices.select("id"), edges.select("src", "dst"))
     out: dict[str, DataFrame] = {}
     # one engine: the undirected edge blocks are packed once for components and communities
-    with BlockEngine(ig, config=config) as engine:
+    with BlockEngine(ig, config=config, symmetric=symmetric) as engine:
         tol = pagerank_tol if pagerank_tol > 0 else None
         ranks = engine.run(pagerank_program(reset, None, tol), MAX_ITER_FOR_TOL if tol else pagerank_iters)
         out["pagerank"] = normalise_ranks(ig.to_original(ranks.withColumnRenamed("value", PAGERANK), [PAGERANK], []))

@@ -287,7 +287,10 @@ def _report(spark: SparkSession, cfg: BuildConfig, vertices: DataFrame, edges: D
                        "merge_duplicates": cfg.merge_duplicates, "edge_norm": cfg.edge_norm,
                        "feature_norm": cfg.feature_norm},
         "graph": {"num_vertices": n, "num_edges": m, "num_features": dim, "num_classes": num_classes,
-                  "split_counts": {k: splits.get(k, 0) for k in SPLITS}},
+                  "split_counts": {k: splits.get(k, 0) for k in SPLITS},
+                  # every (u, v) has its (v, u), each once (duplicates merged): analytics reuse the
+                  # directed edge blocks as the undirected ones
+                  "symmetric": bool(cfg.symmetrize)},
         "seconds": round(time.perf_counter() - t0, 3),
         "spark_version": spark.version,
     }

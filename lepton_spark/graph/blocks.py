@@ -183,12 +183,13 @@ class BroadcastOperator:
             self._out_degrees = deg
         return self._out_degrees
 
-    def apply(self, x: np.ndarray, reduce: str) -> tuple[np.ndarray, np.ndarray]:
+    def apply(self, x: np.ndarray, reduce: str, weighted: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """One round: ``(values, received)`` where ``values[v]`` reduces ``x[u]`` over the edges ``u -> v``.
 
         ``x`` has one row per vertex (1-d or 2-d, any numeric dtype). ``reduce``: ``sum``/``mean``/
         ``max`` weight the messages (float32 results for float32 input), ``min``/``mode`` use the
-        values as they are. Rows that receive nothing are zero; ``received`` marks the others.
+        values as they are. ``weighted=False`` counts every edge with weight 1 (PageRank on a graph whose
+        blocks carry edge weights). Rows that receive nothing are zero; ``received`` marks the others.
         """
         if reduce not in kernels.REDUCES:
             raise ValueError(f"unknown reduction {reduce!r}; expected one of {', '.join(kernels.REDUCES)}")
@@ -213,6 +214,8 @@ class BroadcastOperator:
                     indptr = np.frombuffer(_buf(b.column("indptr")[i]), dtype=np.int64)
                     indices = np.frombuffer(_buf(b.column("indices")[i]), dtype=idx_t)
                     data = np.frombuffer(_buf(b.column("data")[i]), dtype=np.float32)
+                    if not weighted:
+                        data = np.ones(len(data), dtype=np.float32)
                     vals = np.ascontiguousarray(kernels.reduce_rows(indptr, indices, data, xm, reduce))
                     if exchange:
                         path = os.path.join(exchange, f"out-{k}-{uuid.uuid4().hex}.npz")

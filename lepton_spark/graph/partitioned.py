@@ -137,7 +137,7 @@ def _reduce_partials(prog: VertexProgram, n: int, width: int, locs: list[np.ndar
 class PartitionedOperator:
     """Edge blocks of one graph and direction, packed and cached once; :meth:`run` runs a program on them."""
 
-    def __init__(self, vertices: DataFrame, edges: DataFrame, *, undirected: bool = False, weighted: bool = False,
+    def __init__(self, vertices: DataFrame, edges: DataFrame, *, undirected: bool = False,
                  config: GraphConfig | None = None, num_blocks: int | None = None) -> None:
         from lepton_spark.graph.propagation import _block_keys
 
@@ -145,7 +145,7 @@ class PartitionedOperator:
         t0 = time.perf_counter()
         self.spark = vertices.sparkSession
         self.blocks = num_blocks or cfg.num_partitions or task_slots(self.spark)
-        e = edges.select("src", "dst", *(["weight"] if weighted and "weight" in edges.columns else []))
+        e = edges.select("src", "dst", *(["weight"] if "weight" in edges.columns else []))
         if undirected:
             e = e.unionByName(e.select(F.col("dst").alias("src"), F.col("src").alias("dst"),
                                        *[c for c in e.columns if c not in ("src", "dst")]))
@@ -206,7 +206,8 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_i
                     r, lab, cnt = kernels.value_counts(row_of, np.asarray(msg)[indices], None)
                     seg_t, seg_l, seg_v, seg_c = tgt[r], tgt_local[r], lab, cnt
                 else:
-                    red = kernels.reduce_rows(indptr, indices, _cell(eb, "data", np.float32),
+                    data = _cell(eb, "data", np.float32) if prog.weighted else np.ones(len(indices), np.float32)
+                    red = kernels.reduce_rows(indptr, indices, data,
                                               msg if reduce != "sum" else np.asarray(msg, np.float64), reduce)
                     seg_t, seg_l, seg_v, seg_c = tgt, tgt_local, np.ascontiguousarray(red), None
                 starts = np.flatnonzero(np.diff(seg_t)) + 1

@@ -210,7 +210,7 @@ def run_broadcast(op: BroadcastOperator, prog: VertexProgram, ids: np.ndarray, m
     it = 0
     for it in range(1, max_iter + 1):
         t0 = time.perf_counter()
-        reduced, received = op.apply(prog.message(x, outdeg), prog.reduce)
+        reduced, received = op.apply(prog.message(x, outdeg), prog.reduce, weighted=prog.weighted)
         new = prog.update(x, reduced, received, ids)
         d = prog.delta(x, new)
         x = new
@@ -227,8 +227,9 @@ class BlockEngine:
     share them). Use as a context manager, or call :meth:`close`."""
 
     def __init__(self, ig: IndexedGraph, *, config: GraphConfig | None = None, plan: str | None = None,
-                 num_blocks: int | None = None) -> None:
+                 num_blocks: int | None = None, symmetric: bool = False) -> None:
         self.ig = ig
+        self.symmetric = symmetric
         self.cfg = config or GraphConfig()
         self.spark = ig.vertices.sparkSession
         self.num_blocks = num_blocks
@@ -238,21 +239,24 @@ class BlockEngine:
         self._ops: dict[tuple[str, bool], Any] = {}
         log.info("block engine: %s plan, %d vertices", self.plan, self.n)
 
-    def _operator(self, direction: str, weighted: bool) -> Any:
-        key = (direction, weighted)
-        if key not in self._ops:
+    def _operator(self, prog: VertexProgram) -> Any:
+        direction = prog.direction
+        if direction == "undirected" and self.symmetric and prog.reduce in ("min", "mode"):
+            # a symmetric graph's undirected operator sends every message twice: the same minimum, the
+            # same most frequent label (every count doubles), so its in-edge blocks serve as they are
+            direction = "in"
+        if direction not in self._ops:
             e, undirected = _orient(self.ig.edges, direction)
             if self.plan == "partitioned":
                 from lepton_spark.graph.partitioned import PartitionedOperator
 
-                self._ops[key] = PartitionedOperator(self.ig.vertices, e, undirected=undirected, weighted=weighted,
-                                                     config=self.cfg, num_blocks=self.num_blocks)
+                self._ops[direction] = PartitionedOperator(self.ig.vertices, e, undirected=undirected,
+                                                           config=self.cfg, num_blocks=self.num_blocks)
             else:
                 parts = self.cfg.num_partitions or shuffle_partitions(self.spark)
-                self._ops[key] = BroadcastOperator.prepare(
-                    self.spark, self.ids(), e, parts, weight="weight" if weighted else None, undirected=undirected,
-                    local_exchange=self.cfg.local_exchange)
-        return self._ops[key]
+                self._ops[direction] = BroadcastOperator.prepare(
+                    self.spark, self.ids(), e, parts, undirected=undirected, local_exchange=self.cfg.local_exchange)
+        return self._ops[direction]
 
     def ids(self) -> np.ndarray:
         """The sorted vertex ids (broadcast plan only: they sit on the driver beside the state)."""
@@ -266,7 +270,7 @@ class BlockEngine:
         ``value`` is double (float64 states), long (int64) or array<int> (2-d int32 states).
         """
         t0 = time.perf_counter()
-        op = self._operator(prog.direction, prog.weighted)
+        op = self._operator(prog)
         if self.plan == "partitioned":
             return op.run(prog, max_iter)
         ids = self.ids()
@@ -287,13 +291,13 @@ class BlockEngine:
 
 
 def run_program(ig: IndexedGraph, prog: VertexProgram, max_iter: int, *, config: GraphConfig | None = None,
-                plan: str | None = None, num_blocks: int | None = None) -> DataFrame:
+                plan: str | None = None, num_blocks: int | None = None, symmetric: bool = False) -> DataFrame:
     """Run one program on a graph of its own (:class:`BlockEngine` prepared and closed around it).
 
     ``plan``: auto | broadcast | partitioned (default ``config.plan``); ``num_blocks``: blocks of the
     partitioned plan (default one per task slot). The result is materialised before the blocks go.
     """
-    with BlockEngine(ig, config=config, plan=plan, num_blocks=num_blocks) as engine:
+    with BlockEngine(ig, config=config, plan=plan, num_blocks=num_blocks, symmetric=symmetric) as engine:
         return engine.run(prog, max_iter)  # local rows (broadcast) or cut from the blocks (partitioned)
 
 
