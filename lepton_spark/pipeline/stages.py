@@ -210,7 +210,8 @@ def analytics_stage(ctx: RunContext) -> None:
     vertices, edges = read_graph(ctx)
     tables = vertex_analytics(vertices, edges, reset=a.pagerank_reset, pagerank_iters=a.pagerank_iters,
                               pagerank_tol=a.pagerank_tol, lpa_iters=a.lpa_iters, components=a.components,
-                              local_max_edges=a.local_max_edges)
+                              local_max_edges=a.local_max_edges, config=ctx.cfg.graph,
+                              symmetric=bool(io.read_graph_meta(ctx.graph_dir).get("symmetric", False)))
     for table, df in tables.items():
         stage_df(ctx, df, table)
 
