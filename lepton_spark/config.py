@@ -78,6 +78,7 @@ class BuildConfig:
     max_quarantine_fraction: float = 0.01
     require_edges: bool = True
     report_components_max_edges: int = 5_000_000  # connected-component count in the report up to this size
+    broadcast_ids_max: int = 5_000_000  # up to this many vertices the id map is broadcast to the edges
 
 
 @dataclass

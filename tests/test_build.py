@@ -269,3 +269,24 @@ def test_over_threshold_raises_build_failed(spark, tmp_path: Path) -> None:
     with pytest.raises(BuildFailed, match=r"1 of 2 edge rows \(50.00%\)"):
         build_graph(spark, _cfg(vpath, epath), str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ id types
+
+
+@pytest.mark.parametrize(("id_type", "end_type"), [(pa.float64(), pa.int64()), (pa.int32(), pa.float32()),
+                                                    (pa.int64(), pa.int64())])
+def test_numeric_ids_match_across_types(spark, tmp_path: Path, id_type, end_type) -> None:
+    """Float ids (1.0) match integer endpoints (1) and the other way round; nothing is quarantined."""
+    raw = [10, 20, 30, 40]
+    vpath = _write(tmp_path, "v", pa.table({"id": pa.array([float(i) for i in raw]).cast(id_type),
+                                            "features": [[1.0], [2.0], [3.0], [4.0]]}))
+    epath = _write(tmp_path, "e", pa.table({"src": pa.array([10.0, 20.0, 30.0]).cast(end_type),
+                                            "dst": pa.array([20.0, 30.0, 40.0]).cast(end_type)}))
+    out = tmp_path / "out"
+    report = build_graph(spark, _cfg(vpath, epath), str(out))
+    assert report["quarantine"]["dangling_edge"] == 0
+    assert report["counts"]["edges_out"] == 6  # 3 edges, symmetrised
+    mapping = {r["id"]: float(r["raw_id"]) for r in _read(out, "mapping")}
+    edges = {(mapping[r["src"]], mapping[r["dst"]]) for r in _read(out, "graph/edges")}
+    assert (10.0, 20.0) in edges and (40.0, 30.0) in edges

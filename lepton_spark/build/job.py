@@ -19,8 +19,12 @@ If the rejected fraction of the vertex rows or of the edge rows exceeds
 publishes nothing. Everything is written to a staging directory beside the output and renamed into
 place at the end, so the output is the complete new build or the previous one, never a mix.
 
-Raw ids are compared as trimmed strings (so ``7`` in a CSV edge file matches the integer id 7) and
-mapped to dense longs (:mod:`lepton_spark.build.ids`); ``mapping/`` keeps ``(id, raw_id)``.
+Raw ids are compared in the type the inputs share (:func:`key_kind`): as longs when the id, src and
+dst columns are all integral (no string casts on the hot path), as doubles when all are numeric (a
+float id 1.0 matches an integer endpoint 1; a NaN id is a null id), otherwise as trimmed strings (so
+``7`` in a CSV edge file matches the integer id 7). They are mapped to dense longs
+(:mod:`lepton_spark.build.ids`); ``mapping/`` keeps ``(id, raw_id)``. Up to ``build.broadcast_ids_max``
+vertices the id map is broadcast to the edge partitions, so the lookups shuffle no edge.
 """
 
 from __future__ import annotations
@@ -57,8 +61,27 @@ def _blank(c: Column) -> Column:
     return c.isNull() | (F.trim(c.cast("string")) == "")
 
 
-def _key(c: Column) -> Column:
-    return F.trim(c.cast("string"))
+INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
+
+
+def key_kind(*types: T.DataType) -> str:
+    """How raw ids are compared: ``long`` when the id, src and dst columns are all integral, ``double``
+    when all are numeric (so a float id 1.0 matches an integer endpoint 1), else ``string``."""
+    if all(isinstance(t, INTEGRAL) for t in types):
+        return "long"
+    if all(isinstance(t, T.NumericType) for t in types):
+        return "double"
+    return "string"
+
+
+def _key(c: Column, kind: str = "string") -> Column:
+    """The comparable key of a raw id (null for a blank id); see :func:`key_kind`."""
+    if kind == "long":
+        return c.cast("long")
+    if kind == "double":
+        d = c.cast("double")
+        return F.when(~F.isnan(d), d)
+    return F.when(~_blank(c), F.trim(c.cast("string")))
 
 
 def _count(df: DataFrame, what: str) -> int:
@@ -78,7 +101,7 @@ def _vertex_reasons(v: DataFrame, cfg: BuildConfig, feats: Column | None, dim: i
     """Add ``_reason`` (first failed vertex rule, or null) and the cleaned columns."""
     dup = F.row_number().over(Window.partitionBy("_key").orderBy("_order")) > 1
     v = v.withColumn("_dup", F.when(F.col("_key").isNull(), F.lit(False)).otherwise(dup))
-    reason = F.when(_blank(F.col(cfg.id_col)), F.lit("null_id")).when(F.col("_dup"), F.lit("duplicate_vertex"))
+    reason = F.when(F.col("_key").isNull(), F.lit("null_id")).when(F.col("_dup"), F.lit("duplicate_vertex"))
     if feats is not None:
         bad = (
             F.col("_features").isNull()
@@ -136,8 +159,10 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str, *, fail_afte
         raise InvalidInputError(f"edges {cfg.edges}: the table is empty (set build.require_edges: false to allow)")
 
     # ---- vertices
+    kind = key_kind(raw_v.schema[cfg.id_col].dataType, raw_e.schema[cfg.src_col].dataType,
+                    raw_e.schema[cfg.dst_col].dataType)
     v = raw_v.withColumn("_order", F.monotonically_increasing_id()).withColumn(
-        "_key", F.when(_blank(F.col(cfg.id_col)), F.lit(None)).otherwise(_key(F.col(cfg.id_col))))
+        "_key", _key(F.col(cfg.id_col), kind))
     v = v.withColumn("_features", feats if feats is not None else F.lit(None).cast(FLOAT_ARRAY))
     if cfg.label_col in raw_v.columns:
         v = v.withColumn("_label", try_int(F.col(cfg.label_col)))
@@ -161,13 +186,16 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str, *, fail_afte
     e = raw_e.withColumn("_order", F.monotonically_increasing_id())
     has_w = cfg.weight_col in raw_e.columns
     w = try_float(F.col(cfg.weight_col)) if has_w else F.lit(1.0)
-    e = e.withColumn("_w", w).withColumn("_src", _key(F.col(cfg.src_col))).withColumn("_dst", _key(F.col(cfg.dst_col)))
+    e = e.withColumn("_w", w).withColumn("_src", _key(F.col(cfg.src_col), kind)) \
+        .withColumn("_dst", _key(F.col(cfg.dst_col), kind))
     mapped = dense_ids(good_v.select("_key", F.col(cfg.id_col).alias("_raw")), "_raw", shuffle_partitions(spark))
     mapped = mapped.localCheckpoint(eager=True)
     ks = mapped.select(F.col("_key").alias("_src"), F.col("id").alias("_sid"))
     kd = mapped.select(F.col("_key").alias("_dst"), F.col("id").alias("_did"))
+    if n_kept <= cfg.broadcast_ids_max:  # the id map rides to every edge partition: no edge shuffle
+        ks, kd = F.broadcast(ks), F.broadcast(kd)
     e = e.join(ks, "_src", "left").join(kd, "_dst", "left")
-    reason = F.when(_blank(F.col(cfg.src_col)) | _blank(F.col(cfg.dst_col)), F.lit("null_endpoint"))
+    reason = F.when(F.col("_src").isNull() | F.col("_dst").isNull(), F.lit("null_endpoint"))
     if has_w:
         bad_w = F.col("_w").isNull() | F.isnan("_w") | (F.abs("_w") == F.lit(float("inf"))) | (F.col("_w") < 0)
         reason = reason.when(bad_w, F.lit("bad_weight"))
