@@ -184,6 +184,18 @@ def read_graph(spark: SparkSession, graph_dir: str) -> tuple[DataFrame, DataFram
     return vertices, edges
 
 
+def read_parquet_arrow(path: str, columns: list[str]) -> Any:
+    """Read the Parquet files under ``path`` (local or URI) straight into one pyarrow Table on this process.
+
+    For data the driver needs whole anyway (training reads the graph): pyarrow reads the files in
+    parallel threads, several times faster than collecting the same rows through Spark.
+    """
+    import pyarrow.dataset as ds
+
+    fs, p = _fs(path)
+    return ds.dataset(p, filesystem=fs, format="parquet").to_table(columns=columns)
+
+
 def read_graph_meta(graph_dir: str) -> dict[str, Any]:
     """The optional ``_graph.json`` beside a graph (counts, classes); {} when absent."""
     p = join_path(graph_dir, "_graph.json")

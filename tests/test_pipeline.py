@@ -65,6 +65,10 @@ def test_end_to_end_outputs(spark, trained) -> None:
     vertices = spark.read.parquet(str(SAMPLE_GRAPH / "vertices"))
     edges = spark.read.parquet(str(SAMPLE_GRAPH / "edges"))
     data = local_graph(spark, vertices, edges)
+    direct = local_graph(spark, vertices, edges, str(SAMPLE_GRAPH))  # pyarrow reads the files itself
+    assert np.array_equal(direct["ids"], data["ids"]) and (direct["A"] != data["A"]).nnz == 0
+    assert np.array_equal(direct["y"], data["y"]) and (abs(direct["X"] - data["X"]) > 0).nnz == 0
+    assert all(np.array_equal(direct["masks"][k], data["masks"][k]) for k in data["masks"])
     want = model.predict_proba_local(data["A"], data["X"])
     got = {r["id"]: r for r in _rows(out, "predictions")}
     probs = np.array([got[i]["probs"] for i in data["ids"]])

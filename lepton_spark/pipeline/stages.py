@@ -30,13 +30,34 @@ def read_graph(ctx: RunContext) -> tuple[DataFrame, DataFrame]:
     return vertices, edges
 
 
-def local_graph(spark: SparkSession, vertices: DataFrame, edges: DataFrame) -> dict[str, Any]:
-    """The graph on the driver: ids (sorted), A (row = src), X (float32), y (-1 = none), split masks."""
+def local_graph(spark: SparkSession, vertices: DataFrame, edges: DataFrame,
+                graph_dir: str | None = None) -> dict[str, Any]:
+    """The graph on the driver: ids (sorted), A (row = src), X (float32), y (-1 = none), split masks.
+
+    With ``graph_dir`` the Parquet files are read with pyarrow directly (falling back to collecting
+    the DataFrames through Spark when pyarrow cannot read them, e.g. a file system it has no driver for).
+    """
+    vcols = [c for c in ("id", "features", "label", "split") if c in vertices.columns]
+    ecols = ["src", "dst", *(["weight"] if "weight" in edges.columns else [])]
+    vt = et = None
+    if graph_dir:
+        try:
+            vt = io.read_parquet_arrow(io.join_path(graph_dir, "vertices"), vcols)
+            et = io.read_parquet_arrow(io.join_path(graph_dir, "edges"), ecols)
+        except (OSError, ValueError, TypeError) as exc:  # e.g. no pyarrow file system for the URI
+            log.info("train: reading %s with pyarrow failed (%s); collecting through Spark", graph_dir,
+                     io.first_line(exc))
+            vt = et = None
+    if vt is None or et is None:
+        vt = io.collect_arrow(vertices.select(*vcols))
+        et = io.collect_arrow(edges.select(*ecols))
+    return _graph_arrays(vt, et)
+
+
+def _graph_arrays(vt: Any, et: Any) -> dict[str, Any]:
     from lepton_spark.graph import kernels
     from lepton_spark.graph.arrow import list_to_matrix
 
-    cols = [c for c in ("id", "features", "label", "split") if c in vertices.columns]
-    vt = io.collect_arrow(vertices.select(*cols))
     ids = vt.column("id").to_numpy()
     order = np.argsort(ids, kind="stable")
     ids = ids[order]
@@ -49,7 +70,6 @@ def local_graph(spark: SparkSession, vertices: DataFrame, edges: DataFrame) -> d
         y = np.asarray(lab, dtype=np.int64)[order]
     split = np.array(vt.column("split").to_pylist(), dtype=object)[order] if "split" in vt.column_names \
         else np.full(n, None, dtype=object)
-    et = io.collect_arrow(edges.select("src", "dst", *(["weight"] if "weight" in edges.columns else [])))
     src, dst = et.column("src").to_numpy(), et.column("dst").to_numpy()
     w = et.column("weight").to_numpy().astype(np.float64) if "weight" in et.column_names else np.ones(len(src))
     (ps, sv), (pd, dv) = kernels.positions(ids, src), kernels.positions(ids, dst)
@@ -122,7 +142,7 @@ def train_model(spark: SparkSession, cfg: Any, graph_dir: str, model_dir: str,
                                           seed=cfg.train.seed)
         fingerprint = {"num_vertices": n, "num_edges": edges.count(), "trained_from": "spark-propagated features"}
     else:
-        data = local_graph(spark, vertices, edges)
+        data = local_graph(spark, vertices, edges, graph_dir)
         if not data["masks"]["train"].any():
             raise InvalidInputError(f"graph {graph_dir}: no labelled vertices with split 'train'")
         model, metrics = train(cfg.model.type, data["A"], data["X"], data["y"], data["masks"], hp, cfg.train.seed)
