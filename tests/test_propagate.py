@@ -261,3 +261,29 @@ def test_broadcast_plan_through_the_closure(spark, agg) -> None:
     out = propagate(g, rounds=2, agg=agg, plan="broadcast", config=GraphConfig(local_exchange=False))
     np.testing.assert_allclose(_to_matrix(out, ids), kernels.reference_propagate(src, dst, w, x, 2, agg),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_operator_cache_packs_the_edges_once(spark, caplog) -> None:
+    """Calls sharing an OperatorCache over one edges DataFrame reuse its blocks, with the same results."""
+    import logging
+
+    from lepton_spark.graph.propagation import OperatorCache
+
+    ids, x, src, dst, w = _random_case(31, sparse_ids=True)
+    g = _graph(spark, ids, x, ids[src], ids[dst], w)
+    cache = OperatorCache()
+    try:
+        with caplog.at_level(logging.INFO, logger="lepton_spark.graph.propagation"):
+            first = _to_matrix(propagate(g, rounds=1, agg="sum", plan="broadcast", operators=cache), ids)
+            # the second "layer": other features over the same edges object
+            g2 = types.SimpleNamespace(vertices=propagate(g, rounds=1, agg="mean", plan="broadcast",
+                                                          operators=cache), edges=g.edges)
+            second = _to_matrix(propagate(g2, rounds=2, agg="max", plan="broadcast", operators=cache), ids)
+    finally:
+        cache.close()
+    msgs = [r.getMessage() for r in caplog.records if "propagate[broadcast]:" in r.getMessage()]
+    assert sum("prepared in" in m for m in msgs) == 1 and sum("edge blocks reused" in m for m in msgs) == 2
+    np.testing.assert_allclose(first, kernels.reference_propagate(src, dst, w, x, 1, "sum"), rtol=1e-5, atol=1e-5)
+    mean1 = kernels.reference_propagate(src, dst, w, x, 1, "mean")
+    np.testing.assert_allclose(second, kernels.reference_propagate(src, dst, w, mean1, 2, "max"),
+                               rtol=1e-5, atol=1e-5)

@@ -19,12 +19,14 @@ _EXPORTS = {
     "apply_dense": "lepton_spark.graph.dense",
     "map_features": "lepton_spark.graph.dense",
     "normalize_edges": "lepton_spark.graph.normalize",
+    "OperatorCache": "lepton_spark.graph.propagation",
     "propagate": "lepton_spark.graph.propagation",
     "spmm": "lepton_spark.graph.propagation",
 }
 
 __all__ = [
-    "AM", "GraphFrame", "Pregel", "apply_dense", "map_features", "normalize_edges", "propagate", "spmm",
+    "AM", "GraphFrame", "OperatorCache", "Pregel", "apply_dense", "map_features", "normalize_edges", "propagate",
+    "spmm",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from lepton_spark.graph.frame import AM, GraphFrame
     from lepton_spark.graph.normalize import normalize_edges
     from lepton_spark.graph.pregel import Pregel
-    from lepton_spark.graph.propagation import propagate, spmm
+    from lepton_spark.graph.propagation import OperatorCache, propagate, spmm
 
 
 def __getattr__(name: str) -> Any:

@@ -38,12 +38,8 @@ import itertools
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +53,7 @@ from lepton_spark import io
 from lepton_spark.config import GraphConfig
 from lepton_spark.graph import arrow, kernels
 from lepton_spark.graph.arrow import FLOAT_LIST, list_to_matrix, matrix_to_list
+from lepton_spark.graph.blocks import BroadcastOperator, fault_sleep
 from lepton_spark.session import is_connect, is_local_master, shuffle_partitions, task_slots
 
 log = logging.getLogger(__name__)
@@ -77,6 +74,7 @@ class _Inputs:
     edges: DataFrame  # src long, dst long, weight float
     n: int
     dim: int
+    source_edges: DataFrame | None = None  # the caller's edges DataFrame (the operator cache key)
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -90,21 +88,6 @@ def _spark_version(spark: SparkSession) -> tuple[int, int]:
 def native_aggregate_available(spark: SparkSession) -> bool:
     """True when Spark has ``vector_sum``/``vector_avg`` on ``array<float>`` (Spark >= 4.3)."""
     return _spark_version(spark) >= (4, 3) and hasattr(F, "vector_sum")
-
-
-FAULT_SLEEP_ENV = "LEPTON_FAULT_TASK_SLEEP"
-
-
-def _fault_sleep() -> float:
-    """Seconds every round task sleeps before working (fault-injection tests only; env, default 0).
-
-    Read on the driver and shipped with the round's closure, so the tasks of every round run long
-    enough for a test to kill an executor (or the driver) while a round is in flight.
-    """
-    try:
-        return max(0.0, float(os.environ.get(FAULT_SLEEP_ENV, "0") or 0))
-    except ValueError:
-        return 0.0
 
 
 def _cut(df: DataFrame) -> DataFrame:
@@ -157,7 +140,7 @@ def _prepare(g: Any, features: str, weight: str | None) -> _Inputs:
     valid = {d: c for d, c in lengths.items() if d >= 0}
     if not valid:
         if n == 0:
-            return _Inputs(spark, x0, e, 0, 0)
+            return _Inputs(spark, x0, e, 0, 0, edges)
         x0.unpersist()
         raise ValueError(f"propagate: all {n} feature vectors are null")
     dim = max(valid, key=lambda d: (valid[d], -d))
@@ -168,7 +151,7 @@ def _prepare(g: Any, features: str, weight: str | None) -> _Inputs:
             f"propagate: {bad} of {n} vertices have null features or a length other than {dim} "
             f"(lengths seen: {dict(sorted(lengths.items()))})"
         )
-    return _Inputs(spark, x0, e, n, dim)
+    return _Inputs(spark, x0, e, n, dim, edges)
 
 
 # ------------------------------------------------------------------------------ round-state store
@@ -217,20 +200,41 @@ class _RoundStore:
 # ---------------------------------------------------------------------------------- broadcast plan
 
 
-_BLOCK_SCHEMA = T.StructType(
-    [
-        T.StructField("rows", T.BinaryType()),
-        T.StructField("indptr", T.BinaryType()),
-        T.StructField("indices", T.BinaryType()),
-        T.StructField("data", T.BinaryType()),
-        T.StructField("nnz", T.LongType()),
-    ]
-)
-_OUT_SCHEMA = T.StructType([T.StructField("rows", T.BinaryType()), T.StructField("values", T.BinaryType())])
+class OperatorCache:
+    """Prepared broadcast operators, keyed by the edges DataFrame they were packed from.
+
+    A model's forward pass propagates every layer over the same (normalised) edges: with one cache
+    around the pass, the edges are packed into blocks once, not once per layer. :meth:`close`
+    unpersists them (results of the broadcast plan are local rows, so nothing downstream needs them).
+    """
+
+    def __init__(self) -> None:
+        self._ops: dict[int, tuple[DataFrame, BroadcastOperator]] = {}
+
+    def get(self, edges: DataFrame, ids: np.ndarray) -> BroadcastOperator | None:
+        hit = self._ops.get(id(edges))
+        if hit is None or hit[0] is not edges:
+            return None
+        op = hit[1]
+        same = (op.ids is None and len(ids) == op.n and (op.n == 0 or (ids[0] == 0 and ids[-1] == op.n - 1))) \
+            or (op.ids is not None and np.array_equal(op.ids, ids))
+        return op if same else None
+
+    def put(self, edges: DataFrame, op: BroadcastOperator) -> None:
+        old = self._ops.pop(id(edges), None)
+        if old is not None:
+            old[1].close()
+        self._ops[id(edges)] = (edges, op)
+
+    def close(self) -> None:
+        for _, op in self._ops.values():
+            op.close()
+        self._ops.clear()
 
 
 def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _RoundStore,
-                    interval: int, on_round: RoundCallback | None, local_exchange: bool = True) -> DataFrame:
+                    interval: int, on_round: RoundCallback | None, local_exchange: bool = True,
+                    cache: OperatorCache | None = None) -> DataFrame:
     t0 = time.perf_counter()
     table = io.collect_arrow(inp.x0)
     ids = table.column("id").to_numpy()
@@ -240,50 +244,25 @@ def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _Rou
     if len(ids) > 1 and np.any(ids[1:] == ids[:-1]):
         raise ValueError(f"propagate: {int(np.sum(ids[1:] == ids[:-1]))} duplicate vertex ids")
     n = len(ids)
-    dense = n == 0 or (ids[0] == 0 and ids[-1] == n - 1)
-    lookup = None if dense else ids
-    idx_t = np.int32 if n < 2**31 else np.int64
-
-    def pack(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        src_l, dst_l, w_l = [], [], []
-        for b in batches:
-            src_l.append(b.column("src").to_numpy())
-            dst_l.append(b.column("dst").to_numpy())
-            w_l.append(b.column("weight").to_numpy())
-        if not src_l:
-            return
-        src, dst, w = np.concatenate(src_l), np.concatenate(dst_l), np.concatenate(w_l)
-        sp_, sv = kernels.positions(lookup, src)
-        dp_, dv = kernels.positions(lookup, dst)
-        ok = sv & dv & (sp_ >= 0) & (sp_ < n) & (dp_ >= 0) & (dp_ < n)
-        if not ok.any():
-            return
-        rows, indptr, indices, data = kernels.csr_from_pairs(dp_[ok], sp_[ok].astype(idx_t), w[ok])
-        yield pa.RecordBatch.from_pylist(
-            [{"rows": rows.astype(np.int64).tobytes(), "indptr": indptr.tobytes(),
-              "indices": indices.tobytes(), "data": data.tobytes(), "nnz": len(data)}],
-            schema=pa.schema([("rows", pa.binary()), ("indptr", pa.binary()), ("indices", pa.binary()),
-                              ("data", pa.binary()), ("nnz", pa.int64())]),
-        )
-
-    blocks = inp.edges.repartition(parts, "dst").mapInArrow(pack, _BLOCK_SCHEMA).persist()
-    stats = blocks.agg(F.count(F.lit(1)).alias("b"), F.sum("nnz").alias("nnz")).first()
-    nnz = int(stats["nnz"] or 0)
-    log.info("propagate[broadcast]: %d vertices x %d dims, %d edges in %d blocks; prepared in %.2fs",
-             n, inp.dim, nnz, stats["b"], time.perf_counter() - t0)
+    op = cache.get(inp.source_edges, ids) if cache is not None and inp.source_edges is not None else None
+    reused = op is not None
+    if op is None:
+        op = BroadcastOperator.prepare(inp.spark, ids, inp.edges, parts, local_exchange=local_exchange,
+                                       message_bytes=x.nbytes)
+        if cache is not None and inp.source_edges is not None:
+            cache.put(inp.source_edges, op)
+    log.info("propagate[broadcast]: %d vertices x %d dims, %d edges; %s in %.2fs", n, inp.dim, op.nnz,
+             "edge blocks reused" if reused else "prepared", time.perf_counter() - t0)
 
     start = store.latest(rounds)
     store.begin()
     if start:
         x = np.load(_open_binary(store.path(start, "x.npy")), allow_pickle=False)
         log.info("propagate[broadcast]: resuming after round %d/%d from %s", start, rounds, store.root)
-    exchange = _local_exchange_dir(inp.spark, x.nbytes) if local_exchange else None
-    if exchange:
-        log.info("propagate[broadcast]: local mode, features exchanged through %s", exchange)
     try:
         for k in range(start + 1, rounds + 1):
             tk = time.perf_counter()
-            x = _broadcast_round(blocks, x, agg, idx_t, exchange, k)
+            x = op.apply(x, agg)[0]
             secs = time.perf_counter() - tk
             if store.root and (k % interval == 0 or k == rounds):
                 _save_npy(store.path(k, "x.npy"), x)
@@ -292,83 +271,10 @@ def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _Rou
             if on_round:
                 on_round(k, {"round": k, "rounds": rounds, "rows": n, "seconds": secs, "plan": "broadcast"})
     finally:
-        blocks.unpersist()
-        if exchange:
-            shutil.rmtree(exchange, ignore_errors=True)
+        if cache is None:
+            op.close()
     out = pa.table({"id": pa.array(ids, pa.int64()), "features": matrix_to_list(x)})
     return io.create_df(inp.spark, out, _RESULT_SCHEMA)
-
-
-_PATH_SCHEMA = T.StructType([T.StructField("path", T.StringType())])
-
-
-def _local_exchange_dir(spark: SparkSession, nbytes: int) -> str | None:
-    """A shared-memory (or temp) directory when driver and executors share this machine (local mode).
-
-    Shipping the feature matrix through the JVM twice per round (closure broadcast in, collect out)
-    costs far more than the sparse product itself; on one machine a file in /dev/shm that every task
-    memory-maps costs one memcpy. On a cluster this is never used (executors cannot see the driver's
-    files): there the matrix travels with the task closure, which PySpark broadcasts.
-    """
-    if not is_local_master(spark):
-        return None
-    for base in ("/dev/shm", tempfile.gettempdir()):
-        try:
-            if os.path.isdir(base) and shutil.disk_usage(base).free > 3 * nbytes + (64 << 20):
-                return tempfile.mkdtemp(prefix="lepton-propagate-", dir=base)
-        except OSError:
-            continue
-    return None
-
-
-def _broadcast_round(blocks: DataFrame, x: np.ndarray, agg: str, idx_t: type, exchange: str | None = None,
-                     k: int = 0) -> np.ndarray:
-    dim = x.shape[1]
-    x_path = None
-    if exchange:
-        x_path = os.path.join(exchange, f"x-{k}.npy")
-        np.save(x_path, x, allow_pickle=False)
-    shipped = None if exchange else x  # the closure carries x only when there is no shared directory
-    delay = _fault_sleep()
-
-    def step(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        if delay:
-            time.sleep(delay)
-        xm = np.load(x_path, mmap_mode="r") if x_path else shipped
-        for b in batches:
-            for i in range(b.num_rows):
-                rows = np.frombuffer(b.column("rows")[i].as_buffer(), dtype=np.int64)
-                indptr = np.frombuffer(b.column("indptr")[i].as_buffer(), dtype=np.int64)
-                indices = np.frombuffer(b.column("indices")[i].as_buffer(), dtype=idx_t)
-                data = np.frombuffer(b.column("data")[i].as_buffer(), dtype=np.float32)
-                vals = kernels.block_apply(indptr, indices, data, xm, agg)
-                if exchange:
-                    path = os.path.join(exchange, f"out-{k}-{uuid.uuid4().hex}.npz")
-                    tmp = path + ".tmp.npz"
-                    np.savez(tmp, rows=rows, vals=vals)
-                    os.replace(tmp, path)
-                    yield pa.RecordBatch.from_arrays([pa.array([path], pa.string())], names=["path"])
-                else:
-                    yield pa.RecordBatch.from_arrays(
-                        [pa.array([rows.tobytes()], pa.binary()), pa.array([vals.tobytes()], pa.binary())],
-                        names=["rows", "values"],
-                    )
-
-    nxt = np.zeros_like(x)
-    if exchange:
-        out = io.collect_arrow(blocks.mapInArrow(step, _PATH_SCHEMA))
-        for path in out.column("path").to_pylist():
-            with np.load(path, allow_pickle=False) as z:
-                nxt[z["rows"]] = z["vals"]
-            os.remove(path)
-        os.remove(x_path)
-        return nxt
-    out = io.collect_arrow(blocks.mapInArrow(step, _OUT_SCHEMA))
-    rows_col, vals_col = out.column("rows"), out.column("values")
-    for i in range(out.num_rows):
-        rows = np.frombuffer(rows_col[i].as_buffer(), dtype=np.int64)
-        nxt[rows] = np.frombuffer(vals_col[i].as_buffer(), dtype=np.float32).reshape(-1, dim)
-    return nxt
 
 
 def _open_binary(path: str) -> Any:
@@ -518,7 +424,7 @@ def _partitioned_plan(inp: _Inputs, rounds: int, agg: str, blocks: int, native: 
              "prepared in %.2fs", inp.n, dim, nb, parts, "native vector_sum" if native else "numpy",
              time.perf_counter() - t0)
 
-    delay = _fault_sleep()
+    delay = fault_sleep()
     step_rows = max(1, _PARTIAL_VALUE_BYTES // (4 * dim))  # rows per binary partial value
 
     def step_fn(final: bool, rows_mode: bool, finalize_mean: bool) -> Callable[[pa.Table, pa.Table], pa.Table]:
@@ -650,6 +556,7 @@ def propagate(
     checkpoint_interval: int | None = None,
     on_round: RoundCallback | None = None,
     config: GraphConfig | None = None,
+    operators: OperatorCache | None = None,
 ) -> DataFrame:
     """``rounds`` rounds of ``x'_v = agg_{(u -> v, w)} w * x_u``; returns DataFrame(id, features).
 
@@ -657,7 +564,9 @@ def propagate(
     (auto|on|off), ``broadcast_max_bytes`` and ``checkpoint_interval`` default to ``config``
     (:class:`~lepton_spark.config.GraphConfig`). ``checkpoint``: directory for round state; a second
     call with the same inputs resumes after the last complete round. ``on_round(k, info)`` is called
-    after each round with its row count and seconds.
+    after each round with its row count and seconds. ``operators``: an :class:`OperatorCache` shared
+    by several calls over the same edges DataFrame (a model's layers): the broadcast plan packs the
+    edge blocks once and reuses them; the caller closes the cache.
     """
     cfg = config or GraphConfig()
     plan = plan or cfg.plan
@@ -672,13 +581,15 @@ def propagate(
         raise ValueError(f"propagate: rounds must be >= 0, got {rounds}")
     inp = _prepare(g, features, weight)
     try:
-        return _run(inp, rounds, agg, plan, cfg, native_mode, max_bytes, num_blocks, checkpoint, interval, on_round)
+        return _run(inp, rounds, agg, plan, cfg, native_mode, max_bytes, num_blocks, checkpoint, interval, on_round,
+                    operators)
     finally:
         inp.x0.unpersist()
 
 
 def _run(inp: _Inputs, rounds: int, agg: str, plan: str, cfg: GraphConfig, native_mode: str, max_bytes: int,
-         num_blocks: int | None, checkpoint: str | None, interval: int, on_round: RoundCallback | None) -> DataFrame:
+         num_blocks: int | None, checkpoint: str | None, interval: int, on_round: RoundCallback | None,
+         operators: OperatorCache | None = None) -> DataFrame:
     if rounds == 0 or inp.n == 0:
         return inp.x0
     size = inp.n * inp.dim * 4
@@ -702,7 +613,7 @@ def _run(inp: _Inputs, rounds: int, agg: str, plan: str, cfg: GraphConfig, nativ
     signature = {"n": inp.n, "dim": inp.dim, "rounds_plan": chosen, "agg": agg, "native": native}
     store = _RoundStore(checkpoint, signature)
     if chosen == "broadcast":
-        return _broadcast_plan(inp, rounds, agg, parts, store, interval, on_round, cfg.local_exchange)
+        return _broadcast_plan(inp, rounds, agg, parts, store, interval, on_round, cfg.local_exchange, operators)
     slots = cfg.num_partitions or task_slots(inp.spark)
     blocks = num_blocks or num_partitioned_blocks(size, slots, cfg.block_max_bytes)
     return _partitioned_plan(inp, rounds, agg, blocks, native, store, interval, on_round)

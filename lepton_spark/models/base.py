@@ -546,8 +546,11 @@ class GraphModel:
         """
         self._check_fitted()
         ops = SparkOps(g, features=features, weight=weight, propagate_options=propagate_options)
-        emb, probs = self.forward_plan(ops, with_embedding=with_embedding)
-        return ops.result(emb, probs)
+        try:
+            emb, probs = self.forward_plan(ops, with_embedding=with_embedding)
+            return ops.result(emb, probs)
+        finally:
+            ops.close()
 
     # ---------------------------------------------------------------------------------------------
     # (de)serialisation support

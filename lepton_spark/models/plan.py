@@ -366,6 +366,8 @@ class SparkOps:
         self.propagate_options = dict(propagate_options or {})
         self._steps = 0
         self._gcn: Any = None
+        # every layer propagates over the same edges: their blocks are packed once per forward pass
+        self.operators = engine.OperatorCache()
 
     # tables ---------------------------------------------------------------------------------------
     def features(self) -> Any:
@@ -422,7 +424,12 @@ class SparkOps:
         if opts.get("checkpoint"):
             opts["checkpoint"] = f"{str(opts['checkpoint']).rstrip('/')}/step-{self._steps}"
         self._steps += 1
-        return self.engine.propagate(g, features="features", weight="weight", rounds=int(rounds), agg=agg, **opts)
+        return self.engine.propagate(g, features="features", weight="weight", rounds=int(rounds), agg=agg,
+                                     operators=self.operators, **opts)
+
+    def close(self) -> None:
+        """Release the prepared edge blocks (the broadcast plan's results are local rows by then)."""
+        self.operators.close()
 
     def concat(self, tables: list[Any]) -> Any:
         F = self.F
