@@ -19,3 +19,10 @@ class InvalidInputError(LeptonError):
     """Input data is missing, unreadable or fails validation. Exit code 3."""
 
     exit_code = 3
+
+
+class InvalidGraphError(InvalidInputError, ValueError):
+    """A graph's data is unusable for the engine (ragged, null or non-finite features or weights).
+
+    A ``ValueError`` for library callers, exit code 3 on the command line.
+    """

@@ -36,6 +36,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lepton_spark import io
+from lepton_spark.errors import InvalidGraphError
 from lepton_spark.graph import kernels
 from lepton_spark.session import is_local_master
 
@@ -52,9 +53,11 @@ _BLOCK_SCHEMA = T.StructType(
         T.StructField("nnz", T.LongType()),
         T.StructField("out_rows", T.BinaryType()),
         T.StructField("out_counts", T.BinaryType()),
+        T.StructField("bad_weights", T.LongType()),
     ]
 )
-_BLOCK_PA = pa.schema([(f.name, pa.int64() if f.name == "nnz" else pa.binary()) for f in _BLOCK_SCHEMA.fields])
+_BLOCK_PA = pa.schema([(f.name, pa.int64() if f.name in ("nnz", "bad_weights") else pa.binary())
+                       for f in _BLOCK_SCHEMA.fields])
 _OUT_SCHEMA = T.StructType([T.StructField("rows", T.BinaryType()), T.StructField("values", T.BinaryType())])
 _PATH_SCHEMA = T.StructType([T.StructField("path", T.StringType())])
 
@@ -144,7 +147,7 @@ class BroadcastOperator:
             for b in batches:
                 src_l.append(b.column("src").to_numpy())
                 dst_l.append(b.column("dst").to_numpy())
-                w_l.append(b.column("weight").to_numpy())
+                w_l.append(b.column("weight").to_numpy(zero_copy_only=False))  # null -> NaN
             if not src_l:
                 return
             src, dst, wt = np.concatenate(src_l), np.concatenate(dst_l), np.concatenate(w_l)
@@ -153,19 +156,24 @@ class BroadcastOperator:
             sv &= (sp_ >= 0) & (sp_ < n)
             dv &= (dp_ >= 0) & (dp_ < n)
             out_rows, out_counts = np.unique(sp_[sv], return_counts=True)  # every edge leaving a vertex
+            bad_weights = int(np.count_nonzero(~np.isfinite(wt)))
             ok = sv & dv
             rows, indptr, indices, data = kernels.csr_from_pairs(dp_[ok], sp_[ok].astype(idx_t), wt[ok])
             yield pa.RecordBatch.from_pylist(
                 [{"rows": rows.astype(np.int64).tobytes(), "indptr": indptr.tobytes(),
                   "indices": indices.tobytes(), "data": data.tobytes(), "nnz": len(data),
                   "out_rows": out_rows.astype(np.int64).tobytes(),
-                  "out_counts": out_counts.astype(np.int64).tobytes()}],
+                  "out_counts": out_counts.astype(np.int64).tobytes(), "bad_weights": bad_weights}],
                 schema=_BLOCK_PA,
             )
 
         blocks = e.repartition(parts, "dst").mapInArrow(pack, _BLOCK_SCHEMA).persist()
-        stats = blocks.agg(F.count(F.lit(1)).alias("b"), F.sum("nnz").alias("nnz")).first()
+        stats = blocks.agg(F.count(F.lit(1)).alias("b"), F.sum("nnz").alias("nnz"),
+                           F.sum("bad_weights").alias("bad")).first()
         nnz = int(stats["nnz"] or 0)
+        if stats["bad"]:
+            blocks.unpersist()
+            raise InvalidGraphError(f"graph: {int(stats['bad'])} edges have a null, NaN or infinite weight")
         secs = time.perf_counter() - t0
         exchange = local_exchange_dir(spark, max(message_bytes, n * 8)) if local_exchange else None
         log.info("blocks: %d vertices, %d %sedges in %d blocks; prepared in %.2fs%s", n, nnz,

@@ -51,6 +51,7 @@ from pyspark.sql import types as T
 
 from lepton_spark import io
 from lepton_spark.config import GraphConfig
+from lepton_spark.errors import InvalidGraphError
 from lepton_spark.graph import arrow, kernels
 from lepton_spark.graph.arrow import FLOAT_LIST, list_to_matrix, matrix_to_list
 from lepton_spark.graph.blocks import BroadcastOperator, fault_sleep
@@ -114,6 +115,48 @@ def _cut(df: DataFrame) -> DataFrame:
         return df
 
 
+def check_features(vertices: DataFrame, features: str = "features") -> tuple[int, int]:
+    """``(vertices, dims)`` of an ``array`` feature column, in one aggregation job.
+
+    Raises :class:`~lepton_spark.errors.InvalidGraphError` (a ValueError; exit code 3) when features
+    are null, of more than one length, or hold NaN/inf. An empty table gives ``(0, 0)``.
+    """
+    col = F.col(features)
+    nonfinite = F.exists(col, lambda v: F.isnan(v) | (F.abs(v) == F.lit(float("inf"))))
+    rows = vertices.groupBy(F.size(col).alias("d")).agg(
+        F.count(F.lit(1)).alias("count"), F.sum(F.when(nonfinite, 1).otherwise(0)).alias("bad")).collect()
+    lengths = {(-1 if r["d"] is None else int(r["d"])): int(r["count"]) for r in rows}
+    n = sum(lengths.values())
+    valid = {d: c for d, c in lengths.items() if d >= 0}
+    if not valid:
+        if n == 0:
+            return 0, 0
+        raise InvalidGraphError(f"propagate: all {n} feature vectors are null")
+    dim = max(valid, key=lambda d: (valid[d], -d))
+    bad = n - valid[dim]
+    if bad:
+        raise InvalidGraphError(
+            f"propagate: {bad} of {n} vertices have null features or a length other than {dim} "
+            f"(lengths seen: {dict(sorted(lengths.items()))})"
+        )
+    nonfinite_rows = sum(int(r["bad"] or 0) for r in rows)
+    if nonfinite_rows:
+        raise InvalidGraphError(f"propagate: {nonfinite_rows} of {n} vertices have NaN or infinite features")
+    return n, dim
+
+
+def check_weights(edges: DataFrame, weight: str = "weight") -> None:
+    """Raise :class:`~lepton_spark.errors.InvalidGraphError` when an edge weight is null, NaN or infinite
+    (one aggregation job; a missing weight column means weight 1.0 and passes)."""
+    if weight not in edges.columns:
+        return
+    w = F.col(weight).cast("double")
+    bad = edges.agg(F.sum(F.when(w.isNull() | F.isnan(w) | (F.abs(w) == F.lit(float("inf"))), 1)
+                          .otherwise(0)).alias("bad")).first()["bad"]
+    if bad:
+        raise InvalidGraphError(f"propagate: {int(bad)} edges have a null, NaN or infinite weight")
+
+
 def _prepare(g: Any, features: str, weight: str | None) -> _Inputs:
     vertices, edges = g.vertices, g.edges
     if features not in vertices.columns:
@@ -124,33 +167,19 @@ def _prepare(g: Any, features: str, weight: str | None) -> _Inputs:
     ):
         raise ValueError(f"propagate: column {features!r} must be array<float>, got {ftype.simpleString()}")
     x0 = vertices.select(F.col("id").cast("long").alias("id"), F.col(features).cast(_FEATURES_T).alias("features"))
-    w = (
-        F.coalesce(F.col(weight).cast("float"), F.lit(1.0).cast("float"))
-        if weight and weight in edges.columns
-        else F.lit(1.0).cast("float")
-    )
+    # a null weight is bad data (checked while the edges are packed), not weight 1.0; only a missing
+    # weight column (or weight=None) means 1.0
+    w = F.col(weight).cast("float") if weight and weight in edges.columns else F.lit(1.0).cast("float")
     e = edges.select(F.col("src").cast("long").alias("src"), F.col("dst").cast("long").alias("dst"), w.alias("weight"))
     spark = vertices.sparkSession
     # kept for the plan's own read: the features often come out of a dense layer (a Python UDF), which
-    # would otherwise run twice (for this length check and for the plan)
+    # would otherwise run twice (for this check and for the plan)
     x0 = x0.persist()
-    rows = x0.groupBy(F.size("features").alias("d")).count().collect()
-    lengths = {(-1 if r["d"] is None else int(r["d"])): int(r["count"]) for r in rows}
-    n = sum(lengths.values())
-    valid = {d: c for d, c in lengths.items() if d >= 0}
-    if not valid:
-        if n == 0:
-            return _Inputs(spark, x0, e, 0, 0, edges)
+    try:
+        n, dim = check_features(x0, "features")
+    except InvalidGraphError:
         x0.unpersist()
-        raise ValueError(f"propagate: all {n} feature vectors are null")
-    dim = max(valid, key=lambda d: (valid[d], -d))
-    bad = n - valid[dim]
-    if bad:
-        x0.unpersist()
-        raise ValueError(
-            f"propagate: {bad} of {n} vertices have null features or a length other than {dim} "
-            f"(lengths seen: {dict(sorted(lengths.items()))})"
-        )
+        raise
     return _Inputs(spark, x0, e, n, dim, edges)
 
 
@@ -242,7 +271,7 @@ def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _Rou
     order = np.argsort(ids, kind="stable")
     ids, x = ids[order], np.ascontiguousarray(x[order])
     if len(ids) > 1 and np.any(ids[1:] == ids[:-1]):
-        raise ValueError(f"propagate: {int(np.sum(ids[1:] == ids[:-1]))} duplicate vertex ids")
+        raise InvalidGraphError(f"propagate: {int(np.sum(ids[1:] == ids[:-1]))} duplicate vertex ids")
     n = len(ids)
     op = cache.get(inp.source_edges, ids) if cache is not None and inp.source_edges is not None else None
     reused = op is not None
@@ -312,6 +341,7 @@ _EBLOCK_SCHEMA = T.StructType(
         T.StructField("indptr", T.BinaryType()),
         T.StructField("indices", T.BinaryType()),
         T.StructField("data", T.BinaryType()),
+        T.StructField("bad_weights", T.LongType()),
     ]
 )
 _PARTIAL_VALUE_BYTES = 64 << 10  # target size of one binary partial value
@@ -402,16 +432,19 @@ def _partitioned_plan(inp: _Inputs, rounds: int, agg: str, blocks: int, native: 
             tgt_pid = et.column("dpid").to_numpy().astype(np.int64)
             tgt_loc = et.column("dlocal").to_numpy().astype(np.int64)
             key = tgt_pid * (1 << 32) + tgt_loc  # rows ordered by (target block, local index)
+            wt = et.column("weight").to_numpy(zero_copy_only=False)  # a null weight arrives as NaN
+            bad_weights = int(np.count_nonzero(~np.isfinite(wt)))
             rows, indptr, indices, data = kernels.csr_from_pairs(
-                key, et.column("slocal").to_numpy().astype(np.int32), et.column("weight").to_numpy())
+                key, et.column("slocal").to_numpy().astype(np.int32), wt)
             tgt, tgt_local = (rows >> 32).astype(np.int32), (rows & 0xFFFFFFFF).astype(np.int32)
         else:
             tgt = tgt_local = indices = np.zeros(0, np.int32)
+            bad_weights = 0
             indptr, data = np.zeros(1, np.int64), np.zeros(0, np.float32)
         row = {"pid": int(vt.column("pid")[0].as_py()), "n": len(ids), "ids": ids.astype(np.int64).tobytes(),
                "indeg": indeg_.tobytes(), "tgt": tgt.tobytes(), "tgt_local": tgt_local.tobytes(),
                "indptr": indptr.tobytes(), "indices": indices.astype(np.int32).tobytes(),
-               "data": data.astype(np.float32).tobytes()}
+               "data": data.astype(np.float32).tobytes(), "bad_weights": bad_weights}
         return pa.Table.from_pylist([row], schema=_EBLOCK_SCHEMA_PA)
 
     eblocks = _cogroup(vside, eside, pack, _EBLOCK_SCHEMA)
@@ -419,7 +452,11 @@ def _partitioned_plan(inp: _Inputs, rounds: int, agg: str, blocks: int, native: 
     # The partials are repartitioned explicitly into the same B partitions, so that co-partitioning
     # never rests on how a Spark version picks the partition count of the cogroup's shuffle.
     eblocks = eblocks.repartition(parts, "pid").sortWithinPartitions("pid").persist()
-    nb = eblocks.count()
+    stats = eblocks.agg(F.count(F.lit(1)).alias("nb"), F.sum("bad_weights").alias("bad")).first()
+    nb = int(stats["nb"])
+    if stats["bad"]:
+        eblocks.unpersist()
+        raise InvalidGraphError(f"propagate: {int(stats['bad'])} edges have a null, NaN or infinite weight")
     log.info("propagate[partitioned]: %d vertices x %d dims in %d blocks (%d partitions), %s aggregation; "
              "prepared in %.2fs", inp.n, dim, nb, parts, "native vector_sum" if native else "numpy",
              time.perf_counter() - t0)

@@ -71,7 +71,14 @@ def _graph_arrays(vt: Any, et: Any) -> dict[str, Any]:
     split = np.array(vt.column("split").to_pylist(), dtype=object)[order] if "split" in vt.column_names \
         else np.full(n, None, dtype=object)
     src, dst = et.column("src").to_numpy(), et.column("dst").to_numpy()
-    w = et.column("weight").to_numpy().astype(np.float64) if "weight" in et.column_names else np.ones(len(src))
+    w = et.column("weight").to_numpy(zero_copy_only=False).astype(np.float64) if "weight" in et.column_names \
+        else np.ones(len(src))  # a null weight -> NaN -> rejected below
+    bad_w = int(np.count_nonzero(~np.isfinite(w)))
+    if bad_w:
+        raise InvalidInputError(f"graph: {bad_w} edges have a null, NaN or infinite weight")
+    if x.size and not np.isfinite(x).all():
+        raise InvalidInputError(f"graph: {int((~np.isfinite(x)).any(axis=1).sum())} vertices have NaN or "
+                                "infinite features")
     (ps, sv), (pd, dv) = kernels.positions(ids, src), kernels.positions(ids, dst)
     ok = sv & dv
     A = sp.csr_matrix((w[ok], (ps[ok], pd[ok])), shape=(n, n))
@@ -197,10 +204,13 @@ def propagate_stage(ctx: RunContext) -> None:
     if not ctx.model_dir:
         raise UsageError("propagate needs a model: run the train stage or set pipeline.model_dir / --model")
     vertices, edges = read_graph(ctx)
-    dim = vertices.select(F.size("features").alias("d")).first()
-    if dim is None:
+    from lepton_spark.graph.propagation import check_features, check_weights
+
+    n, dim = check_features(vertices, "features")  # a graph not made by build may hold bad features
+    check_weights(edges)
+    if n == 0:
         raise InvalidInputError(f"graph {ctx.graph_dir}: no vertices")
-    model = load_model_checked(ctx.model_dir, int(dim["d"]), None)
+    model = load_model_checked(ctx.model_dir, dim, None)
     from lepton_spark.graph import GraphFrame
 
     rounds: list[float] = []
