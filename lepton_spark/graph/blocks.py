@@ -114,6 +114,7 @@ class BroadcastOperator:
     exchange: str | None
     seconds_prepared: float
     _out_degrees: np.ndarray | None = None
+    _in_degrees: np.ndarray | None = None
     _calls: int = 0
 
     @classmethod
@@ -190,6 +191,26 @@ class BroadcastOperator:
                 np.add.at(deg, np.frombuffer(_buf(r), np.int64), np.frombuffer(_buf(c), np.int64))
             self._out_degrees = deg
         return self._out_degrees
+
+    def in_degrees(self) -> np.ndarray:
+        """Weighted in-degree of every vertex (sum of the weights of its in-edges; float64); computed once."""
+        if self._in_degrees is None:
+            def sums(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+                for b in batches:
+                    for i in range(b.num_rows):
+                        indptr = np.frombuffer(_buf(b.column("indptr")[i]), dtype=np.int64)
+                        data = np.frombuffer(_buf(b.column("data")[i]), dtype=np.float32).astype(np.float64)
+                        s = np.add.reduceat(data, indptr[:-1]) if len(data) else np.zeros(0)
+                        yield pa.RecordBatch.from_arrays(
+                            [b.column("rows").slice(i, 1), pa.array([s.tobytes()], pa.binary())],
+                            names=["rows", "values"])
+
+            t = io.collect_arrow(self.blocks.select("rows", "indptr", "data").mapInArrow(sums, _OUT_SCHEMA))
+            deg = np.zeros(self.n, dtype=np.float64)
+            for r, v in zip(t.column("rows"), t.column("values")):
+                deg[np.frombuffer(_buf(r), np.int64)] = np.frombuffer(_buf(v), np.float64)
+            self._in_degrees = deg
+        return self._in_degrees
 
     def apply(self, x: np.ndarray, reduce: str, weighted: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """One round: ``(values, received)`` where ``values[v]`` reduces ``x[u]`` over the edges ``u -> v``.

@@ -263,7 +263,7 @@ class OperatorCache:
 
 def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _RoundStore,
                     interval: int, on_round: RoundCallback | None, local_exchange: bool = True,
-                    cache: OperatorCache | None = None) -> DataFrame:
+                    cache: OperatorCache | None = None, normalize: str | None = None) -> DataFrame:
     t0 = time.perf_counter()
     table = io.collect_arrow(inp.x0)
     ids = table.column("id").to_numpy()
@@ -283,6 +283,16 @@ def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _Rou
     log.info("propagate[broadcast]: %d vertices x %d dims, %d edges; %s in %.2fs", n, inp.dim, op.nnz,
              "edge blocks reused" if reused else "prepared", time.perf_counter() - t0)
 
+    dinv = None
+    if normalize == "sym":  # D^-1/2 (A + I) D^-1/2 with D the weighted in-degree plus the self-loop
+        dinv = (1.0 / np.sqrt(op.in_degrees() + 1.0)).astype(np.float32)[:, None]
+
+    def one_round(x: np.ndarray) -> np.ndarray:
+        if dinv is None:
+            return op.apply(x, agg)[0]
+        y = dinv * x
+        return dinv * (op.apply(y, "sum")[0] + y)
+
     start = store.latest(rounds)
     store.begin()
     if start:
@@ -291,7 +301,7 @@ def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _Rou
     try:
         for k in range(start + 1, rounds + 1):
             tk = time.perf_counter()
-            x = op.apply(x, agg)[0]
+            x = one_round(x)
             secs = time.perf_counter() - tk
             if store.root and (k % interval == 0 or k == rounds):
                 _save_npy(store.path(k, "x.npy"), x)
@@ -594,6 +604,7 @@ def propagate(
     on_round: RoundCallback | None = None,
     config: GraphConfig | None = None,
     operators: OperatorCache | None = None,
+    normalize: str | None = None,
 ) -> DataFrame:
     """``rounds`` rounds of ``x'_v = agg_{(u -> v, w)} w * x_u``; returns DataFrame(id, features).
 
@@ -603,7 +614,11 @@ def propagate(
     call with the same inputs resumes after the last complete round. ``on_round(k, info)`` is called
     after each round with its row count and seconds. ``operators``: an :class:`OperatorCache` shared
     by several calls over the same edges DataFrame (a model's layers): the broadcast plan packs the
-    edge blocks once and reuses them; the caller closes the cache.
+    edge blocks once and reuses them; the caller closes the cache. ``normalize="sym"`` propagates with
+    GCN's ``D^-1/2 (A + I) D^-1/2`` of the given edges (D: weighted in-degree plus the self-loop;
+    ``agg`` must be sum): the broadcast plan scales on the driver around ``(A + I) x`` and never
+    builds normalised edges; the partitioned plan normalises the edge table first
+    (:func:`~lepton_spark.graph.normalize.normalize_edges`).
     """
     cfg = config or GraphConfig()
     plan = plan or cfg.plan
@@ -616,17 +631,19 @@ def propagate(
         raise ValueError(f"propagate: plan must be one of {', '.join(PLANS)}, got {plan!r}")
     if rounds < 0:
         raise ValueError(f"propagate: rounds must be >= 0, got {rounds}")
+    if normalize not in (None, "sym") or (normalize == "sym" and agg != "sum"):
+        raise ValueError(f"propagate: normalize must be None or 'sym' (with agg='sum'), got {normalize!r}")
     inp = _prepare(g, features, weight)
     try:
         return _run(inp, rounds, agg, plan, cfg, native_mode, max_bytes, num_blocks, checkpoint, interval, on_round,
-                    operators)
+                    operators, normalize)
     finally:
         inp.x0.unpersist()
 
 
 def _run(inp: _Inputs, rounds: int, agg: str, plan: str, cfg: GraphConfig, native_mode: str, max_bytes: int,
          num_blocks: int | None, checkpoint: str | None, interval: int, on_round: RoundCallback | None,
-         operators: OperatorCache | None = None) -> DataFrame:
+         operators: OperatorCache | None = None, normalize: str | None = None) -> DataFrame:
     if rounds == 0 or inp.n == 0:
         return inp.x0
     size = inp.n * inp.dim * 4
@@ -647,10 +664,16 @@ def _run(inp: _Inputs, rounds: int, agg: str, plan: str, cfg: GraphConfig, nativ
             raise ValueError(f"propagate: native vector aggregation needs Spark >= 4.3 (running {inp.spark.version})")
         native = native_mode == "on" and agg != "max"
     log.info("propagate: %s plan (%s), %d rounds, agg=%s", chosen, why, rounds, agg)
-    signature = {"n": inp.n, "dim": inp.dim, "rounds_plan": chosen, "agg": agg, "native": native}
+    signature = {"n": inp.n, "dim": inp.dim, "rounds_plan": chosen, "agg": agg, "native": native,
+                 "normalize": normalize}
     store = _RoundStore(checkpoint, signature)
     if chosen == "broadcast":
-        return _broadcast_plan(inp, rounds, agg, parts, store, interval, on_round, cfg.local_exchange, operators)
+        return _broadcast_plan(inp, rounds, agg, parts, store, interval, on_round, cfg.local_exchange, operators,
+                               normalize)
+    if normalize == "sym":
+        from lepton_spark.graph.normalize import normalize_edges
+
+        inp.edges = normalize_edges(inp.edges, mode="sym", self_loops=True, vertices=inp.x0.select("id"))
     slots = cfg.num_partitions or task_slots(inp.spark)
     blocks = num_blocks or num_partitioned_blocks(size, slots, cfg.block_max_bytes)
     return _partitioned_plan(inp, rounds, agg, blocks, native, store, interval, on_round)

@@ -385,19 +385,27 @@ class SparkOps:
                         w.alias("weight"))
 
     def gcn_edges(self) -> Any:
+        """The GCN operator ``D^-1/2 (A + I) D^-1/2`` as :class:`SymEdges`: the raw edges, normalised by
+        ``propagate`` itself (the broadcast plan scales the features by ``D^-1/2`` on the driver around
+        ``(A + I) x``, so no normalised edge table is ever built)."""
+        if self._gcn is None:  # every layer propagates over the same operator: one object, one cache key
+            self._gcn = SymEdges(self)
+        return self._gcn
+
+    def sym_edges_table(self) -> Any:
+        """The normalised GCN edges as a DataFrame (for callers that need rows: APPNP's teleport graph)."""
         F = self.F
         loops = self.g.vertices.select(
             F.col("id").cast("long").alias("src"), F.col("id").cast("long").alias("dst"),
             F.lit(1.0).cast("float").alias("weight"),
         )
         # self-loops come from the vertex table so isolated vertices get one too (A + I)
-        if self._gcn is None:  # every layer propagates over the same operator: normalise it once
-            self._gcn = self.engine.normalize_edges(self.raw_edges().unionByName(loops), mode="sym",
-                                                    self_loops=False).persist()
-        return self._gcn
+        return self.engine.normalize_edges(self.raw_edges().unionByName(loops), mode="sym", self_loops=False)
 
     def scale_edges(self, edges: Any, factor: float) -> Any:
         F = self.F
+        if isinstance(edges, SymEdges):
+            edges = edges.table()
         return edges.withColumn("weight", (F.col("weight") * F.lit(float(factor))).cast("float"))
 
     # per-batch numpy ------------------------------------------------------------------------------
@@ -419,8 +427,11 @@ class SparkOps:
 
     # rounds ---------------------------------------------------------------------------------------
     def propagate(self, table: Any, edges: Any, rounds: int, agg: str = "sum") -> Any:
-        g = self.engine.GraphFrame(table.select("id", "features"), edges)
         opts = dict(self.propagate_options)
+        if isinstance(edges, SymEdges):
+            opts["normalize"] = "sym"
+            edges = edges.raw
+        g = self.engine.GraphFrame(table.select("id", "features"), edges)
         if opts.get("checkpoint"):
             opts["checkpoint"] = f"{str(opts['checkpoint']).rstrip('/')}/step-{self._steps}"
         self._steps += 1
@@ -430,6 +441,8 @@ class SparkOps:
     def close(self) -> None:
         """Release the prepared edge blocks (the broadcast plan's results are local rows by then)."""
         self.operators.close()
+        if self._gcn is not None:
+            self._gcn.unpersist()
 
     def concat(self, tables: list[Any]) -> Any:
         F = self.F
@@ -497,3 +510,30 @@ class SparkOps:
         Z = np.stack([np.asarray(v, dtype=np.float32) for v in pdf["features"].to_numpy()])
         return LabelledRows(pdf["id"].to_numpy(np.int64), Z, pdf["label"].to_numpy(np.int64),
                             pdf["split"].to_numpy(object))
+
+
+class SymEdges:
+    """The GCN-normalised edges of a :class:`SparkOps` graph, kept as the raw edges plus the rule.
+
+    ``propagate`` normalises on the fly (``normalize="sym"``); :meth:`table` builds the normalised
+    edge DataFrame once for the callers that need rows. ``persist``/``unpersist`` make it usable
+    wherever an edge table is persisted.
+    """
+
+    def __init__(self, ops: SparkOps) -> None:
+        self.raw = ops.raw_edges()
+        self._ops = ops
+        self._table: Any = None
+
+    def table(self) -> Any:
+        if self._table is None:
+            self._table = self._ops.sym_edges_table().persist()
+        return self._table
+
+    def persist(self, *_: Any) -> SymEdges:
+        return self
+
+    def unpersist(self, *_: Any) -> None:
+        if self._table is not None:
+            self._table.unpersist()
+            self._table = None
