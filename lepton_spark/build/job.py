@@ -173,6 +173,7 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str, *, fail_afte
     dim = _feature_dim(v) if feats is not None else 0
     v = _vertex_reasons(v, cfg, feats, dim).localCheckpoint(eager=True)
     v_counts = {r["_reason"]: r["count"] for r in v.groupBy("_reason").count().collect()}
+    log.info("build: %d vertex rows validated in %.1fs", n_in, time.perf_counter() - t0)
     if v_counts.get("duplicate_vertex") and cfg.duplicate_vertices == "fail":
         example = v.filter(F.col("_reason") == "duplicate_vertex").select("_key").first()
         raise BuildFailed(f"vertices {cfg.vertices}: {v_counts['duplicate_vertex']} duplicate vertex ids "
@@ -202,6 +203,7 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str, *, fail_afte
     reason = reason.when(F.col("_sid").isNull() | F.col("_did").isNull(), F.lit("dangling_edge"))
     e = e.withColumn("_reason", reason).localCheckpoint(eager=True)
     e_counts = {r["_reason"]: r["count"] for r in e.groupBy("_reason").count().collect()}
+    log.info("build: ids mapped, %d edge rows validated at %.1fs", m_in, time.perf_counter() - t0)
     quarantine = {k: int(c) for k, c in {**v_counts, **e_counts}.items() if k is not None}
     _check_fraction(cfg, n_in, m_in, v_counts, e_counts)
     if e_counts.get(None, 0) == 0 and cfg.require_edges:
@@ -210,7 +212,8 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str, *, fail_afte
     # ---- graph
     passthrough = [c for c in raw_v.columns if c not in {cfg.id_col, cfg.features_col, cfg.label_col,
                                                          cfg.split_col, "id", *cfg.feature_cols}]
-    vertices = good_v.drop("id").join(mapped.select("_key", "id"), "_key").select(
+    ids = mapped.select("_key", "id")
+    vertices = good_v.drop("id").join(F.broadcast(ids) if n_kept <= cfg.broadcast_ids_max else ids, "_key").select(
         "id",
         F.col("_features").alias("features"),
         (F.col("_label") if cfg.label_col in raw_v.columns else F.lit(None).cast("int")).alias("label"),
@@ -228,10 +231,12 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str, *, fail_afte
     try:
         vertices = vertices.repartition(shuffle_partitions(spark), "id").sortWithinPartitions("id")
         _write(vertices, io.join_path(staging, "graph", "vertices"))
+        log.info("build: vertices written at %.1fs", time.perf_counter() - t0)
         if fail_after == "vertices":
             raise RuntimeError("fault injected after writing graph/vertices (pipeline.fail_after)")
-        edges = edges.repartition(shuffle_partitions(spark), "src").sortWithinPartitions("src", "dst")
+        edges = edges.sortWithinPartitions("src", "dst")  # partitioned by the merge's shuffle already
         _write(edges, io.join_path(staging, "graph", "edges"))
+        log.info("build: edges written at %.1fs", time.perf_counter() - t0)
         _write(mapped.select("id", F.col("_key").alias("raw_id")), io.join_path(staging, "mapping"))
         for rule, count in quarantine.items():
             src = v if rule in VERTEX_RULES else e
@@ -240,6 +245,7 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str, *, fail_afte
                                                                     F.col("_reason").alias("reason"))
             _write(rejected.coalesce(1), io.join_path(staging, "quarantine", rule))
             log.info("build: quarantined %d rows under %s", count, rule)
+        log.info("build: mapping and quarantine written at %.1fs", time.perf_counter() - t0)
         gv = spark.read.parquet(io.join_path(staging, "graph", "vertices"))
         ge = spark.read.parquet(io.join_path(staging, "graph", "edges"))
         report = _report(spark, cfg, gv, ge, n_in, m_in, n_kept, quarantine, dim, t0)

@@ -27,19 +27,34 @@ def transform_edges(edges: DataFrame, vertices: DataFrame, *, self_loops: str, s
     if self_loops in ("drop", "add"):
         e = e.filter(F.col("src") != F.col("dst"))
     if symmetrize:
-        rev = e.select(F.col("dst").alias("src"), F.col("src").alias("dst"), "weight", "_order")
-        e = e.unionByName(rev)
-    if merge == "sum":
-        e = e.groupBy("src", "dst").agg(F.sum("weight").alias("weight"))
-    elif merge == "max":
-        e = e.groupBy("src", "dst").agg(F.max("weight").alias("weight"))
-    else:  # first in input order (a reverse copy carries its original edge's order)
-        first = Window.partitionBy("src", "dst").orderBy("_order")
-        e = e.withColumn("_rn", F.row_number().over(first)).filter("_rn = 1").select("src", "dst", "weight")
+        # merge each unordered pair once (least, greatest), then emit both directions: the same weights as
+        # merging the symmetrised table (sum/max/first of the rows of (u, v) and (v, u)), with one
+        # shuffle of the input rows instead of two of twice as many
+        w = F.col("weight")
+        if merge == "sum":  # a kept self-loop is its own reverse: the symmetrised table holds it twice
+            w = F.when(F.col("src") == F.col("dst"), w * 2).otherwise(w)
+        c = e.select(F.least("src", "dst").alias("src"), F.greatest("src", "dst").alias("dst"), w.alias("weight"),
+                     "_order")
+        m = _merge(c, merge)
+        both = F.when(F.col("src") == F.col("dst"), F.array(F.struct("src", "dst"))).otherwise(
+            F.array(F.struct("src", "dst"), F.struct(F.col("dst").alias("src"), F.col("src").alias("dst"))))
+        e = m.select(F.explode(both).alias("_p"), "weight").select("_p.src", "_p.dst", "weight")
+    else:
+        e = _merge(e, merge)
     add = self_loops == "add"
     if edge_norm == "none" and not add:
         return e.select("src", "dst", F.col("weight").cast("float").alias("weight"))
     return normalize_edges(e, edge_norm, self_loops=add, vertices=vertices.select("id") if add else None)
+
+
+def _merge(e: DataFrame, merge: str) -> DataFrame:
+    """One row per (src, dst): the weight by ``merge`` (sum | max | first in input order)."""
+    if merge == "sum":
+        return e.groupBy("src", "dst").agg(F.sum("weight").alias("weight"))
+    if merge == "max":
+        return e.groupBy("src", "dst").agg(F.max("weight").alias("weight"))
+    first = Window.partitionBy("src", "dst").orderBy("_order")
+    return e.withColumn("_rn", F.row_number().over(first)).filter("_rn = 1").select("src", "dst", "weight")
 
 
 def normalize_features(vertices: DataFrame, mode: str, dim: int) -> DataFrame:
