@@ -10,6 +10,7 @@ choice is logged. Every result is a DataFrame ``(id, <value>)``.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 from pyspark.sql import DataFrame
@@ -24,14 +25,16 @@ log = logging.getLogger(__name__)
 def vertex_analytics(vertices: DataFrame, edges: DataFrame, *, reset: float = 0.15, pagerank_iters: int = 20,
                      pagerank_tol: float = 0.0, lpa_iters: int = 5, components: bool = True,
                      local_max_edges: int = 2_000_000, config: GraphConfig | None = None,
-                     symmetric: bool = False) -> dict[str, DataFrame]:
+                     symmetric: bool = False, operators: Any = None, operator_key: Any = None) -> dict[str, DataFrame]:
     """``{"pagerank": (id, pagerank double), "components": (id, component long), "communities": (id, label long)}``.
 
     ``pagerank_tol > 0`` iterates to that L1 tolerance instead of ``pagerank_iters`` iterations;
     ``components=False`` leaves components out. ``config`` (``graph.*``) chooses the block engine's
     plan for graphs that run on Spark. ``symmetric=True`` promises that every edge (u, v) has its
     reverse once (a graph built with ``build.symmetrize``): components and communities then reuse the
-    directed edge blocks instead of packing the undirected ones.
+    directed edge blocks instead of packing the undirected ones. ``operators``/``operator_key``: an
+    :class:`~lepton_spark.graph.propagation.OperatorCache` where a propagation of the same graph left
+    its edge blocks under that key; they are reused instead of packed again.
     """
     from lepton_spark.analytics.components import is_integral_id
 
@@ -54,7 +57,8 @@ def vertex_analytics(vertices: DataFrame, edges: DataFrame, *, reset: float = 0.
     ig = indexed_graph(vertices.select("id"), edges.select("src", "dst"))
     out: dict[str, DataFrame] = {}
     # one engine: the undirected edge blocks are packed once for components and communities
-    with BlockEngine(ig, config=config, symmetric=symmetric) as engine:
+    with BlockEngine(ig, config=config, symmetric=symmetric, operators=operators,
+                     operator_key=operator_key) as engine:
         tol = pagerank_tol if pagerank_tol > 0 else None
         ranks = engine.run(pagerank_program(reset, None, tol), MAX_ITER_FOR_TOL if tol else pagerank_iters)
         out["pagerank"] = normalise_ranks(ig.to_original(ranks.withColumnRenamed("value", PAGERANK), [PAGERANK], []))

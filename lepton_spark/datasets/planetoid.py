@@ -240,6 +240,8 @@ def write_graph(graph: PlanetoidGraph, out_dir: str | Path, source: str | Path |
         "num_classes": graph.num_classes,
         "split_counts": {k: int((graph.split == k).sum()) for k in ("train", "val", "test")},
         "split_sha256": split_hash,
+        # every (u, v) has its (v, u), each once: the analytics reuse the directed edge blocks
+        "symmetric": bool((graph.adjacency != graph.adjacency.T).nnz == 0),
     }
     if source is not None:
         meta["raw_sha256"] = {

@@ -27,6 +27,10 @@ def positions(ids: np.ndarray | None, values: np.ndarray) -> tuple[np.ndarray, n
         return values, np.ones(len(values), dtype=bool)
     if len(ids) == 0:
         return np.zeros(len(values), dtype=np.int64), np.zeros(len(values), dtype=bool)
+    n = len(ids)
+    if ids[0] == 0 and ids[-1] == n - 1:  # sorted unique ids 0..n-1: the position is the value itself
+        valid = (values >= 0) & (values < n)
+        return np.where(valid, values, 0), valid
     pos = np.minimum(np.searchsorted(ids, values), len(ids) - 1)
     return pos, ids[pos] == values
 

@@ -227,9 +227,15 @@ class BlockEngine:
     share them). Use as a context manager, or call :meth:`close`."""
 
     def __init__(self, ig: IndexedGraph, *, config: GraphConfig | None = None, plan: str | None = None,
-                 num_blocks: int | None = None, symmetric: bool = False) -> None:
+                 num_blocks: int | None = None, symmetric: bool = False, operators: Any = None,
+                 operator_key: Any = None) -> None:
         self.ig = ig
         self.symmetric = symmetric
+        # a propagation's prepared blocks of the same graph (OperatorCache + the key naming its edges):
+        # the directed operator is taken from there when the ids match, never put there (ours may lack
+        # the edge weights that propagation needs)
+        self.shared = (operators, operator_key) if operators is not None and operator_key is not None else None
+        self._borrowed: set[str] = set()
         self.cfg = config or GraphConfig()
         self.spark = ig.vertices.sparkSession
         self.num_blocks = num_blocks
@@ -245,6 +251,12 @@ class BlockEngine:
             # a symmetric graph's undirected operator sends every message twice: the same minimum, the
             # same most frequent label (every count doubles), so its in-edge blocks serve as they are
             direction = "in"
+        if direction == "in" and direction not in self._ops and self.shared and self.plan == "broadcast":
+            op = self.shared[0].get(None, self.ids(), self.shared[1])
+            if op is not None:
+                log.info("block engine: reusing the propagation's edge blocks")
+                self._ops[direction] = op
+                self._borrowed.add(direction)
         if direction not in self._ops:
             e, undirected = _orient(self.ig.edges, direction)
             if self.plan == "partitioned":
@@ -279,8 +291,9 @@ class BlockEngine:
         return io.create_df(self.spark, state_table(ids, state))
 
     def close(self) -> None:
-        for op in self._ops.values():
-            op.close()
+        for direction, op in self._ops.items():
+            if direction not in self._borrowed:
+                op.close()
         self._ops.clear()
 
     def __enter__(self) -> BlockEngine:

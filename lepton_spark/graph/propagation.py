@@ -230,30 +230,39 @@ class _RoundStore:
 
 
 class OperatorCache:
-    """Prepared broadcast operators, keyed by the edges DataFrame they were packed from.
+    """Prepared broadcast operators, keyed by the edges they were packed from.
 
     A model's forward pass propagates every layer over the same (normalised) edges: with one cache
-    around the pass, the edges are packed into blocks once, not once per layer. :meth:`close`
-    unpersists them (results of the broadcast plan are local rows, so nothing downstream needs them).
+    around the pass, the edges are packed into blocks once, not once per layer. The key is the edges
+    DataFrame object itself, or a caller's ``key`` that names the edges (the nightly uses the graph
+    directory, so its analytics reuse the blocks its propagation packed; the blocks carry the edge
+    weights, and unweighted rounds ignore them). :meth:`close` unpersists them (results of the
+    broadcast plan are local rows, so nothing downstream needs them).
     """
 
     def __init__(self) -> None:
-        self._ops: dict[int, tuple[DataFrame, BroadcastOperator]] = {}
+        self._ops: dict[Any, tuple[Any, BroadcastOperator]] = {}
 
-    def get(self, edges: DataFrame, ids: np.ndarray) -> BroadcastOperator | None:
-        hit = self._ops.get(id(edges))
-        if hit is None or hit[0] is not edges:
+    @staticmethod
+    def _key(edges: Any, key: Any) -> tuple[Any, Any]:
+        return (("key", key), None) if key is not None else (("df", id(edges)), edges)
+
+    def get(self, edges: Any, ids: np.ndarray, key: Any = None) -> BroadcastOperator | None:
+        k, obj = self._key(edges, key)
+        hit = self._ops.get(k)
+        if hit is None or hit[0] is not obj:
             return None
         op = hit[1]
         same = (op.ids is None and len(ids) == op.n and (op.n == 0 or (ids[0] == 0 and ids[-1] == op.n - 1))) \
             or (op.ids is not None and np.array_equal(op.ids, ids))
         return op if same else None
 
-    def put(self, edges: DataFrame, op: BroadcastOperator) -> None:
-        old = self._ops.pop(id(edges), None)
+    def put(self, edges: Any, op: BroadcastOperator, key: Any = None) -> None:
+        k, obj = self._key(edges, key)
+        old = self._ops.pop(k, None)
         if old is not None:
             old[1].close()
-        self._ops[id(edges)] = (edges, op)
+        self._ops[k] = (obj, op)
 
     def close(self) -> None:
         for _, op in self._ops.values():
@@ -263,7 +272,8 @@ class OperatorCache:
 
 def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _RoundStore,
                     interval: int, on_round: RoundCallback | None, local_exchange: bool = True,
-                    cache: OperatorCache | None = None, normalize: str | None = None) -> DataFrame:
+                    cache: OperatorCache | None = None, normalize: str | None = None,
+                    operator_key: Any = None) -> DataFrame:
     t0 = time.perf_counter()
     table = io.collect_arrow(inp.x0)
     ids = table.column("id").to_numpy()
@@ -273,13 +283,14 @@ def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _Rou
     if len(ids) > 1 and np.any(ids[1:] == ids[:-1]):
         raise InvalidGraphError(f"propagate: {int(np.sum(ids[1:] == ids[:-1]))} duplicate vertex ids")
     n = len(ids)
-    op = cache.get(inp.source_edges, ids) if cache is not None and inp.source_edges is not None else None
+    op = cache.get(inp.source_edges, ids, operator_key) if cache is not None and inp.source_edges is not None \
+        else None
     reused = op is not None
     if op is None:
         op = BroadcastOperator.prepare(inp.spark, ids, inp.edges, parts, local_exchange=local_exchange,
                                        message_bytes=x.nbytes)
         if cache is not None and inp.source_edges is not None:
-            cache.put(inp.source_edges, op)
+            cache.put(inp.source_edges, op, operator_key)
     log.info("propagate[broadcast]: %d vertices x %d dims, %d edges; %s in %.2fs", n, inp.dim, op.nnz,
              "edge blocks reused" if reused else "prepared", time.perf_counter() - t0)
 
@@ -605,6 +616,7 @@ def propagate(
     config: GraphConfig | None = None,
     operators: OperatorCache | None = None,
     normalize: str | None = None,
+    operator_key: Any = None,
 ) -> DataFrame:
     """``rounds`` rounds of ``x'_v = agg_{(u -> v, w)} w * x_u``; returns DataFrame(id, features).
 
@@ -614,7 +626,8 @@ def propagate(
     call with the same inputs resumes after the last complete round. ``on_round(k, info)`` is called
     after each round with its row count and seconds. ``operators``: an :class:`OperatorCache` shared
     by several calls over the same edges DataFrame (a model's layers): the broadcast plan packs the
-    edge blocks once and reuses them; the caller closes the cache. ``normalize="sym"`` propagates with
+    edge blocks once and reuses them; the caller closes the cache (``operator_key`` names the edges in
+    the cache instead of the DataFrame object, see :class:`OperatorCache`). ``normalize="sym"`` propagates with
     GCN's ``D^-1/2 (A + I) D^-1/2`` of the given edges (D: weighted in-degree plus the self-loop;
     ``agg`` must be sum): the broadcast plan scales on the driver around ``(A + I) x`` and never
     builds normalised edges; the partitioned plan normalises the edge table first
@@ -636,14 +649,15 @@ def propagate(
     inp = _prepare(g, features, weight)
     try:
         return _run(inp, rounds, agg, plan, cfg, native_mode, max_bytes, num_blocks, checkpoint, interval, on_round,
-                    operators, normalize)
+                    operators, normalize, operator_key)
     finally:
         inp.x0.unpersist()
 
 
 def _run(inp: _Inputs, rounds: int, agg: str, plan: str, cfg: GraphConfig, native_mode: str, max_bytes: int,
          num_blocks: int | None, checkpoint: str | None, interval: int, on_round: RoundCallback | None,
-         operators: OperatorCache | None = None, normalize: str | None = None) -> DataFrame:
+         operators: OperatorCache | None = None, normalize: str | None = None,
+         operator_key: Any = None) -> DataFrame:
     if rounds == 0 or inp.n == 0:
         return inp.x0
     size = inp.n * inp.dim * 4
@@ -669,7 +683,7 @@ def _run(inp: _Inputs, rounds: int, agg: str, plan: str, cfg: GraphConfig, nativ
     store = _RoundStore(checkpoint, signature)
     if chosen == "broadcast":
         return _broadcast_plan(inp, rounds, agg, parts, store, interval, on_round, cfg.local_exchange, operators,
-                               normalize)
+                               normalize, operator_key)
     if normalize == "sym":
         from lepton_spark.graph.normalize import normalize_edges
 

@@ -366,8 +366,13 @@ class SparkOps:
         self.propagate_options = dict(propagate_options or {})
         self._steps = 0
         self._gcn: Any = None
-        # every layer propagates over the same edges: their blocks are packed once per forward pass
-        self.operators = engine.OperatorCache()
+        # every layer propagates over the same edges: their blocks are packed once per forward pass;
+        # a caller's cache (propagate_options["operators"], with an "operator_key" naming the graph's
+        # edges) outlives the pass and is the caller's to close
+        self._own_operators = "operators" not in self.propagate_options
+        self.operators = self.propagate_options.pop("operators", None) or engine.OperatorCache()
+        self.operator_key = self.propagate_options.pop("operator_key", None)
+        self._raw: Any = None
 
     # tables ---------------------------------------------------------------------------------------
     def features(self) -> Any:
@@ -378,11 +383,13 @@ class SparkOps:
         )
 
     def raw_edges(self) -> Any:
-        F = self.F
-        e = self.g.edges
-        w = F.col(self.weight_col).cast("float") if self.weight_col in e.columns else F.lit(1.0).cast("float")
-        return e.select(F.col("src").cast("long").alias("src"), F.col("dst").cast("long").alias("dst"),
-                        w.alias("weight"))
+        if self._raw is None:  # one object: the operator cache recognises it
+            F = self.F
+            e = self.g.edges
+            w = F.col(self.weight_col).cast("float") if self.weight_col in e.columns else F.lit(1.0).cast("float")
+            self._raw = e.select(F.col("src").cast("long").alias("src"), F.col("dst").cast("long").alias("dst"),
+                                 w.alias("weight"))
+        return self._raw
 
     def gcn_edges(self) -> Any:
         """The GCN operator ``D^-1/2 (A + I) D^-1/2`` as :class:`SymEdges`: the raw edges, normalised by
@@ -428,19 +435,23 @@ class SparkOps:
     # rounds ---------------------------------------------------------------------------------------
     def propagate(self, table: Any, edges: Any, rounds: int, agg: str = "sum") -> Any:
         opts = dict(self.propagate_options)
+        key = None
         if isinstance(edges, SymEdges):
             opts["normalize"] = "sym"
             edges = edges.raw
+        if edges is self._raw:  # the graph's own edges (not e.g. APPNP's teleport graph)
+            key = self.operator_key
         g = self.engine.GraphFrame(table.select("id", "features"), edges)
         if opts.get("checkpoint"):
             opts["checkpoint"] = f"{str(opts['checkpoint']).rstrip('/')}/step-{self._steps}"
         self._steps += 1
         return self.engine.propagate(g, features="features", weight="weight", rounds=int(rounds), agg=agg,
-                                     operators=self.operators, **opts)
+                                     operators=self.operators, operator_key=key, **opts)
 
     def close(self) -> None:
         """Release the prepared edge blocks (the broadcast plan's results are local rows by then)."""
-        self.operators.close()
+        if self._own_operators:
+            self.operators.close()
         if self._gcn is not None:
             self._gcn.unpersist()
 

@@ -62,6 +62,8 @@ class RunContext:
     counts: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, int] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    # edge blocks packed by one stage and reused by the next (propagate -> analytics), keyed by graph dir
+    operators: Any = None
 
     @property
     def run_dir(self) -> str:
@@ -103,27 +105,13 @@ def run_pipeline(spark: SparkSession, cfg: Config, *, output: str, run_date: str
 
     handlers = {"build": impl.build_stage, "train": impl.train_stage, "propagate": impl.propagate_stage,
                 "analytics": impl.analytics_stage, "embed": impl.embed_stage}
-    for stage in [s for s in stages if s != "report"]:
-        marker = io.join_path(ctx.work_dir, "stages", f"{stage}.json")
-        if ctx.resume and io.path_exists(marker):
-            done = json.loads(io.read_text(marker))
-            ctx.stage_seconds[stage] = done.get("seconds", 0.0)
-            ctx.counts.update(done.get("counts", {}))
-            ctx.round_seconds.update(done.get("rounds", {}))
-            ctx.graph_dir = done.get("graph_dir", ctx.graph_dir)
-            ctx.model_dir = done.get("model_dir", ctx.model_dir)
-            log.info("stage %s: already completed in run %s, skipped (resume)", stage, ctx.run_id)
-            continue
-        t0 = time.perf_counter()
-        log.info("stage %s: start", stage)
-        handlers[stage](ctx)
-        secs = round(time.perf_counter() - t0, 3)
-        ctx.stage_seconds[stage] = secs
-        io.write_json(marker, {"seconds": secs, "counts": ctx.counts, "graph_dir": ctx.graph_dir,
-                               "model_dir": ctx.model_dir,
-                               "rounds": {k: v for k, v in ctx.round_seconds.items() if k.startswith(stage)}})
-        log.info("stage %s: done in %.2fs", stage, secs)
-        ctx.fault(f"stage:{stage}")
+    from lepton_spark.graph.propagation import OperatorCache
+
+    ctx.operators = OperatorCache()
+    try:
+        _run_stages(ctx, stages, handlers)
+    finally:
+        ctx.operators.close()
 
     # publish every staged table, then the manifest (last)
     t0 = time.perf_counter()
@@ -149,6 +137,31 @@ def run_pipeline(spark: SparkSession, cfg: Config, *, output: str, run_date: str
         manifest["report_seconds"] = round(time.perf_counter() - t0, 3)
     _log_summary(manifest)
     return manifest
+
+
+def _run_stages(ctx: RunContext, stages: list[str], handlers: dict[str, Any]) -> None:
+    """Run (or, on resume, skip) every stage but report, writing each completed stage's marker."""
+    for stage in [s for s in stages if s != "report"]:
+        marker = io.join_path(ctx.work_dir, "stages", f"{stage}.json")
+        if ctx.resume and io.path_exists(marker):
+            done = json.loads(io.read_text(marker))
+            ctx.stage_seconds[stage] = done.get("seconds", 0.0)
+            ctx.counts.update(done.get("counts", {}))
+            ctx.round_seconds.update(done.get("rounds", {}))
+            ctx.graph_dir = done.get("graph_dir", ctx.graph_dir)
+            ctx.model_dir = done.get("model_dir", ctx.model_dir)
+            log.info("stage %s: already completed in run %s, skipped (resume)", stage, ctx.run_id)
+            continue
+        t0 = time.perf_counter()
+        log.info("stage %s: start", stage)
+        handlers[stage](ctx)
+        secs = round(time.perf_counter() - t0, 3)
+        ctx.stage_seconds[stage] = secs
+        io.write_json(marker, {"seconds": secs, "counts": ctx.counts, "graph_dir": ctx.graph_dir,
+                               "model_dir": ctx.model_dir,
+                               "rounds": {k: v for k, v in ctx.round_seconds.items() if k.startswith(stage)}})
+        log.info("stage %s: done in %.2fs", stage, secs)
+        ctx.fault(f"stage:{stage}")
 
 
 def _manifest(ctx: RunContext, stages: list[str], published: list[str], seconds: float) -> dict[str, Any]:

@@ -55,6 +55,8 @@ def local_graph(spark: SparkSession, vertices: DataFrame, edges: DataFrame,
 
 
 def _graph_arrays(vt: Any, et: Any) -> dict[str, Any]:
+    import pyarrow.compute as pc
+
     from lepton_spark.graph import kernels
     from lepton_spark.graph.arrow import list_to_matrix
 
@@ -68,8 +70,11 @@ def _graph_arrays(vt: Any, et: Any) -> dict[str, Any]:
         lab = vt.column("label").to_numpy(zero_copy_only=False)
         lab = np.where(np.isnan(lab.astype(float)), -1, lab).astype(np.int64) if lab.dtype.kind == "f" else lab
         y = np.asarray(lab, dtype=np.int64)[order]
-    split = np.array(vt.column("split").to_pylist(), dtype=object)[order] if "split" in vt.column_names \
-        else np.full(n, None, dtype=object)
+    def split_is(name: str) -> np.ndarray:
+        if "split" not in vt.column_names:
+            return np.zeros(n, dtype=bool)
+        return pc.fill_null(pc.equal(vt.column("split"), name), False).to_numpy(zero_copy_only=False)[order]
+
     src, dst = et.column("src").to_numpy(), et.column("dst").to_numpy()
     w = et.column("weight").to_numpy(zero_copy_only=False).astype(np.float64) if "weight" in et.column_names \
         else np.ones(len(src))  # a null weight -> NaN -> rejected below
@@ -82,7 +87,7 @@ def _graph_arrays(vt: Any, et: Any) -> dict[str, Any]:
     (ps, sv), (pd, dv) = kernels.positions(ids, src), kernels.positions(ids, dst)
     ok = sv & dv
     A = sp.csr_matrix((w[ok], (ps[ok], pd[ok])), shape=(n, n))
-    masks = {s: (split == s) & (y >= 0) for s in ("train", "val", "test")}
+    masks = {s: split_is(s) & (y >= 0) for s in ("train", "val", "test")}
     if x.size and np.count_nonzero(x) < 0.1 * x.size:
         x = sp.csr_matrix(x)  # bag-of-words style features: sparse products are ~10x cheaper
     return {"ids": ids, "A": A, "X": x, "y": y, "masks": masks}
@@ -223,7 +228,7 @@ def propagate_stage(ctx: RunContext) -> None:
     out = model.forward_spark(
         GraphFrame(vertices, edges),
         propagate_options={"checkpoint": io.join_path(ctx.work_dir, "propagate"), "on_round": on_round,
-                           "config": ctx.cfg.graph},
+                           "config": ctx.cfg.graph, "operators": ctx.operators, "operator_key": ctx.graph_dir},
     )
     out = out.persist()
     try:
@@ -241,7 +246,8 @@ def analytics_stage(ctx: RunContext) -> None:
     tables = vertex_analytics(vertices, edges, reset=a.pagerank_reset, pagerank_iters=a.pagerank_iters,
                               pagerank_tol=a.pagerank_tol, lpa_iters=a.lpa_iters, components=a.components,
                               local_max_edges=a.local_max_edges, config=ctx.cfg.graph,
-                              symmetric=bool(io.read_graph_meta(ctx.graph_dir).get("symmetric", False)))
+                              symmetric=bool(io.read_graph_meta(ctx.graph_dir).get("symmetric", False)),
+                              operators=ctx.operators, operator_key=ctx.graph_dir)
     for table, df in tables.items():
         stage_df(ctx, df, table)
 
