@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -60,6 +61,7 @@ _BLOCK_PA = pa.schema([(f.name, pa.int64() if f.name in ("nnz", "bad_weights") e
                        for f in _BLOCK_SCHEMA.fields])
 _OUT_SCHEMA = T.StructType([T.StructField("rows", T.BinaryType()), T.StructField("values", T.BinaryType())])
 _PATH_SCHEMA = T.StructType([T.StructField("path", T.StringType())])
+_PATH_PA = pa.schema([("path", pa.string())])
 
 
 def fault_sleep() -> float:
@@ -74,7 +76,7 @@ def fault_sleep() -> float:
         return 0.0
 
 
-def local_exchange_dir(spark: SparkSession, nbytes: int) -> str | None:
+def local_exchange_dir(spark: SparkSession, nbytes: int, extra: int = 0) -> str | None:
     """A shared-memory (or temp) directory when driver and executors share this machine (local mode).
 
     Shipping the message matrix through the JVM twice per round (closure broadcast in, collect out)
@@ -86,7 +88,7 @@ def local_exchange_dir(spark: SparkSession, nbytes: int) -> str | None:
         return None
     for base in ("/dev/shm", tempfile.gettempdir()):
         try:
-            if os.path.isdir(base) and shutil.disk_usage(base).free > 3 * nbytes + (64 << 20):
+            if os.path.isdir(base) and shutil.disk_usage(base).free > 3 * nbytes + extra + (64 << 20):
                 return tempfile.mkdtemp(prefix="lepton-blocks-", dir=base)
         except OSError:
             continue
@@ -97,22 +99,50 @@ def _buf(value: pa.Scalar) -> pa.Buffer:
     return value.as_buffer() if hasattr(value, "as_buffer") else pa.py_buffer(value.as_py())
 
 
+_FILES_SCHEMA = T.StructType(
+    [T.StructField("path", T.StringType()), T.StructField("nnz", T.LongType()),
+     T.StructField("out_rows", T.BinaryType()), T.StructField("out_counts", T.BinaryType()),
+     T.StructField("bad_weights", T.LongType())]
+)
+_FILES_PA = pa.schema([("path", pa.string()), ("nnz", pa.int64()), ("out_rows", pa.binary()),
+                       ("out_counts", pa.binary()), ("bad_weights", pa.int64())])
+_ARRAYS = ("rows", "indptr", "indices", "data")
+
+
+def _save_block(directory: str, arrays: dict[str, np.ndarray]) -> str:
+    """Write one block's arrays as .npy files under a fresh folder (memory-mapped by the round tasks)."""
+    path = os.path.join(directory, f"block-{uuid.uuid4().hex}")
+    os.makedirs(path)
+    for name, arr in arrays.items():
+        np.save(os.path.join(path, f"{name}.npy"), arr, allow_pickle=False)
+    return path
+
+
+def _load_block(path: str) -> dict[str, np.ndarray]:
+    return {name: np.load(os.path.join(path, f"{name}.npy"), mmap_mode="r") for name in _ARRAYS}
+
+
 @dataclass
 class BroadcastOperator:
-    """Edges ``u -> v`` packed once into cached CSR blocks by destination; see the module docstring.
+    """Edges ``u -> v`` packed once into CSR blocks by destination; see the module docstring.
 
     Build it with :meth:`prepare`; call :meth:`apply` once per round; :meth:`close` when done (it
-    unpersists the blocks and removes the exchange directory).
+    releases the blocks and removes the exchange directory). On a cluster the blocks are cached
+    binary rows that every round's tasks read. In local mode (driver and executors on one machine)
+    they are written once as .npy files into the exchange directory and every round's task
+    memory-maps its block: a scalar PageRank round then moves 8 MB instead of every block's arrays
+    through the JVM (measured 0.6 s against about 0.2 s per round at 1M vertices / 19M edges).
     """
 
     spark: SparkSession
     ids: np.ndarray | None  # sorted vertex ids, or None when the ids are 0..n-1
     n: int
     nnz: int
-    blocks: DataFrame
+    blocks: DataFrame | None  # cached binary blocks (cluster), or None when the blocks are files
     idx_t: type
     exchange: str | None
     seconds_prepared: float
+    block_paths: list[str] | None = None  # local mode: one folder of .npy arrays per block
     _out_degrees: np.ndarray | None = None
     _in_degrees: np.ndarray | None = None
     _calls: int = 0
@@ -121,27 +151,29 @@ class BroadcastOperator:
     def prepare(cls, spark: SparkSession, ids: np.ndarray, edges: DataFrame, parts: int, *,
                 weight: str | None = "weight", undirected: bool = False, local_exchange: bool = True,
                 message_bytes: int = 0) -> BroadcastOperator:
-        """Pack ``edges`` (src, dst[, weight]) over the vertex ``ids`` into ``parts`` cached CSR blocks.
+        """Pack ``edges`` (src, dst[, weight]) over the vertex ``ids`` into ``parts`` CSR blocks.
 
         ``ids``: the vertex ids (long), any order; duplicates raise ValueError. ``undirected``: every
         edge also sends from dst to src (a self-loop then sends twice, as in GraphX's label
-        propagation). ``weight`` None or absent means 1.0 (a null weight also counts 1.0).
-        ``message_bytes``: the size of one round's message matrix, to size the local exchange.
+        propagation). ``weight`` None or absent means 1.0; a null, NaN or infinite weight raises
+        :class:`~lepton_spark.errors.InvalidGraphError`. ``message_bytes``: the size of one round's
+        message matrix, to size the local exchange.
         """
         t0 = time.perf_counter()
         ids = np.sort(np.asarray(ids, dtype=np.int64), kind="stable")
         if len(ids) > 1 and np.any(ids[1:] == ids[:-1]):
-            raise ValueError(f"graph: {int(np.sum(ids[1:] == ids[:-1]))} duplicate vertex ids")
+            raise InvalidGraphError(f"graph: {int(np.sum(ids[1:] == ids[:-1]))} duplicate vertex ids")
         n = len(ids)
         dense = n == 0 or (ids[0] == 0 and ids[-1] == n - 1)
         lookup = None if dense else ids
         idx_t = np.int32 if n < 2**31 else np.int64
-        w = (F.coalesce(F.col(weight).cast("float"), F.lit(1.0).cast("float"))
-             if weight and weight in edges.columns else F.lit(1.0).cast("float"))
+        w = F.col(weight).cast("float") if weight and weight in edges.columns else F.lit(1.0).cast("float")
         e = edges.select(F.col("src").cast("long").alias("src"), F.col("dst").cast("long").alias("dst"),
                          w.alias("weight"))
         if undirected:
             e = e.unionByName(e.select(F.col("dst").alias("src"), F.col("src").alias("dst"), "weight"))
+        # room for the messages (in and out) and the blocks (~12 bytes per edge; 1 GiB covers 80M edges)
+        exchange = local_exchange_dir(spark, max(message_bytes, n * 8), extra=1 << 30) if local_exchange else None
 
         def pack(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             src_l, dst_l, w_l = [], [], []
@@ -160,31 +192,45 @@ class BroadcastOperator:
             bad_weights = int(np.count_nonzero(~np.isfinite(wt)))
             ok = sv & dv
             rows, indptr, indices, data = kernels.csr_from_pairs(dp_[ok], sp_[ok].astype(idx_t), wt[ok])
-            yield pa.RecordBatch.from_pylist(
-                [{"rows": rows.astype(np.int64).tobytes(), "indptr": indptr.tobytes(),
-                  "indices": indices.tobytes(), "data": data.tobytes(), "nnz": len(data),
-                  "out_rows": out_rows.astype(np.int64).tobytes(),
-                  "out_counts": out_counts.astype(np.int64).tobytes(), "bad_weights": bad_weights}],
-                schema=_BLOCK_PA,
-            )
+            row = {"nnz": len(data), "out_rows": out_rows.astype(np.int64).tobytes(),
+                   "out_counts": out_counts.astype(np.int64).tobytes(), "bad_weights": bad_weights}
+            if exchange:
+                arrays = {"rows": rows.astype(np.int64), "indptr": indptr, "indices": indices, "data": data}
+                yield pa.RecordBatch.from_pylist([{"path": _save_block(exchange, arrays), **row}],
+                                                 schema=_FILES_PA)
+            else:
+                yield pa.RecordBatch.from_pylist(
+                    [{"rows": rows.astype(np.int64).tobytes(), "indptr": indptr.tobytes(),
+                      "indices": indices.tobytes(), "data": data.tobytes(), **row}], schema=_BLOCK_PA)
 
-        blocks = e.repartition(parts, "dst").mapInArrow(pack, _BLOCK_SCHEMA).persist()
-        stats = blocks.agg(F.count(F.lit(1)).alias("b"), F.sum("nnz").alias("nnz"),
-                           F.sum("bad_weights").alias("bad")).first()
-        nnz = int(stats["nnz"] or 0)
-        if stats["bad"]:
-            blocks.unpersist()
-            raise InvalidGraphError(f"graph: {int(stats['bad'])} edges have a null, NaN or infinite weight")
-        secs = time.perf_counter() - t0
-        exchange = local_exchange_dir(spark, max(message_bytes, n * 8)) if local_exchange else None
+        packed = e.repartition(parts, "dst")
+        if exchange:
+            files = io.collect_arrow(packed.mapInArrow(pack, _FILES_SCHEMA))
+            blocks, paths = None, files.column("path").to_pylist()
+            nnz, bad, nb = int(pc.sum(files.column("nnz")).as_py() or 0), \
+                int(pc.sum(files.column("bad_weights")).as_py() or 0), files.num_rows
+            out_deg = np.zeros(n, dtype=np.float64)
+            for r, c in zip(files.column("out_rows"), files.column("out_counts")):
+                np.add.at(out_deg, np.frombuffer(_buf(r), np.int64), np.frombuffer(_buf(c), np.int64))
+        else:
+            blocks, paths, out_deg = packed.mapInArrow(pack, _BLOCK_SCHEMA).persist(), None, None
+            stats = blocks.agg(F.count(F.lit(1)).alias("b"), F.sum("nnz").alias("nnz"),
+                               F.sum("bad_weights").alias("bad")).first()
+            nnz, bad, nb = int(stats["nnz"] or 0), int(stats["bad"] or 0), int(stats["b"])
+        op = cls(spark, lookup, n, nnz, blocks, idx_t, exchange, 0.0, paths, out_deg)
+        if bad:
+            op.close()
+            raise InvalidGraphError(f"graph: {bad} edges have a null, NaN or infinite weight")
+        op.seconds_prepared = time.perf_counter() - t0
         log.info("blocks: %d vertices, %d %sedges in %d blocks; prepared in %.2fs%s", n, nnz,
-                 "directed " if not undirected else "undirected ", stats["b"], secs,
-                 f" (local exchange {exchange})" if exchange else "")
-        return cls(spark, lookup, n, nnz, blocks, idx_t, exchange, secs)
+                 "directed " if not undirected else "undirected ", nb, op.seconds_prepared,
+                 f" (local files in {exchange})" if exchange else "")
+        return op
 
     def out_degrees(self) -> np.ndarray:
         """Edges leaving every vertex (float64), counting edges whose dst is not a vertex; computed once."""
         if self._out_degrees is None:
+            assert self.blocks is not None  # local mode computes them while packing
             t = io.collect_arrow(self.blocks.select("out_rows", "out_counts"))
             deg = np.zeros(self.n, dtype=np.float64)
             for r, c in zip(t.column("out_rows"), t.column("out_counts")):
@@ -195,20 +241,28 @@ class BroadcastOperator:
     def in_degrees(self) -> np.ndarray:
         """Weighted in-degree of every vertex (sum of the weights of its in-edges; float64); computed once."""
         if self._in_degrees is None:
-            def sums(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-                for b in batches:
-                    for i in range(b.num_rows):
-                        indptr = np.frombuffer(_buf(b.column("indptr")[i]), dtype=np.int64)
-                        data = np.frombuffer(_buf(b.column("data")[i]), dtype=np.float32).astype(np.float64)
-                        s = np.add.reduceat(data, indptr[:-1]) if len(data) else np.zeros(0)
-                        yield pa.RecordBatch.from_arrays(
-                            [b.column("rows").slice(i, 1), pa.array([s.tobytes()], pa.binary())],
-                            names=["rows", "values"])
-
-            t = io.collect_arrow(self.blocks.select("rows", "indptr", "data").mapInArrow(sums, _OUT_SCHEMA))
             deg = np.zeros(self.n, dtype=np.float64)
-            for r, v in zip(t.column("rows"), t.column("values")):
-                deg[np.frombuffer(_buf(r), np.int64)] = np.frombuffer(_buf(v), np.float64)
+            if self.block_paths is not None:
+                for path in self.block_paths:
+                    b = _load_block(path)
+                    if len(b["data"]):
+                        deg[b["rows"]] = np.add.reduceat(np.asarray(b["data"], np.float64), b["indptr"][:-1])
+            else:
+                assert self.blocks is not None
+
+                def sums(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+                    for b in batches:
+                        for i in range(b.num_rows):
+                            indptr = np.frombuffer(_buf(b.column("indptr")[i]), dtype=np.int64)
+                            data = np.frombuffer(_buf(b.column("data")[i]), dtype=np.float32).astype(np.float64)
+                            s = np.add.reduceat(data, indptr[:-1]) if len(data) else np.zeros(0)
+                            yield pa.RecordBatch.from_arrays(
+                                [b.column("rows").slice(i, 1), pa.array([s.tobytes()], pa.binary())],
+                                names=["rows", "values"])
+
+                t = io.collect_arrow(self.blocks.select("rows", "indptr", "data").mapInArrow(sums, _OUT_SCHEMA))
+                for r, v in zip(t.column("rows"), t.column("values")):
+                    deg[np.frombuffer(_buf(r), np.int64)] = np.frombuffer(_buf(v), np.float64)
             self._in_degrees = deg
         return self._in_degrees
 
@@ -225,7 +279,7 @@ class BroadcastOperator:
         x = np.ascontiguousarray(x)
         self._calls += 1
         k = self._calls
-        idx_t, exchange = self.idx_t, self.exchange
+        idx_t, exchange, paths = self.idx_t, self.exchange, self.block_paths
         x_path = None
         if exchange:
             x_path = os.path.join(exchange, f"x-{k}-{uuid.uuid4().hex}.npy")
@@ -233,49 +287,58 @@ class BroadcastOperator:
         shipped = None if exchange else x  # the closure carries x only when there is no shared directory
         delay = fault_sleep()
 
+        def reduce_block(arrays: dict[str, np.ndarray], xm: np.ndarray) -> np.ndarray:
+            data = arrays["data"] if weighted else np.ones(len(arrays["data"]), dtype=np.float32)
+            return np.ascontiguousarray(kernels.reduce_rows(arrays["indptr"], arrays["indices"], data, xm, reduce))
+
+        def step_files(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            if delay:
+                time.sleep(delay)
+            xm = np.load(x_path, mmap_mode="r")
+            for b in batches:
+                for i in b.column("id").to_pylist():
+                    vals = reduce_block(_load_block(paths[i]), xm)
+                    out = os.path.join(exchange, f"out-{k}-{uuid.uuid4().hex}.npy")
+                    np.save(out + ".tmp.npy", vals, allow_pickle=False)
+                    os.replace(out + ".tmp.npy", out)
+                    yield pa.RecordBatch.from_pylist([{"path": f"{paths[i]}|{out}"}], schema=_PATH_PA)
+
         def step(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             if delay:
                 time.sleep(delay)
             xm = np.load(x_path, mmap_mode="r") if x_path else shipped
             for b in batches:
                 for i in range(b.num_rows):
-                    rows = np.frombuffer(_buf(b.column("rows")[i]), dtype=np.int64)
-                    indptr = np.frombuffer(_buf(b.column("indptr")[i]), dtype=np.int64)
-                    indices = np.frombuffer(_buf(b.column("indices")[i]), dtype=idx_t)
-                    data = np.frombuffer(_buf(b.column("data")[i]), dtype=np.float32)
-                    if not weighted:
-                        data = np.ones(len(data), dtype=np.float32)
-                    vals = np.ascontiguousarray(kernels.reduce_rows(indptr, indices, data, xm, reduce))
-                    if exchange:
-                        path = os.path.join(exchange, f"out-{k}-{uuid.uuid4().hex}.npz")
-                        tmp = path + ".tmp.npz"
-                        np.savez(tmp, rows=rows, vals=vals)
-                        os.replace(tmp, path)
-                        yield pa.RecordBatch.from_arrays([pa.array([path], pa.string())], names=["path"])
-                    else:
-                        yield pa.RecordBatch.from_arrays(
-                            [pa.array([rows.tobytes()], pa.binary()), pa.array([vals.tobytes()], pa.binary())],
-                            names=["rows", "values"],
-                        )
+                    arrays = {"indptr": np.frombuffer(_buf(b.column("indptr")[i]), dtype=np.int64),
+                              "indices": np.frombuffer(_buf(b.column("indices")[i]), dtype=idx_t),
+                              "data": np.frombuffer(_buf(b.column("data")[i]), dtype=np.float32)}
+                    vals = reduce_block(arrays, xm)
+                    yield pa.RecordBatch.from_arrays(
+                        [b.column("rows").slice(i, 1), pa.array([vals.tobytes()], pa.binary())],
+                        names=["rows", "values"])
 
         out_dtype = kernels.reduce_dtype(x.dtype, reduce)
         nxt = np.zeros(x.shape, dtype=out_dtype)
         received = np.zeros(self.n, dtype=bool)
-        if exchange:
-            out = io.collect_arrow(self.blocks.select("rows", "indptr", "indices", "data").mapInArrow(
-                step, _PATH_SCHEMA))
-            try:
-                for path in out.column("path").to_pylist():
-                    with np.load(path, allow_pickle=False) as z:
-                        rows = z["rows"]
-                        nxt[rows] = z["vals"]
-                        received[rows] = True
-                    os.remove(path)
-            finally:
-                os.remove(x_path)
-            return nxt, received
-        out = io.collect_arrow(self.blocks.select("rows", "indptr", "indices", "data").mapInArrow(step, _OUT_SCHEMA))
         tail = x.shape[1:]
+        if paths is not None:
+            try:
+                jobs = self.spark.range(0, len(paths), 1, max(1, len(paths)))
+                out = io.collect_arrow(jobs.mapInArrow(step_files, _PATH_SCHEMA))
+                for item in out.column("path").to_pylist():
+                    block, vals_path = item.split("|")
+                    rows = np.load(os.path.join(block, "rows.npy"), mmap_mode="r")
+                    nxt[rows] = np.load(vals_path)
+                    received[rows] = True
+                    os.remove(vals_path)
+            finally:
+                if x_path:
+                    os.remove(x_path)
+            return nxt, received
+        assert self.blocks is not None
+        out = io.collect_arrow(self.blocks.select("rows", "indptr", "indices", "data").mapInArrow(step, _OUT_SCHEMA))
+        if x_path:
+            os.remove(x_path)
         for r, v in zip(out.column("rows"), out.column("values")):
             rows = np.frombuffer(_buf(r), dtype=np.int64)
             nxt[rows] = np.frombuffer(_buf(v), dtype=out_dtype).reshape((-1, *tail))
@@ -283,8 +346,9 @@ class BroadcastOperator:
         return nxt, received
 
     def close(self) -> None:
-        """Unpersist the cached blocks and remove the local exchange directory."""
-        self.blocks.unpersist()
+        """Release the blocks (unpersist, or delete their files) and remove the local exchange directory."""
+        if self.blocks is not None:
+            self.blocks.unpersist()
         if self.exchange:
             shutil.rmtree(self.exchange, ignore_errors=True)
             self.exchange = None
@@ -294,3 +358,4 @@ class BroadcastOperator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
