@@ -325,7 +325,9 @@ def _report(spark: SparkSession, cfg: BuildConfig, vertices: DataFrame, edges: D
                   "split_counts": {k: splits.get(k, 0) for k in SPLITS},
                   # every (u, v) has its (v, u), each once (duplicates merged): analytics reuse the
                   # directed edge blocks as the undirected ones
-                  "symmetric": bool(cfg.symmetrize)},
+                  "symmetric": bool(cfg.symmetrize),
+                  # features (one length, finite) and weights (finite, >= 0) passed the build's rules
+                  "validated": True},
         "seconds": round(time.perf_counter() - t0, 3),
         "spark_version": spark.version,
     }

@@ -242,6 +242,7 @@ def write_graph(graph: PlanetoidGraph, out_dir: str | Path, source: str | Path |
         "split_sha256": split_hash,
         # every (u, v) has its (v, u), each once: the analytics reuse the directed edge blocks
         "symmetric": bool((graph.adjacency != graph.adjacency.T).nnz == 0),
+        "validated": True,  # features of one length and finite, weights 1.0
     }
     if source is not None:
         meta["raw_sha256"] = {

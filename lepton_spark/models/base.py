@@ -376,6 +376,9 @@ class GraphModel:
         n = int(X.shape[0])
         self._fit_context(ctx, np.asarray(y), _as_index(train_mask, n, "train"),
                           _as_index(val_mask, n, "val"), seed, num_classes)
+        # the normalised inputs (for SGC: the propagated features) of this (A, X): a forward pass over
+        # the same objects right after the fit (the trainer's evaluation) reuses them; release_inputs()
+        self._inputs_cache = (A, X, ctx)
         log.info("%s fitted in %.2fs (%d epochs)", self.model_type, time.perf_counter() - t0,
                  len(self.history_["epoch"]))
         return self
@@ -493,13 +496,18 @@ class GraphModel:
         """
         self._check_fitted()
         self._check_features(X)
-        ctx = self._prepare(A, X)
+        cached = getattr(self, "_inputs_cache", None)
+        ctx = cached[2] if cached is not None and cached[0] is A and cached[1] is X else self._prepare(A, X)
         logits, hidden, _ = self._run(self.params_, self.layers(), ctx, training=False, rng=None)
         probs = softmax(logits)
         if return_hidden:
             h = hidden.toarray() if sp.issparse(hidden) else np.asarray(hidden, dtype=np.float64)
             return probs, h
         return probs
+
+    def release_inputs(self) -> None:
+        """Drop the inputs kept from the last :meth:`fit` (see there)."""
+        self._inputs_cache = None
 
     def predict_proba_local(self, A: Any, X: Any) -> np.ndarray:
         """Class probabilities (n, c) with the local reference path."""

@@ -140,7 +140,10 @@ def train(model_type: str, A: Any, X: Any, y: np.ndarray, masks: Mapping[str, np
     t0 = time.perf_counter()
     model.fit(A, X, y, masks["train"], masks.get("val"), seed=seed)
     fit_s = time.perf_counter() - t0
-    ev = evaluate(model, A, X, y, {k: v for k, v in masks.items() if k in ("train", "val", "test")})
+    try:
+        ev = evaluate(model, A, X, y, {k: v for k, v in masks.items() if k in ("train", "val", "test")})
+    finally:
+        model.release_inputs()
     metrics: dict[str, Any] = {
         "model_type": model.model_type,
         "seed": int(seed),

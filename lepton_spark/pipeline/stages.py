@@ -211,10 +211,14 @@ def propagate_stage(ctx: RunContext) -> None:
     vertices, edges = read_graph(ctx)
     from lepton_spark.graph.propagation import check_features, check_weights
 
-    n, dim = check_features(vertices, "features")  # a graph not made by build may hold bad features
-    check_weights(edges)
-    if n == 0:
-        raise InvalidInputError(f"graph {ctx.graph_dir}: no vertices")
+    meta = io.read_graph_meta(ctx.graph_dir)
+    if meta.get("validated") and meta.get("num_vertices") and meta.get("num_features"):
+        dim = int(meta["num_features"])  # build (or sample) already rejected bad features and weights
+    else:  # a graph not made by build may hold bad features or weights: two scans, clear errors
+        n, dim = check_features(vertices, "features")
+        check_weights(edges)
+        if n == 0:
+            raise InvalidInputError(f"graph {ctx.graph_dir}: no vertices")
     model = load_model_checked(ctx.model_dir, dim, None)
     from lepton_spark.graph import GraphFrame
 
