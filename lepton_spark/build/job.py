@@ -306,10 +306,12 @@ def _report(spark: SparkSession, cfg: BuildConfig, vertices: DataFrame, edges: D
     degrees = degree_stats(vertices, edges)
     components = None
     if m <= cfg.report_components_max_edges:
-        from lepton_spark.graph.frame import GraphFrame
+        from lepton_spark.graph.programs import BlockEngine, components_program, indexed_graph
 
-        components = GraphFrame(vertices.select("id"), edges.select("src", "dst")).connectedComponents() \
-            .select("component").distinct().count()
+        # a symmetrised graph's directed edge blocks serve as its undirected ones (no second packing)
+        with BlockEngine(indexed_graph(vertices.select("id"), edges.select("src", "dst")),
+                         symmetric=cfg.symmetrize) as engine:
+            components = engine.run(components_program(), 2**31 - 2).select("value").distinct().count()
     return {
         "inputs": {"vertices": cfg.vertices, "edges": cfg.edges, "format": cfg.format},
         "counts": {"vertices_in": n_in, "vertices_out": n, "edges_in": m_in, "edges_out": m,

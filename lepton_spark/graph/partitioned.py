@@ -66,9 +66,9 @@ def _cells(col: pa.ChunkedArray, dtype: type) -> list[np.ndarray]:
     return [np.frombuffer(b, dtype=dtype) for b in arrow.binary_cells(col)]
 
 
-def _pack_edges(vertices: DataFrame, edges: DataFrame, blocks: int, keys: list[int]) -> DataFrame:
+def _pack_edges(vertices: DataFrame, edges: DataFrame, blocks: int, keys: list[int], n: int) -> DataFrame:
     """Cached edge blocks, one row per block (schema ``_EBLOCK``), partitioned and sorted by block."""
-    from lepton_spark.graph.propagation import _cogroup, _cut
+    from lepton_spark.graph.propagation import SYM_BROADCAST_MAX_VERTICES, _cogroup, _cut
 
     block = (F.pmod(F.xxhash64("id"), F.lit(blocks)) + 1).cast("int")
     pid = F.element_at(F.array(*[F.lit(k) for k in keys]), block).cast("int")
@@ -78,7 +78,8 @@ def _pack_edges(vertices: DataFrame, edges: DataFrame, blocks: int, keys: list[i
     d = vl.select(F.col("id").alias("dst"), F.col("pid").alias("dpid"), F.col("local").alias("dlocal"))
     w = F.coalesce(F.col("weight").cast("float"), F.lit(1.0).cast("float")) if "weight" in edges.columns \
         else F.lit(1.0).cast("float")
-    e = edges.select("src", "dst", w.alias("weight")).join(s, "src").join(d, "dst", "left").select(
+    small = F.broadcast if n <= SYM_BROADCAST_MAX_VERTICES else (lambda df: df)  # no edge shuffle
+    e = edges.select("src", "dst", w.alias("weight")).join(small(s), "src").join(small(d), "dst", "left").select(
         F.col("spid").alias("pid"), "slocal", "dpid", "dlocal", "weight")
 
     def pack(vt: pa.Table, et: pa.Table) -> pa.Table:
@@ -138,18 +139,20 @@ class PartitionedOperator:
     """Edge blocks of one graph and direction, packed and cached once; :meth:`run` runs a program on them."""
 
     def __init__(self, vertices: DataFrame, edges: DataFrame, *, undirected: bool = False,
-                 config: GraphConfig | None = None, num_blocks: int | None = None) -> None:
+                 config: GraphConfig | None = None, num_blocks: int | None = None,
+                 n_vertices: int | None = None) -> None:
         from lepton_spark.graph.propagation import _block_keys
 
         cfg = config or GraphConfig()
         t0 = time.perf_counter()
         self.spark = vertices.sparkSession
+        n_vertices = vertices.count() if n_vertices is None else n_vertices
         self.blocks = num_blocks or cfg.num_partitions or task_slots(self.spark)
         e = edges.select("src", "dst", *(["weight"] if "weight" in edges.columns else []))
         if undirected:
             e = e.unionByName(e.select(F.col("dst").alias("src"), F.col("src").alias("dst"),
                                        *[c for c in e.columns if c not in ("src", "dst")]))
-        self.eblocks = _pack_edges(vertices, e, self.blocks, _block_keys(self.spark, self.blocks))
+        self.eblocks = _pack_edges(vertices, e, self.blocks, _block_keys(self.spark, self.blocks), n_vertices)
         nb = self.eblocks.count()
         self.seconds_prepared = time.perf_counter() - t0
         log.info("blocks[partitioned]: %d %s blocks prepared in %.2fs", nb,
