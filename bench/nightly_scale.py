@@ -230,6 +230,10 @@ SPARK_READY = re.compile(r"spark \S+ session ready")
 REPORT_DONE = re.compile(r"report written to")
 # the block engine's per-program lines: "pagerank[broadcast]: 20 rounds in 6.50s" / "pagerank[partitioned]: done in 6.32s"
 ALGO_ROUNDS = re.compile(r"(pagerank|components|labelPropagation)\[\w+\]: (?:\d+ rounds in|done in) ([\d.]+)s")
+# preparation (edge blocks packed, features collected) and round lines of propagate and the block engine
+PREP = re.compile(r"(?:propagate\[\w+\]: .*|blocks(?:\[\w+\])?: .*)(?:prepared|edge blocks reused) in ([\d.]+)s")
+PROP_ROUND = re.compile(r"propagate\[\w+\] round \d+/\d+: .* ([\d.]+)s")
+ALGO_ROUND = re.compile(r"(?:pagerank|components|labelPropagation)\[\w+\] round \d+: .* ([\d.]+)s$")
 
 
 def run_nightly(args: argparse.Namespace, raw: Path, work: Path) -> dict[str, Any]:
@@ -247,15 +251,26 @@ def run_nightly(args: argparse.Namespace, raw: Path, work: Path) -> dict[str, An
     manifest = json.loads((run_dir / "runs" / RUN_DATE / "_manifest.json").read_text())
     summary = mon.last_json()
     algo: dict[str, float] = {}
+    phases: dict[str, float] = {}  # "<stage> preparation" / "<stage> rounds" -> seconds
+    stage = ""
     in_analytics = False  # (the build's report counts components too: not part of the analytics stage)
     for line in Path(mon.log).read_text().splitlines():
         if m := STAGE_START.search(line):
-            in_analytics = m.group(1) == "analytics"
+            stage = m.group(1)
+            in_analytics = stage == "analytics"
         elif STAGE_DONE.search(line):
             in_analytics = False
         elif in_analytics and (m := ALGO_ROUNDS.search(line)):
             name = {"labelPropagation": "communities"}.get(m.group(1), m.group(1))
             algo[name] = algo.get(name, 0.0) + float(m.group(2))
+        if stage in ("propagate", "analytics"):
+            if m := PREP.search(line):
+                key = f"{stage} preparation"
+                # propagate logs the blocks' own line and its total: count the total only
+                if not (stage == "propagate" and "lepton_spark.graph.blocks" in line):
+                    phases[key] = phases.get(key, 0.0) + float(m.group(1))
+            elif (m := PROP_ROUND.search(line)) or (m := ALGO_ROUND.search(line)):
+                phases[f"{stage} rounds"] = phases.get(f"{stage} rounds", 0.0) + float(m.group(1))
     ev = mon.events
     stage_s = dict(manifest.get("stage_seconds", {}))
     ready = ev.get("spark_ready")
@@ -269,7 +284,7 @@ def run_nightly(args: argparse.Namespace, raw: Path, work: Path) -> dict[str, An
         "after_spark_up": None if ready is None else mon.wall - ready,
         "test_acc": (manifest.get("model") or {}).get("test_acc", summary.get("model_test_acc")),
         "train": (manifest.get("counts") or {}).get("train"), "counts": manifest.get("counts"),
-        "engine": manifest.get("engine"), "analytics_seconds": algo, "json_line": summary,
+        "engine": manifest.get("engine"), "analytics_seconds": algo, "phase_seconds": phases, "json_line": summary,
         "peak_driver": mon.peak_driver, "peak_children": mon.peak_children, "events": ev, "log": mon.log,
         "graph_dir": manifest.get("graph_dir"), "outputs": str(run_dir / "outputs"),
     }
@@ -404,6 +419,9 @@ def table(args: argparse.Namespace, gen: dict[str, Any], sc: dict[str, Any] | No
     if "test_acc_features_only" in sres:
         accs.append(f"features alone (scipy, K=0) {sres['test_acc_features_only']:.4f}")
     out.append("; ".join(accs))
+    if ni and ni.get("phase_seconds"):
+        out.append("nightly preparation vs rounds (s): " + ", ".join(
+            f"{k} {v:.2f}" for k, v in sorted(ni["phase_seconds"].items())))
     if ni and not ni.get("failed"):
         tr = ni.get("train") or {}
         out.append(f"nightly: engine {ni.get('engine')}, train {json.dumps(tr)}, counts "
