@@ -69,7 +69,7 @@ def _cells(col: pa.ChunkedArray, dtype: type) -> list[np.ndarray]:
 
 def _pack_edges(vertices: DataFrame, edges: DataFrame, blocks: int, keys: list[int], n: int) -> DataFrame:
     """Cached edge blocks, one row per block (schema ``_EBLOCK``), partitioned and sorted by block."""
-    from lepton_spark.graph.propagation import SYM_BROADCAST_MAX_VERTICES, _cogroup, _cut
+    from lepton_spark.graph.propagation import _cogroup, _cut
 
     block = (F.pmod(F.xxhash64("id"), F.lit(blocks)) + 1).cast("int")
     pid = F.element_at(F.array(*[F.lit(k) for k in keys]), block).cast("int")
@@ -79,8 +79,7 @@ def _pack_edges(vertices: DataFrame, edges: DataFrame, blocks: int, keys: list[i
     d = vl.select(F.col("id").alias("dst"), F.col("pid").alias("dpid"), F.col("local").alias("dlocal"))
     w = F.coalesce(F.col("weight").cast("float"), F.lit(1.0).cast("float")) if "weight" in edges.columns \
         else F.lit(1.0).cast("float")
-    small = F.broadcast if n <= SYM_BROADCAST_MAX_VERTICES else (lambda df: df)  # no edge shuffle
-    e = edges.select("src", "dst", w.alias("weight")).join(small(s), "src").join(small(d), "dst", "left").select(
+    e = edges.select("src", "dst", w.alias("weight")).join(s, "src").join(d, "dst", "left").select(
         F.col("spid").alias("pid"), "slocal", "dpid", "dlocal", "weight")
 
     def pack(vt: pa.Table, et: pa.Table) -> pa.Table:

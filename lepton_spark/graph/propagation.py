@@ -437,8 +437,7 @@ def _partitioned_plan(inp: _Inputs, rounds: int, agg: str, blocks: int, native: 
     vl = vfull.select("id", "pid", "local")
     s = vl.select(F.col("id").alias("src"), F.col("pid").alias("spid"), F.col("local").alias("slocal"))
     d = vl.select(F.col("id").alias("dst"), F.col("pid").alias("dpid"), F.col("local").alias("dlocal"))
-    small = F.broadcast if inp.n <= SYM_BROADCAST_MAX_VERTICES else (lambda df: df)  # no edge shuffle
-    e = inp.edges.join(small(s), "src").join(small(d), "dst").select("spid", "slocal", "dpid", "dlocal", "weight")
+    e = inp.edges.join(s, "src").join(d, "dst").select("spid", "slocal", "dpid", "dlocal", "weight")
     indeg = e.groupBy(F.col("dpid").alias("pid"), F.col("dlocal").alias("local")).agg(
         F.count(F.lit(1)).cast("int").alias("indeg"))
     vside = vl.join(indeg, ["pid", "local"], "left").select("pid", "id", "local", F.coalesce("indeg", F.lit(0)).alias("indeg"))
@@ -697,29 +696,26 @@ def _run(inp: _Inputs, rounds: int, agg: str, plan: str, cfg: GraphConfig, nativ
             factors.unpersist()
 
 
-SYM_BROADCAST_MAX_VERTICES = 5_000_000  # degree tables up to this size ride to the edges (no edge shuffle)
-
-
 def sym_edges(edges: DataFrame, ids: DataFrame, n: int) -> tuple[DataFrame, DataFrame]:
     """GCN's ``D^-1/2 (A + I) D^-1/2`` as an edge table: every edge weighted ``w / sqrt(d_src d_dst)`` plus
     one loop ``1 / d_v`` per vertex, with ``d`` the weighted in-degree (edges from vertices) plus 1.
 
     Multi-edges stay separate rows (a round sums them, as it sums the merged weight), so unlike
     :func:`~lepton_spark.graph.normalize.normalize_edges` nothing is grouped by (src, dst): one
-    aggregation by dst and two lookups of the per-vertex factor, broadcast up to
-    ``SYM_BROADCAST_MAX_VERTICES`` vertices. Edges whose src or dst is not a vertex are dropped, as
+    aggregation by dst and two joins with the per-vertex factor (shuffle joins: this is the plan for
+    graphs whose vertex tables are large; broadcasting them ran a 4 GiB driver out of heap at 1M
+    vertices). Edges whose src or dst is not a vertex are dropped, as
     propagation ignores them. The same operator as the broadcast plan's on-the-fly scaling.
     Returns the edge table and the persisted per-vertex factors (unpersist them when done).
     """
-    small = F.broadcast if n <= SYM_BROADCAST_MAX_VERTICES else (lambda df: df)
-    valid = edges.join(small(ids.select(F.col("id").alias("src"))), "src", "left_semi") \
-        .join(small(ids.select(F.col("id").alias("dst"))), "dst", "left_semi")
+    valid = edges.join(ids.select(F.col("id").alias("src")), "src", "left_semi") \
+        .join(ids.select(F.col("id").alias("dst")), "dst", "left_semi")
     deg = valid.groupBy(F.col("dst").alias("id")).agg(F.sum(F.col("weight").cast("double")).alias("deg"))
     dinv = ids.join(deg, "id", "left").select(
         "id", (F.lit(1.0) / F.sqrt(F.coalesce(F.col("deg"), F.lit(0.0)) + F.lit(1.0))).alias("dinv"))
     dinv = dinv.persist()
-    e = valid.join(small(dinv.select(F.col("id").alias("src"), F.col("dinv").alias("_ds"))), "src") \
-        .join(small(dinv.select(F.col("id").alias("dst"), F.col("dinv").alias("_dd"))), "dst") \
+    e = valid.join(dinv.select(F.col("id").alias("src"), F.col("dinv").alias("_ds")), "src") \
+        .join(dinv.select(F.col("id").alias("dst"), F.col("dinv").alias("_dd")), "dst") \
         .select("src", "dst", (F.col("weight") * F.col("_ds") * F.col("_dd")).cast("float").alias("weight"))
     loops = dinv.select(F.col("id").alias("src"), F.col("id").alias("dst"),
                         (F.col("dinv") * F.col("dinv")).cast("float").alias("weight"))
