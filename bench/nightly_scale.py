@@ -450,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default="", help="default: /tmp/lepton-nightly-scale/n<N>-m<M>-d<D>-c<C>-s<S>")
     ap.add_argument("--jar", default="", help=f"real GraphFrames jar (e.g. {DEFAULT_JAR}); omitted: no GraphFrames")
     ap.add_argument("--plan", choices=["auto", "partitioned"], default="auto", help="graph.plan of the nightly")
-    ap.add_argument("--driver-memory", default="8g", help="spark.driver_memory of the nightly (and GraphFrames)")
+    ap.add_argument("--driver-memory", default="4g", help="spark.driver_memory of the nightly (and GraphFrames); 4g = the project default")
     ap.add_argument("--extra-set", action="append", default=[], metavar="KEY=VALUE",
                     help="more --set overrides for the nightly (repeatable; applied last)")
     ap.add_argument("--skip-scipy", action="store_true")
