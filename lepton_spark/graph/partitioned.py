@@ -67,7 +67,7 @@ def _cells(col: pa.ChunkedArray, dtype: type) -> list[np.ndarray]:
     return [np.frombuffer(b, dtype=dtype) for b in arrow.binary_cells(col)]
 
 
-def _pack_edges(vertices: DataFrame, edges: DataFrame, blocks: int, keys: list[int], n: int) -> DataFrame:
+def _pack_edges(vertices: DataFrame, edges: DataFrame, blocks: int, keys: list[int]) -> DataFrame:
     """Cached edge blocks, one row per block (schema ``_EBLOCK``), partitioned and sorted by block."""
     from lepton_spark.graph.propagation import _cogroup, _cut
 
@@ -139,14 +139,12 @@ class PartitionedOperator:
     """Edge blocks of one graph and direction, packed and cached once; :meth:`run` runs a program on them."""
 
     def __init__(self, vertices: DataFrame, edges: DataFrame, *, undirected: bool = False,
-                 config: GraphConfig | None = None, num_blocks: int | None = None,
-                 n_vertices: int | None = None) -> None:
+                 config: GraphConfig | None = None, num_blocks: int | None = None) -> None:
         from lepton_spark.graph.propagation import _block_keys
 
         cfg = config or GraphConfig()
         t0 = time.perf_counter()
         self.spark = vertices.sparkSession
-        n_vertices = vertices.count() if n_vertices is None else n_vertices
         e = edges.select("src", "dst", *(["weight"] if "weight" in edges.columns else []))
         if undirected:
             e = e.unionByName(e.select(F.col("dst").alias("src"), F.col("src").alias("dst"),
@@ -156,7 +154,7 @@ class PartitionedOperator:
         # measured: 20M edges per group ran a 4 GiB driver out of heap
         edge_blocks = math.ceil(e.count() * 24 / max(1, cfg.block_max_bytes)) if not num_blocks else 0
         self.blocks = num_blocks or max(cfg.num_partitions or task_slots(self.spark), edge_blocks)
-        self.eblocks = _pack_edges(vertices, e, self.blocks, _block_keys(self.spark, self.blocks), n_vertices)
+        self.eblocks = _pack_edges(vertices, e, self.blocks, _block_keys(self.spark, self.blocks))
         nb = self.eblocks.count()
         self.seconds_prepared = time.perf_counter() - t0
         log.info("blocks[partitioned]: %d %s blocks prepared in %.2fs", nb,

@@ -263,8 +263,7 @@ class BlockEngine:
                 from lepton_spark.graph.partitioned import PartitionedOperator
 
                 self._ops[direction] = PartitionedOperator(self.ig.vertices, e, undirected=undirected,
-                                                           config=self.cfg, num_blocks=self.num_blocks,
-                                                           n_vertices=self.n)
+                                                           config=self.cfg, num_blocks=self.num_blocks)
             else:
                 parts = self.cfg.num_partitions or shuffle_partitions(self.spark)
                 self._ops[direction] = BroadcastOperator.prepare(

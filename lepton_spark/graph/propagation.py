@@ -686,7 +686,7 @@ def _run(inp: _Inputs, rounds: int, agg: str, plan: str, cfg: GraphConfig, nativ
                                normalize, operator_key)
     factors = None
     if normalize == "sym":
-        inp.edges, factors = sym_edges(inp.edges, inp.x0.select("id"), inp.n)
+        inp.edges, factors = sym_edges(inp.edges, inp.x0.select("id"))
     slots = cfg.num_partitions or task_slots(inp.spark)
     blocks = num_blocks or num_partitioned_blocks(size, slots, cfg.block_max_bytes)
     try:
@@ -696,7 +696,7 @@ def _run(inp: _Inputs, rounds: int, agg: str, plan: str, cfg: GraphConfig, nativ
             factors.unpersist()
 
 
-def sym_edges(edges: DataFrame, ids: DataFrame, n: int) -> tuple[DataFrame, DataFrame]:
+def sym_edges(edges: DataFrame, ids: DataFrame) -> tuple[DataFrame, DataFrame]:
     """GCN's ``D^-1/2 (A + I) D^-1/2`` as an edge table: every edge weighted ``w / sqrt(d_src d_dst)`` plus
     one loop ``1 / d_v`` per vertex, with ``d`` the weighted in-degree (edges from vertices) plus 1.
 
