@@ -172,3 +172,22 @@ def test_mode_and_min_kernels_by_hand():
     # summed counts from several partials: row 0 gets 2x label 8 and 1+1 of label 2 -> tie -> 2
     out = mode_of_counts(2, np.array([0, 0, 0, 1]), np.array([8, 2, 2, 6]), np.array([2, 1, 1, 3]))
     assert out.tolist() == [2, 6]
+
+
+def test_stale_exchange_directories_of_dead_drivers_are_removed(tmp_path):
+    """A killed driver leaves its /dev/shm exchange behind; the next run removes it (not live ones)."""
+    import os
+    import subprocess
+    import sys
+
+    from lepton_spark.graph.blocks import EXCHANGE_PREFIX, remove_stale_exchanges
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # a pid that has exited
+    stale = tmp_path / f"{EXCHANGE_PREFIX}{dead}-abc"
+    live = tmp_path / f"{EXCHANGE_PREFIX}{os.getppid()}-def"
+    other = tmp_path / "lepton-blocks-nopid"
+    for d in (stale, live, other):
+        (d / "block-1").mkdir(parents=True)
+    assert remove_stale_exchanges(str(tmp_path)) == [str(stale)]
+    assert not stale.exists() and live.exists() and other.exists()

@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -88,11 +89,45 @@ def local_exchange_dir(spark: SparkSession, nbytes: int, extra: int = 0) -> str 
         return None
     for base in ("/dev/shm", tempfile.gettempdir()):
         try:
+            remove_stale_exchanges(base)
             if os.path.isdir(base) and shutil.disk_usage(base).free > 3 * nbytes + extra + (64 << 20):
-                return tempfile.mkdtemp(prefix="lepton-blocks-", dir=base)
+                return tempfile.mkdtemp(prefix=f"{EXCHANGE_PREFIX}{os.getpid()}-", dir=base)
         except OSError:
             continue
     return None
+
+
+EXCHANGE_PREFIX = "lepton-blocks-"
+
+
+def remove_stale_exchanges(base: str) -> list[str]:
+    """Remove exchange directories under ``base`` whose driver process is gone; returns their paths.
+
+    A driver that is killed (a crashed or cancelled nightly) cannot remove its exchange, and in
+    /dev/shm that is memory: the next run on the machine removes it. The directory name carries the
+    driver's pid (``lepton-blocks-<pid>-...``); names without one are left alone.
+    """
+    removed = []
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(EXCHANGE_PREFIX):
+            continue
+        pid = name[len(EXCHANGE_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # the owner is alive
+        except ProcessLookupError:
+            pass
+        except OSError:  # e.g. no permission to signal it: alive, not ours
+            continue
+        shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+        removed.append(os.path.join(base, name))
+    return removed
 
 
 def _buf(value: pa.Scalar) -> pa.Buffer:
@@ -204,6 +239,17 @@ class BroadcastOperator:
                       "indices": indices.tobytes(), "data": data.tobytes(), **row}], schema=_BLOCK_PA)
 
         packed = e.repartition(parts, "dst")
+        try:
+            return cls._pack(spark, packed, pack, exchange, lookup, n, idx_t, undirected, t0)
+        except BaseException:
+            if exchange:
+                shutil.rmtree(exchange, ignore_errors=True)
+            raise
+
+    @classmethod
+    def _pack(cls, spark: SparkSession, packed: DataFrame, pack: Any, exchange: str | None,
+              lookup: np.ndarray | None, n: int, idx_t: type, undirected: bool, t0: float) -> BroadcastOperator:
+        """Run the packing job (files in ``exchange``, or cached binary rows) and build the operator."""
         if exchange:
             files = io.collect_arrow(packed.mapInArrow(pack, _FILES_SCHEMA))
             blocks, paths = None, files.column("path").to_pylist()
