@@ -32,6 +32,7 @@ from pyspark.sql import types as T
 
 from lepton_spark.config import GraphConfig
 from lepton_spark.graph import arrow, kernels
+from lepton_spark.graph.propagation import _cell  # the one reader of a block row's binary cell
 from lepton_spark.session import task_slots
 
 if TYPE_CHECKING:
@@ -55,12 +56,6 @@ _EBLOCK_PA = pa.schema([(f.name, {"pid": pa.int32(), "n": pa.int64()}.get(f.name
 _MSG_PA = pa.schema([(f.name, {"pid": pa.int32(), "kind": pa.int32(), "delta": pa.float64()}.get(f.name, pa.binary()))
                      for f in _MSG])
 _CHUNK_ROWS = 1 << 16  # entries per partial value
-
-
-def _cell(table: pa.Table, name: str, dtype: type) -> np.ndarray:
-    value = table.column(name)[0]
-    buf = value.as_buffer() if hasattr(value, "as_buffer") else pa.py_buffer(value.as_py())
-    return np.frombuffer(buf, dtype=dtype)
 
 
 def _cells(col: pa.ChunkedArray, dtype: type) -> list[np.ndarray]:
