@@ -45,7 +45,7 @@ import numpy as np
 
 from lepton_spark.models.base import GraphModel
 from lepton_spark.models.layers import softmax_cross_entropy
-from lepton_spark.models.registry import create_model
+from lepton_spark.models.registry import MODEL_TYPES, create_model
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +131,16 @@ def train(model_type: str, A: Any, X: Any, y: np.ndarray, masks: Mapping[str, np
           hparams: Mapping[str, Any] | None = None, seed: int = 0) -> tuple[GraphModel, dict[str, Any]]:
     """Fit ``model_type`` (gcn | sage | sgc | sign | appnp) on the driver; see the module docstring.
 
+    A link model (``gae``) is trained by :func:`lepton_spark.models.gae.train_link_model` instead: it
+    ignores ``y`` and ``masks`` and returns link metrics (val/test AUC and AP).
+
     ``masks`` maps "train" (required), "val" (early stopping / selection) and "test" (reported only)
     to boolean arrays of length n. ``hparams`` override the model defaults.
     """
+    if getattr(MODEL_TYPES.get(str(model_type).lower()), "task", "node") == "link":
+        from lepton_spark.models.gae import train_link_model  # link models ignore labels and masks
+
+        return train_link_model(model_type, A, X, hparams, seed)
     if "train" not in masks:
         raise ValueError("masks must contain 'train'")
     model = create_model(model_type, **dict(hparams or {}))
