@@ -35,11 +35,12 @@ from lepton_spark.pipeline import publish
 
 log = logging.getLogger(__name__)
 
-STAGES = ("build", "train", "propagate", "analytics", "embed", "report")
+STAGES = ("build", "train", "propagate", "analytics", "embed", "links", "report")
 STAGE_TABLES = {
     "propagate": ("embeddings", "predictions"),
     "analytics": ("pagerank", "components", "communities"),
     "embed": ("walk_embeddings",),
+    "links": ("edge_scores", "link_predictions"),
 }
 
 
@@ -102,9 +103,10 @@ def run_pipeline(spark: SparkSession, cfg: Config, *, output: str, run_date: str
         publish.clean_staging(ctx.output, ctx.run_id)
     log.info("run %s: date %s, stages %s, output %s", ctx.run_id, run_date, ",".join(stages), ctx.output)
     from lepton_spark.pipeline import stages as impl
+    from lepton_spark.pipeline.links import links_stage
 
     handlers = {"build": impl.build_stage, "train": impl.train_stage, "propagate": impl.propagate_stage,
-                "analytics": impl.analytics_stage, "embed": impl.embed_stage}
+                "analytics": impl.analytics_stage, "embed": impl.embed_stage, "links": links_stage}
     from lepton_spark.graph.propagation import OperatorCache
 
     ctx.operators = OperatorCache()

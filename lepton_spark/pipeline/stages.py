@@ -129,14 +129,16 @@ def train_stage(ctx: RunContext) -> None:
     model_dir = io.join_path(ctx.run_dir, "model")
     summary = train_model(ctx.spark, ctx.cfg, ctx.graph_dir, model_dir, hparams=_hparams(ctx))
     ctx.model_dir = model_dir
-    ctx.counts["train"] = {k: summary.get(k) for k in ("train_acc", "val_acc", "test_acc", "epochs_run",
-                                                       "majority_rate", "underfit", "feature_norm")}
+    keys = ("train_acc", "val_acc", "test_acc", "epochs_run", "majority_rate", "underfit", "feature_norm")
+    if summary.get("task") == "link":
+        keys = ("val_auc", "val_ap", "test_auc", "test_ap", "epochs_run", "feature_norm")
+    ctx.counts["train"] = {k: summary.get(k) for k in keys}
 
 
 def train_model(spark: SparkSession, cfg: Any, graph_dir: str, model_dir: str,
                 hparams: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``cfg.model.type`` on the graph in ``graph_dir``; write model.npz + model.json to model_dir."""
-    from lepton_spark.models import create_model
+    from lepton_spark.models import MODEL_TYPES, create_model
     from lepton_spark.models.artifact import data_fingerprint
     from lepton_spark.models.trainer import train
 
@@ -155,7 +157,8 @@ def train_model(spark: SparkSession, cfg: Any, graph_dir: str, model_dir: str,
         fingerprint = {"num_vertices": n, "num_edges": edges.count(), "trained_from": "spark-propagated features"}
     else:
         data = local_graph(spark, vertices, edges, graph_dir)
-        if not data["masks"]["train"].any():
+        link = getattr(MODEL_TYPES.get(cfg.model.type), "task", "node") == "link"  # learns from edges, no labels
+        if not link and not data["masks"]["train"].any():
             raise InvalidInputError(f"graph {graph_dir}: no labelled vertices with split 'train'")
         model, metrics = train(cfg.model.type, data["A"], data["X"], data["y"], data["masks"], hp, cfg.train.seed)
         fingerprint = data_fingerprint(data["A"], data["X"], data["masks"], data["ids"])
@@ -234,6 +237,11 @@ def propagate_stage(ctx: RunContext) -> None:
         propagate_options={"checkpoint": io.join_path(ctx.work_dir, "propagate"), "on_round": on_round,
                            "config": ctx.cfg.graph, "operators": ctx.operators, "operator_key": ctx.graph_dir},
     )
+    if getattr(model, "task", "node") == "link":  # a link model has no class predictions: embeddings only
+        ctx.counts.setdefault("skipped_tables", {})["predictions"] = \
+            f"{model.model_type} is a link model: no class predictions (see the links stage)"
+        stage_df(ctx, out.select("id", F.col("embedding").cast("array<float>").alias("embedding")), "embeddings")
+        return
     out = out.persist()
     try:
         stage_df(ctx, out.select("id", F.col("embedding").cast("array<float>").alias("embedding")), "embeddings")
