@@ -14,7 +14,6 @@ from lepton_spark.links.metrics import average_precision, roc_auc
 from lepton_spark.links.split import EdgeSplit, pair_codes, split_edges, undirected_pairs
 from lepton_spark.models import create_model
 from lepton_spark.models.artifact import load_model, save_model
-from lepton_spark.models.base import Context
 from lepton_spark.models.gae import (
     GAE,
     ReconTarget,
@@ -23,7 +22,6 @@ from lepton_spark.models.gae import (
     score_pairs,
     train_link_model,
 )
-from lepton_spark.models.layers import GraphOperators
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,16 +183,22 @@ def _numeric_grad(f, params: dict[str, np.ndarray], eps: float = 1e-6) -> dict[s
     return out
 
 
-@pytest.mark.parametrize("variational,mode,weight_decay", [(False, "full", 0.0), (False, "sampled", 0.0),
-                                                            (True, "full", 0.01), (True, "sampled", 0.0)])
-def test_gradients_match_finite_differences(variational: bool, mode: str, weight_decay: float) -> None:
+@pytest.mark.parametrize("variational,mode,weight_decay,encoder", [
+    (False, "full", 0.0, "gcn"), (False, "sampled", 0.0, "gcn"), (True, "full", 0.01, "gcn"),
+    (True, "sampled", 0.0, "gcn"), (False, "full", 0.0, "sgc"), (False, "pairs", 0.0, "sgc"),
+    (True, "pairs", 0.0, "sgc")])
+def test_gradients_match_finite_differences(variational: bool, mode: str, weight_decay: float,
+                                            encoder: str) -> None:
     A, X = _tiny(4)
     n = A.shape[0]
-    model = GAE(hidden=(4, 3), variational=variational, weight_decay=weight_decay)
+    model = GAE(hidden=(4, 3), variational=variational, weight_decay=weight_decay, encoder=encoder)
     model.resolve_feature_norm(X)
     split = split_edges(A, val_frac=0.2, test_frac=0.2, seed=0)
-    ctx = Context(model._normalized(X), GraphOperators(split.train_adjacency(A)))
+    ctx = model._context(split.train_adjacency(A), X)
+    assert (ctx.graph is None) == (encoder == "sgc")
     target = ReconTarget.from_pairs(split.train, n)
+    if mode == "pairs":  # ordered positive pairs and some negatives, as fit_pairs passes them
+        target = (np.vstack([split.train, split.train[:, ::-1]]), np.vstack([split.val_neg, split.test_neg]))
     layers = model._build_layers(X.shape[1], 0)
     params = model._init_params(layers, np.random.default_rng(0))
     noise = np.random.default_rng(5).standard_normal((n, 3))
@@ -313,6 +317,25 @@ def test_gae_hyperparameters_and_errors(planted) -> None:
     wrong = EdgeSplit(3, *(np.zeros((0, 2), np.int64),) * 5, seed=0)
     with pytest.raises(ValueError, match="for 3 vertices"):
         GAE(epochs=1).fit(A, X, split=wrong)
+
+
+def test_sgc_encoder_and_pair_training(planted) -> None:
+    """The large-graph path's model on the driver: fit_pairs on the rows S^K X of a planted graph, with
+    sampled training pairs and a uniform negative pool, reaches the full fit's quality."""
+    A, X = planted
+    split = split_edges(A, seed=2)
+    model = GAE(encoder="sgc", epochs=100)
+    Zin = model.row_inputs(split.train_adjacency(A), X)
+    pool = np.random.default_rng(0).choice(A.shape[0], 300, replace=False)
+    model.fit_pairs(Zin, split.train, pool, val=(split.val, split.val_neg), test=(split.test, split.test_neg))
+    assert model.loss_mode_ == "pairs" and model.link_metrics_["test_auc"] > 0.85
+    # embed_local on the training graph = the MLP on the row inputs; the twin plan agrees
+    np.testing.assert_allclose(model.embed_local(split.train_adjacency(A), X), model.embed_rows(Zin), atol=1e-12)
+    np.testing.assert_allclose(model.forward_twin(A, X).embedding, model.embed_local(A, X), atol=1e-5)
+    full = GAE(encoder="sgc", epochs=100).fit(A, X, split=split)
+    assert full.link_metrics_["test_auc"] > 0.85
+    with pytest.raises(TypeError, match="sgc encoder"):
+        GAE().fit_pairs(Zin, split.train, pool, val=(split.val, split.val_neg), test=(split.test, split.test_neg))
 
 
 def test_patience_keeps_best_validation_weights(planted) -> None:

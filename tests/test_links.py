@@ -233,6 +233,34 @@ def test_links_and_train_subcommands(spark, link_nightly, tmp_path, capsys) -> N
     assert 0.0 <= line["test_auc"] <= 1.0
 
 
+def test_large_graph_path_trains_from_spark_propagated_features(spark, link_nightly, tmp_path, capsys) -> None:
+    """Above train.local_max_nodes, gae (sgc encoder) trains from sampled pairs of Spark-propagated
+    features; its Spark forward pass equals the driver's; the gcn encoder is refused (usage, exit 2)."""
+    from lepton_spark.graph import GraphFrame
+    from lepton_spark.models.artifact import load_model
+    from lepton_spark.pipeline.stages import local_graph
+
+    _, graph, _, _ = link_nightly
+    base = ["train", "--graph", str(graph), "--set", "model.type=gae", "--set", "train.local_max_nodes=10"]
+    rc = main([*base, "--output", str(tmp_path / "m"), "--set", "model.params={encoder: sgc, epochs: 100}"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    line = json.loads(captured.out.strip().splitlines()[-1])
+    assert line["test_auc"] > 0.85 and line["test_ap"] > 0.8, line
+    card = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert card["metrics"]["other"]["path"] == "spark-propagated features"
+    assert card["metrics"]["other"]["edge_split"]["sampled"]["test"] > 0
+    model = load_model(tmp_path / "m")
+    vertices, edges = spark.read.parquet(str(graph / "vertices")), spark.read.parquet(str(graph / "edges"))
+    data = local_graph(spark, vertices, edges, str(graph))
+    got = model.forward_spark(GraphFrame(vertices, edges)).toPandas().sort_values("id")
+    Z = np.stack(got["embedding"].to_numpy()).astype(np.float64)
+    assert np.abs(Z - model.embed_local(data["A"], data["X"])).max() <= 1e-5
+    rc = main([*base, "--output", str(tmp_path / "m2")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "encoder: sgc" in err
+
+
 def test_links_bad_inputs_get_clear_errors(spark, link_nightly, tmp_path, capsys) -> None:
     from .test_cli import _tiny_model
 

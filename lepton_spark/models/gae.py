@@ -47,6 +47,7 @@ from lepton_spark.links.split import EdgeSplit, split_edges
 from lepton_spark.models.base import Context, GraphModel
 from lepton_spark.models.layers import (
     Adam,
+    Dense,
     Dropout,
     GraphConv,
     GraphOperators,
@@ -56,11 +57,13 @@ from lepton_spark.models.layers import (
     glorot,
     l2_penalty,
 )
+from lepton_spark.models.normalize import sym_propagation
 from lepton_spark.models.plan import LocalForward, LocalOps, Ops, SparkOps
 
 log = logging.getLogger(__name__)
 
 LOSSES = ("auto", "full", "sampled")
+ENCODERS = ("gcn", "sgc")
 #: entries of ``Z Z^T`` computed at once by the exact loss (32 MiB of float64 per temporary)
 BLOCK_ENTRIES = 1 << 22
 
@@ -182,6 +185,25 @@ def recon_loss_sampled(Z: np.ndarray, target: ReconTarget, rng: np.random.Genera
     return c * loss, c * _scatter_grad(Z, rows, cols, g)
 
 
+def recon_loss_pairs(Z: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> tuple[float, np.ndarray]:
+    """Balanced pair loss ``(mean_pos softplus(-s) + mean_neg softplus(s)) / 2`` over ordered index
+    pairs (rows of ``Z``) and its gradient: what the reference's weighted loss reduces to when the
+    positives are the edges and the negatives uniform pairs (``norm * pos_weight = 1 / 2E``,
+    ``norm ~ 1/2``), used by the large-graph path on sampled pairs."""
+    pos = np.asarray(pos, dtype=np.int64).reshape(-1, 2)
+    neg = np.asarray(neg, dtype=np.int64).reshape(-1, 2)
+    if not pos.size or not neg.size:
+        raise ValueError("the pair loss needs positive and negative pairs")
+    s_pos = np.einsum("ij,ij->i", Z[pos[:, 0]], Z[pos[:, 1]])
+    s_neg = np.einsum("ij,ij->i", Z[neg[:, 0]], Z[neg[:, 1]])
+    loss = 0.5 * (float(_softplus(-s_pos).mean()) + float(_softplus(s_neg).mean()))
+    g = np.concatenate([-0.5 * (1.0 - sigmoid(s_pos)) / len(pos), 0.5 * sigmoid(s_neg) / len(neg)])
+    rows = np.concatenate([pos[:, 0], neg[:, 0]])
+    cols = np.concatenate([pos[:, 1], neg[:, 1]])
+    # d s_ij / d z_i = z_j, d s_ij / d z_j = z_i: (G + G^T) Z with G holding each pair once
+    return loss, _scatter_grad(Z, rows, cols, g)
+
+
 def kl_term(mu: np.ndarray, logstd: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """VGAE's ``-KL`` contribution to the cost (the reference subtracts
     ``(0.5 / n) * mean_i sum_j (1 + 2 log s - mu^2 - s^2)``) and its gradients wrt ``mu``, ``log s``."""
@@ -211,28 +233,37 @@ class GAE(GraphModel):
     200 epochs, no dropout, no weight decay, no early stopping, features used as given
     (``feature_norm="none"``, as the reference code feeds the raw bag-of-words), 85/5/10 edge split.
 
+    ``encoder``: ``gcn`` (the paper's: a propagation round inside every layer) or ``sgc`` (``K``
+    parameter-free rounds ``S^K X`` first, then the same widths as dense layers -- the encoder the
+    large-graph path trains from Spark-propagated features, :mod:`lepton_spark.links.large`).
     ``loss``: ``full`` (exact, O(n^2 d) per epoch), ``sampled`` (unbiased estimate, O(E d)) or ``auto``
     (full up to ``full_max_nodes`` vertices). ``early_stopping``: ``none`` or ``patience`` (stop after
     ``patience`` epochs without a better validation AUC + AP, keep the best weights).
+    ``max_train_pairs``/``max_eval_pairs``: pair samples of the large-graph path.
 
-    Fitted attributes besides the base class's: ``split_`` (the :class:`EdgeSplit`), ``history_``
-    (epoch, train_loss, val_auc, val_ap), ``link_metrics_`` (val/test AUC and AP).
+    Fitted attributes besides the base class's: ``split_`` (the :class:`EdgeSplit`; None on the
+    large-graph path), ``history_`` (epoch, train_loss, val_auc, val_ap), ``link_metrics_`` (val/test
+    AUC and AP), ``loss_mode_``.
     """
 
     model_type = "gae"
     task: ClassVar[str] = "link"
 
-    def __init__(self, *, hidden: int | Sequence[int] = (32, 16), variational: bool = False, dropout: float = 0.0,
-                 feature_norm: str = "none", lr: float = 0.01, weight_decay: float = 0.0, epochs: int = 200,
-                 early_stopping: str = "none", patience: int = 50, val_frac: float = 0.05,
-                 test_frac: float = 0.10, loss: str = "auto", full_max_nodes: int = 10_000,
-                 neg_ratio: float = 5.0) -> None:
+    def __init__(self, *, hidden: int | Sequence[int] = (32, 16), variational: bool = False, encoder: str = "gcn",
+                 K: int = 2, dropout: float = 0.0, feature_norm: str = "none", lr: float = 0.01,
+                 weight_decay: float = 0.0, epochs: int = 200, early_stopping: str = "none", patience: int = 50,
+                 val_frac: float = 0.05, test_frac: float = 0.10, loss: str = "auto", full_max_nodes: int = 10_000,
+                 neg_ratio: float = 5.0, max_train_pairs: int = 200_000, max_eval_pairs: int = 20_000) -> None:
         super().__init__(feature_norm=feature_norm, lr=lr, weight_decay=weight_decay, weight_decay_on="weights",
                          epochs=epochs, early_stopping="none", patience=patience)
         if early_stopping not in ("none", "patience"):
             raise ValueError(f"early_stopping must be 'none' or 'patience' for gae, got {early_stopping!r}")
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
+        if K < 0:
+            raise ValueError(f"K must be >= 0, got {K}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if neg_ratio <= 0:
@@ -241,16 +272,22 @@ class GAE(GraphModel):
             raise ValueError(f"full_max_nodes must be >= 0, got {full_max_nodes}")
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
+        if max_train_pairs < 1 or max_eval_pairs < 1:
+            raise ValueError("max_train_pairs and max_eval_pairs must be >= 1")
         self.early_stopping = early_stopping
         self.hidden = _dims(hidden)
         self.variational = bool(variational)
+        self.encoder = encoder
+        self.K = int(K)
         self.dropout = float(dropout)
         self.val_frac = float(val_frac)
         self.test_frac = float(test_frac)
         self.loss = loss
         self.full_max_nodes = int(full_max_nodes)
         self.neg_ratio = float(neg_ratio)
-        self._hidden_at = 3 * len(self.hidden) - 2  # the last GraphConv
+        self.max_train_pairs = int(max_train_pairs)
+        self.max_eval_pairs = int(max_eval_pairs)
+        self._hidden_at = 3 * len(self.hidden) - 2  # the last weight layer
 
     @classmethod
     def _param_names(cls) -> list[str]:
@@ -266,24 +303,29 @@ class GAE(GraphModel):
         return self.hidden[-1]
 
     def _build_layers(self, d: int, c: int) -> list[Layer]:
-        """``[dropout -> GraphConv -> ReLU] * (len(hidden) - 1)``, dropout, GraphConv to the embedding
-        (twice as wide for VGAE: ``[mu | log sigma]``). ``c`` (classes) is ignored."""
+        """``[dropout -> W -> ReLU] * (len(hidden) - 1)``, dropout, W to the embedding (twice as wide
+        for VGAE: ``[mu | log sigma]``); ``W`` is a GraphConv (``gcn``) or Dense (``sgc``), no bias.
+        ``c`` (classes) is ignored."""
         dims = (d, *self.hidden)
+        layer = GraphConv if self.encoder == "gcn" else Dense
         layers: list[Layer] = []
         for i in range(len(dims) - 1):
             out = dims[i + 1] * (2 if self.variational and i == len(dims) - 2 else 1)
             layers.append(Dropout(f"drop{i}", self.dropout))
-            layers.append(GraphConv(f"gc{i}", dims[i], out, bias=False))
+            layers.append(layer(f"gc{i}", dims[i], out, bias=False))
             if i < len(dims) - 2:
                 layers.append(ReLU(f"relu{i}"))
         return layers
+
+    def _weight_layers(self) -> list[Any]:
+        return [lay for lay in self.layers() if isinstance(lay, GraphConv | Dense)]
 
     def _init_params(self, layers: list[Layer], rng: np.random.Generator) -> Params:
         params: Params = {}
         for layer in layers:
             params.update(layer.init(rng))
         if self.variational:  # mu and log sigma weights initialised as two Glorot matrices
-            last = [lay for lay in layers if isinstance(lay, GraphConv)][-1]
+            last = [lay for lay in layers if isinstance(lay, GraphConv | Dense)][-1]
             h = self.embedding_dim
             params[f"{last.name}.W"] = np.hstack([glorot(rng, last.d_in, h), glorot(rng, last.d_in, h)])
         return params
@@ -292,13 +334,35 @@ class GAE(GraphModel):
         """The embedding from the last layer's output (VGAE: the ``mu`` half)."""
         return out[:, : self.embedding_dim] if self.variational else out
 
+    def _context(self, A: Any, X: Any) -> Context:
+        """The encoder's input for the RAW graph ``(A, X)``: normalised features and the GCN operator
+        (``gcn``), or the per-row ``S^K X̃`` (``sgc``)."""
+        x = self._normalized(X)
+        if self.encoder == "gcn":
+            return Context(x, GraphOperators(A))
+        P = sym_propagation(A)
+        for _ in range(self.K):
+            x = P @ x
+        return Context(sp.csr_matrix(x) if sp.issparse(x) else np.asarray(x, dtype=np.float64), None)
+
+    def row_inputs(self, A: Any, X: Any) -> Any:
+        """The per-row encoder input ``S^K X̃`` of the ``sgc`` encoder (what the large-graph path
+        computes on Spark); resolves ``feature_norm`` on ``X`` when unfitted."""
+        if self.encoder != "sgc":
+            raise TypeError("only the sgc encoder has per-row inputs")
+        self._check_graph(A, X)
+        self._resolve_unless_fitted(X)
+        return self._context(A, X).x
+
     # training -------------------------------------------------------------------------------------
     def _objective(self, params: Mapping[str, np.ndarray], layers: list[Layer], ctx: Context,
-                   target: ReconTarget, rng: np.random.Generator, mode: str, training: bool = True,
-                   noise: np.ndarray | None = None) -> tuple[float, Params, np.ndarray]:
+                   target: ReconTarget | tuple[np.ndarray, np.ndarray], rng: np.random.Generator, mode: str,
+                   training: bool = True, noise: np.ndarray | None = None) -> tuple[float, Params, np.ndarray]:
         """Cost (reconstruction [+ VGAE's -KL] + L2) and its gradient; also returns the embedding.
 
-        ``noise`` fixes VGAE's ``eps`` (gradient checks); by default it is drawn from ``rng``.
+        ``mode`` full | sampled (``target`` a :class:`ReconTarget`) or pairs (``target`` = positive and
+        negative index pairs). ``noise`` fixes VGAE's ``eps`` (gradient checks); by default it is drawn
+        from ``rng``.
         """
         out, _, caches = self._run(params, layers, ctx, training=training, rng=rng)
         out = np.asarray(out, dtype=np.float64)
@@ -310,9 +374,14 @@ class GAE(GraphModel):
         else:
             Z = out
         if mode == "full":
+            assert isinstance(target, ReconTarget)
             loss, dZ = recon_loss_full(Z, target)
-        else:
+        elif mode == "sampled":
+            assert isinstance(target, ReconTarget)
             loss, dZ = recon_loss_sampled(Z, target, rng, self.neg_ratio)
+        else:
+            assert isinstance(target, tuple)
+            loss, dZ = recon_loss_pairs(Z, *target)
         if self.variational:
             kl, dmu, dls = kl_term(mu, logstd)
             loss += kl
@@ -343,27 +412,69 @@ class GAE(GraphModel):
         elif split.num_nodes != n:
             raise ValueError(f"the edge split is for {split.num_nodes} vertices, the graph has {n}")
         self.resolve_feature_norm(X)
-        A_train = split.train_adjacency(A)
-        ctx = Context(self._normalized(X), GraphOperators(A_train))
-        target = ReconTarget.from_pairs(split.train, n)
+        ctx = self._context(split.train_adjacency(A), X)
         mode = self.loss_mode(n)
-        d = int(X.shape[1])
+        self._train(ctx, int(X.shape[1]), ReconTarget.from_pairs(split.train, n), mode, seed,
+                    {"val": (split.val, split.val_neg), "test": (split.test, split.test_neg)})
+        self.split_ = split
+        log.info("%s fitted in %.2fs (%d epochs, %s loss): val AUC %.4f AP %.4f, test AUC %.4f AP %.4f",
+                 self.model_type, time.perf_counter() - t0, len(self.history_["epoch"]), mode,
+                 *(self.link_metrics_[k] for k in ("val_auc", "val_ap", "test_auc", "test_ap")))
+        return self
+
+    def fit_pairs(self, Z: Any, train_pos: np.ndarray, neg_pool: np.ndarray, *, val: tuple[np.ndarray, np.ndarray],
+                  test: tuple[np.ndarray, np.ndarray], seed: int = 0) -> GAE:
+        """Large-graph training (``sgc`` encoder) on collected rows: ``Z`` holds the per-row inputs
+        ``S^K X̃`` (already normalised, as :meth:`row_inputs` or the Spark path computes them) of the
+        vertices that appear in the pairs; pairs are (m, 2) row indices into ``Z``.
+
+        Every epoch uses all ``train_pos`` pairs (both orders) and ``neg_ratio`` times as many
+        negatives drawn uniformly from ``neg_pool`` x ``neg_pool`` (rows of uniformly sampled
+        vertices; in a sparse graph a uniform pair is an edge with probability ~ E / n^2, which is
+        ignored), with the balanced loss :func:`recon_loss_pairs`. ``val``/``test`` are (positive,
+        negative) pair arrays for the metrics.
+        """
+        if self.encoder != "sgc":
+            raise TypeError("fit_pairs trains the sgc encoder (per-row inputs); this model's encoder is "
+                            f"{self.encoder!r}")
+        if getattr(self, "feature_norm_", None) is None:
+            raise RuntimeError("fit_pairs: feature_norm is not resolved (compute Z with row_inputs or the "
+                               "Spark path)")
+        pos = np.asarray(train_pos, dtype=np.int64).reshape(-1, 2)
+        pool = np.asarray(neg_pool, dtype=np.int64).reshape(-1)
+        if not pos.size or pool.size < 2:
+            raise ValueError("fit_pairs needs training pairs and at least two negative-pool rows")
+        both = np.vstack([pos, pos[:, ::-1]])
+        z = sp.csr_matrix(Z, dtype=np.float64) if sp.issparse(Z) else np.asarray(Z, dtype=np.float64)
+        self._train(Context(z, None), int(z.shape[1]), (both, pool), "pairs", seed, {"val": val, "test": test})
+        self.split_ = None
+        return self
+
+    def _train(self, ctx: Context, d: int, target: Any, mode: str, seed: int,
+               evals: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """The training loop shared by :meth:`fit` and :meth:`fit_pairs` (``target``: a
+        :class:`ReconTarget`, or for ``pairs`` the positive pairs and the negative pool)."""
         rng = np.random.default_rng(seed)
         layers = self._build_layers(d, 0)
         params = self._init_params(layers, rng)
         opt = Adam(self.lr)
         hist: dict[str, list[float]] = {"epoch": [], "train_loss": [], "val_auc": [], "val_ap": []}
-        have_val = split.val.shape[0] > 0
+        vpos, vneg = evals["val"]
+        have_val = len(vpos) > 0 and len(vneg) > 0
         best: tuple[float, dict[str, np.ndarray], int] | None = None
         wait, stopped = 0, False
         for epoch in range(self.epochs):
-            loss, grads, emb = self._objective(params, layers, ctx, target, rng, mode)
+            if mode == "pairs":
+                pos, pool = target
+                m = max(1, int(np.ceil(self.neg_ratio * len(pos))))
+                neg = np.stack([rng.choice(pool, m), rng.choice(pool, m)], axis=1)
+                neg = neg[neg[:, 0] != neg[:, 1]]
+                loss, grads, emb = self._objective(params, layers, ctx, (pos, neg), rng, mode)
+            else:
+                loss, grads, emb = self._objective(params, layers, ctx, target, rng, mode)
             hist["epoch"].append(epoch)
             hist["train_loss"].append(float(loss))
-            if have_val:
-                auc, ap = link_metrics(emb, split.val, split.val_neg)
-            else:
-                auc = ap = float("nan")
+            auc, ap = link_metrics(emb, vpos, vneg) if have_val else (float("nan"), float("nan"))
             hist["val_auc"].append(auc)
             hist["val_ap"].append(ap)
             if self.early_stopping == "patience" and have_val:
@@ -384,18 +495,14 @@ class GAE(GraphModel):
         self.history_ = hist
         self.best_epoch_ = int(best_epoch)
         self.stopped_early_ = stopped
-        self.split_ = split
         self.loss_mode_ = mode
         Z = self._embedding(np.asarray(self._run(self.params_, layers, ctx, training=False, rng=None)[0]))
         self.link_metrics_ = {}
-        for name, pos, neg in (("val", split.val, split.val_neg), ("test", split.test, split.test_neg)):
-            auc, ap = link_metrics(Z, pos, neg) if pos.shape[0] and neg.shape[0] else (float("nan"),) * 2
+        for name in ("val", "test"):
+            pos, neg = evals[name]
+            auc, ap = link_metrics(Z, pos, neg) if len(pos) and len(neg) else (float("nan"),) * 2
             self.link_metrics_[f"{name}_auc"], self.link_metrics_[f"{name}_ap"] = auc, ap
         self._inputs_cache = None  # the fit's context is the TRAINING graph, not A: never reuse it
-        log.info("%s fitted in %.2fs (%d epochs, %s loss): val AUC %.4f AP %.4f, test AUC %.4f AP %.4f",
-                 self.model_type, time.perf_counter() - t0, len(hist["epoch"]), mode,
-                 *(self.link_metrics_[k] for k in ("val_auc", "val_ap", "test_auc", "test_ap")))
-        return self
 
     # inference ------------------------------------------------------------------------------------
     def embed_local(self, A: Any, X: Any) -> np.ndarray:
@@ -403,8 +510,16 @@ class GAE(GraphModel):
         self._check_fitted()
         self._check_features(X)
         self._check_graph(A, X)
-        ctx = Context(self._normalized(X), GraphOperators(A))
-        out = self._run(self.params_, self.layers(), ctx, training=False, rng=None)[0]
+        out = self._run(self.params_, self.layers(), self._context(A, X), training=False, rng=None)[0]
+        return self._embedding(np.asarray(out, dtype=np.float64))
+
+    def embed_rows(self, Z: Any) -> np.ndarray:
+        """The embedding of per-row inputs ``S^K X̃`` (``sgc`` encoder)."""
+        self._check_fitted()
+        if self.encoder != "sgc":
+            raise TypeError("embed_rows needs the sgc encoder")
+        z = sp.csr_matrix(Z, dtype=np.float64) if sp.issparse(Z) else np.asarray(Z, dtype=np.float64)
+        out = self._run(self.params_, self.layers(), Context(z, None), training=False, rng=None)[0]
         return self._embedding(np.asarray(out, dtype=np.float64))
 
     def forward_local(self, A: Any, X: Any, return_hidden: bool = False
@@ -421,26 +536,30 @@ class GAE(GraphModel):
     def forward_plan(self, ops: Ops, with_embedding: bool = True) -> tuple[Any | None, Any]:
         """The encoder as a propagation plan; returns ``(Z, Z)`` (the embedding is the output).
 
-        Per layer, like GCN: ``dense(W)`` -> 1 round -> ReLU when the layer shrinks the width, else
-        1 round -> ``dense(W, relu)``; the last layer has no activation and, for VGAE, only the ``mu``
-        half of its weights.
+        ``gcn``, per layer like GCN: ``dense(W)`` -> 1 round -> ReLU when the layer shrinks the width,
+        else 1 round -> ``dense(W, relu)``. ``sgc``: ``K`` rounds around the first (linear) product --
+        ``X̃ W0`` first when ``W0`` shrinks the width -- then ReLU and the other layers per row. The
+        last layer has no activation and, for VGAE, only the ``mu`` half of its weights.
         """
         self._check_fitted()
         edges = ops.gcn_edges()
         t = self._input_table(ops)
-        convs = [lay for lay in self.layers() if isinstance(lay, GraphConv)]
+        convs = self._weight_layers()
         for i, conv in enumerate(convs):
             W = self.params_[f"{conv.name}.W"]
             last = i == len(convs) - 1
             if last and self.variational:
                 W = W[:, : self.embedding_dim]
             act = "identity" if last else "relu"
-            if W.shape[1] < W.shape[0]:
-                t = ops.propagate(ops.dense(t, W, None, "identity"), edges, 1)
+            rounds = 1 if self.encoder == "gcn" else (self.K if i == 0 else 0)
+            if rounds == 0:
+                t = ops.dense(t, W, None, act)
+            elif W.shape[1] < W.shape[0]:
+                t = ops.propagate(ops.dense(t, W, None, "identity"), edges, rounds)
                 if act != "identity":
                     t = ops.dense(t, None, None, act)
             else:
-                t = ops.dense(ops.propagate(t, edges, 1), W, None, act)
+                t = ops.dense(ops.propagate(t, edges, rounds), W, None, act)
         return t, t
 
     def forward_twin(self, A: Any, X: Any, ids: np.ndarray | None = None,
@@ -501,6 +620,7 @@ def train_link_model(model_type: str, A: Any, X: Any, hparams: Mapping[str, Any]
         "fit_seconds": fit_s,
         "feature_norm": model.feature_norm_,
         "edge_split": {**model.split_.counts(), "seed": model.split_.seed, "sha256": model.split_.sha256()},
+        "path": "driver",
         "history": model.history_,
     }
     return model, _clean(metrics)

@@ -146,14 +146,16 @@ def train_model(spark: SparkSession, cfg: Any, graph_dir: str, model_dir: str,
     n = vertices.count()
     hp = dict(hparams or {})
     if n > cfg.train.local_max_nodes:
-        if cfg.model.type not in ("sgc", "sign", "appnp"):
+        if cfg.model.type not in ("sgc", "sign", "appnp", "gae"):
             raise UsageError(f"graph has {n} vertices > train.local_max_nodes={cfg.train.local_max_nodes}: "
-                             f"{cfg.model.type} trains on the driver only; use sgc, sign or appnp")
+                             f"{cfg.model.type} trains on the driver only; use sgc, sign or appnp (or gae "
+                             "with encoder sgc)")
         from lepton_spark.graph import GraphFrame
+        from lepton_spark.links.large import train_link_from_spark
         from lepton_spark.models.precompute import train_from_spark
 
-        model, metrics = train_from_spark(GraphFrame(vertices, edges), create_model(cfg.model.type, **hp),
-                                          seed=cfg.train.seed)
+        fit = train_link_from_spark if cfg.model.type == "gae" else train_from_spark  # gae: sampled pairs
+        model, metrics = fit(GraphFrame(vertices, edges), create_model(cfg.model.type, **hp), seed=cfg.train.seed)
         fingerprint = {"num_vertices": n, "num_edges": edges.count(), "trained_from": "spark-propagated features"}
     else:
         data = local_graph(spark, vertices, edges, graph_dir)
