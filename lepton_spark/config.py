@@ -128,9 +128,10 @@ class LinksConfig:
     k: int = 10  # new links per vertex in link_predictions
     candidates: Literal["two_hop", "lsh", "both"] = "two_hop"  # where candidate pairs come from
     max_neighbors: int = 32  # two_hop hub capping: neighbours kept per vertex (<= max_neighbors^2 candidates)
-    lsh_bucket_length: float = 0.05  # lsh: bucket width, relative to the largest embedding norm
-    lsh_num_tables: int = 4  # lsh: hash tables (more = more candidates, better recall)
-    lsh_max_bucket: int = 64  # lsh: vertices kept per bucket (caps a crowded bucket's pairs)
+    lsh_bucket_length: float = 1.0  # lsh: bucket width on the unit sphere (>= 1: one sign bit per projection)
+    lsh_num_tables: int = 16  # lsh: hash tables (more = more candidates, better recall)
+    lsh_max_bucket: int = 64  # lsh: largest-norm items kept per bucket (<= tables x this candidates per vertex)
+    lsh_projections: int = 3  # lsh: random projections ANDed into one bucket key per table
     seed: int = 0  # hub-capping and LSH choices
     broadcast_max_bytes: int = 64 * 1024 * 1024  # embeddings up to this size are broadcast to the joins
 
@@ -240,7 +241,8 @@ def _validate(obj: Any, prefix: str) -> None:
         GraphConfig: ("checkpoint_interval",),
         AnalyticsConfig: ("pagerank_iters", "lpa_iters"),
         EmbedConfig: ("walks_per_node", "walk_length", "dim", "window", "epochs", "max_degree_sample"),
-        LinksConfig: ("k", "max_neighbors", "lsh_bucket_length", "lsh_num_tables", "lsh_max_bucket"),
+        LinksConfig: ("k", "max_neighbors", "lsh_bucket_length", "lsh_num_tables", "lsh_max_bucket",
+                      "lsh_projections"),
     }.get(type(obj), ())
     for name in positive:
         if getattr(obj, name) <= 0:

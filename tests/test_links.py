@@ -95,7 +95,7 @@ def _random_edges(n: int, m: int, seed: int, hub: bool = True):
     return src, dst
 
 
-@pytest.mark.parametrize("method", ["two_hop", "both"])
+@pytest.mark.parametrize("method", ["two_hop", "lsh", "both"])
 def test_candidates_never_include_existing_edges_or_self_pairs(spark, method: str) -> None:
     n = 120
     src, dst = _random_edges(n, 300, 1)
@@ -103,12 +103,15 @@ def test_candidates_never_include_existing_edges_or_self_pairs(spark, method: st
     Z = np.random.default_rng(2).standard_normal((n, 4))
     cap = 5
     cands = candidate_pairs(edges, _emb_df(spark, Z), method=method, max_neighbors=cap, seed=3,
-                            lsh_bucket_length=0.5, lsh_num_tables=2, lsh_max_bucket=8).toPandas()
+                            lsh_bucket_length=0.5, lsh_num_tables=3, lsh_max_bucket=8,
+                            lsh_projections=2).toPandas()
     pairs = list(zip(cands["src"], cands["dst"], strict=True))
     assert len(pairs) == len(set(pairs)) > 0  # distinct
     existing = set(zip(src, dst, strict=True)) | set(zip(dst, src, strict=True))
     assert not any(u == v for u, v in pairs)
     assert not [p for p in pairs if p in existing]
+    if method == "lsh":  # at most tables x max_bucket candidates per vertex
+        assert cands.groupby("src").size().max() <= 3 * 8
     if method == "two_hop":  # hub capping: at most cap^2 candidates per vertex, and all are 2 hops away
         assert cands.groupby("src").size().max() <= cap * cap
         A = sp.csr_matrix((np.ones(len(src)), (src, dst)), shape=(n, n))

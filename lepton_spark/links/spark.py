@@ -13,9 +13,11 @@ the arithmetic; no RDDs, no per-row Python UDFs. The decoder is the inner produc
     at most ``max_neighbors^2`` candidates and a hub's fan-out costs no more than anyone's;
   - ``lsh``: approximate maximum-inner-product neighbours of the embeddings with MLlib's
     ``BucketedRandomProjectionLSH``, after the usual MIPS-to-nearest-neighbour transform (items
-    ``[z, sqrt(M^2 - |z|^2)]``, queries ``[z, 0]``, ``M`` the largest norm): a pair is a candidate
-    when query and item share a bucket in some hash table; buckets are capped at
-    ``lsh_max_bucket`` members;
+    ``[z/M, sqrt(1 - |z/M|^2)]``, queries ``[z/|z|, 0]``, ``M`` the largest norm; both on the unit
+    sphere, so a query's nearest items are its largest inner products): a pair is a candidate when
+    query and item share a bucket in some table (``lsh_projections`` MLlib projections ANDed per
+    table); a bucket keeps its ``lsh_max_bucket`` largest-norm items (within a bucket they have the
+    largest inner products), so a vertex has at most ``lsh_num_tables * lsh_max_bucket`` candidates;
   - ``both``: the union.
 
   Neighbourhoods are undirected (an edge in either direction). Self pairs and pairs that are
@@ -110,10 +112,16 @@ def two_hop_pairs(und: DataFrame, max_neighbors: int, seed: int) -> DataFrame:
 
 
 def lsh_pairs(embeddings: DataFrame, *, bucket_length: float, num_tables: int, max_bucket: int,
-              seed: int) -> DataFrame:
+              seed: int, projections: int = 1) -> DataFrame:
     """``(src, dst)`` sharing a bucket of MLlib's ``BucketedRandomProjectionLSH`` after the MIPS
-    transform (module docstring); every bucket keeps at most ``max_bucket`` queries and items (seeded
-    hash order). ``bucket_length`` is relative to the largest embedding norm ``M``."""
+    transform (module docstring); every bucket keeps its ``max_bucket`` largest-norm items (ties by
+    id) and all its queries, so a vertex has at most ``num_tables * max_bucket`` candidates.
+    ``bucket_length`` is the bucket width on the unit sphere both sides are mapped to.
+
+    MLlib hashes each table with ONE random projection (OR-amplification only), so one table's
+    bucket is a slab of the space. ``projections > 1`` ANDs that many tables into one bucket key (a
+    cell of a ``projections``-dimensional grid): ``num_tables`` such keys are built from
+    ``num_tables * projections`` MLlib hash tables."""
     from pyspark.ml.feature import BucketedRandomProjectionLSH
     from pyspark.ml.functions import array_to_vector, vector_to_array
 
@@ -125,26 +133,41 @@ def lsh_pairs(embeddings: DataFrame, *, bucket_length: float, num_tables: int, m
     scale = F.lit(1.0 / max_norm)
     unit = F.transform("z", lambda x: x * scale)  # norms <= 1 after scaling by M
     u2 = F.aggregate(unit, F.lit(0.0), lambda acc, x: acc + x * x)
-    items = z.select("id", array_to_vector(F.concat(unit, F.array(F.sqrt(F.greatest(F.lit(1.0) - u2, F.lit(0.0))))))
+    items = z.select("id", F.sqrt(norm2).alias("norm"),
+                     array_to_vector(F.concat(unit, F.array(F.sqrt(F.greatest(F.lit(1.0) - u2, F.lit(0.0))))))
                      .alias("v"))
-    queries = z.select("id", array_to_vector(F.concat(unit, F.array(F.lit(0.0)))).alias("v"))
+    # a query's scale does not change its ranking: unit queries put both sides on the unit sphere
+    qn = F.sqrt(F.aggregate("z", F.lit(0.0), lambda acc, x: acc + x * x))
+    qunit = F.transform("z", lambda x: F.when(qn > 0, x / qn).otherwise(F.lit(0.0)))
+    queries = z.select("id", F.lit(0.0).alias("norm"), array_to_vector(F.concat(qunit, F.array(F.lit(0.0)))).alias("v"))
+    p = max(1, int(projections))
     model = BucketedRandomProjectionLSH(inputCol="v", outputCol="h", bucketLength=float(bucket_length),
-                                        numHashTables=int(num_tables), seed=int(seed)).fit(items)
+                                        numHashTables=int(num_tables) * p, seed=int(seed)).fit(items)
 
-    def buckets(df: DataFrame) -> DataFrame:
-        h = model.transform(df).select("id", F.posexplode("h").alias("t", "hv"))
-        h = h.select("id", "t", vector_to_array("hv")[0].alias("b"))
-        w = Window.partitionBy("t", "b").orderBy(F.xxhash64("id", F.lit(int(seed))), "id")
+    def buckets(df: DataFrame, cap: bool) -> DataFrame:
+        h = model.transform(df).select("id", "norm", F.posexplode("h").alias("j", "hv"))
+        h = h.select("id", "norm", (F.col("j") % F.lit(int(num_tables))).alias("t"), "j",
+                     vector_to_array("hv")[0].alias("b"))
+        if p > 1:  # AND: the table's key is its p bucket numbers, in hash-table order
+            h = h.groupBy("id", "norm", "t").agg(F.sort_array(F.collect_list(F.struct("j", "b"))).alias("s")) \
+                .select("id", "norm", "t", F.transform("s", lambda x: x["b"]).alias("b"))
+        else:
+            h = h.select("id", "norm", "t", "b")
+        if not cap:
+            return h
+        # an item bucket keeps its largest-norm members: within a bucket (similar directions) they have
+        # the largest inner products with any query of the bucket
+        w = Window.partitionBy("t", "b").orderBy(F.col("norm").desc(), "id")
         return h.withColumn("_r", F.row_number().over(w)).filter(F.col("_r") <= int(max_bucket)).drop("_r")
 
-    q = buckets(queries).select(F.col("id").alias("src"), "t", "b")
-    it = buckets(items).select(F.col("id").alias("dst"), "t", "b")
+    q = buckets(queries, cap=False).select(F.col("id").alias("src"), "t", "b")
+    it = buckets(items, cap=True).select(F.col("id").alias("dst"), "t", "b")
     return q.join(it, on=["t", "b"], how="inner").select("src", "dst")
 
 
 def candidate_pairs(edges: DataFrame, embeddings: DataFrame | None = None, *, method: str = "two_hop",
-                    max_neighbors: int = 32, seed: int = 0, lsh_bucket_length: float = 0.05,
-                    lsh_num_tables: int = 4, lsh_max_bucket: int = 64) -> DataFrame:
+                    max_neighbors: int = 32, seed: int = 0, lsh_bucket_length: float = 1.0,
+                    lsh_num_tables: int = 16, lsh_max_bucket: int = 64, lsh_projections: int = 3) -> DataFrame:
     """Distinct candidate pairs ``(src, dst)``: no self pairs, no existing edges (either direction).
 
     ``method``: ``two_hop`` | ``lsh`` (needs ``embeddings``) | ``both``; see the module docstring.
@@ -161,7 +184,7 @@ def candidate_pairs(edges: DataFrame, embeddings: DataFrame | None = None, *, me
         if embeddings is None:
             raise UsageError("lsh candidates need the embeddings")
         parts.append(lsh_pairs(embeddings, bucket_length=lsh_bucket_length, num_tables=lsh_num_tables,
-                               max_bucket=lsh_max_bucket, seed=seed))
+                               max_bucket=lsh_max_bucket, seed=seed, projections=lsh_projections))
     pairs = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
     existing = und.select(F.col("u").alias("src"), F.col("v").alias("dst"))
     return (pairs.filter(F.col("src") != F.col("dst")).distinct()

@@ -173,7 +173,9 @@ def recon_loss_sampled(Z: np.ndarray, target: ReconTarget, rng: np.random.Genera
     m = max(1, int(np.ceil(neg_ratio * target.rows.size)))
     i = rng.integers(0, n, size=m, dtype=np.int64)
     j = rng.integers(0, n, size=m, dtype=np.int64)
-    keep = ~np.isin(i * n + j, target.codes)
+    codes = i * n + j
+    at = np.minimum(np.searchsorted(target.codes, codes), target.codes.size - 1)
+    keep = target.codes[at] != codes  # not a positive entry (codes are sorted: binary search)
     i, j = i[keep], j[keep]
     s_pos = np.einsum("ij,ij->i", Z[target.rows], Z[target.cols])
     s_neg = np.einsum("ij,ij->i", Z[i], Z[j])

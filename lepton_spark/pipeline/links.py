@@ -90,7 +90,8 @@ def links_stage(ctx: RunContext) -> None:
         stage_df(ctx, edge_scores(edges, emb, broadcast=broadcast), "edge_scores")
         preds = link_predictions(edges, emb, k=cfg.k, method=cfg.candidates, max_neighbors=cfg.max_neighbors,
                                  seed=cfg.seed, broadcast=broadcast, lsh_bucket_length=cfg.lsh_bucket_length,
-                                 lsh_num_tables=cfg.lsh_num_tables, lsh_max_bucket=cfg.lsh_max_bucket)
+                                 lsh_num_tables=cfg.lsh_num_tables, lsh_max_bucket=cfg.lsh_max_bucket,
+                                 lsh_projections=cfg.lsh_projections)
         stage_df(ctx, preds, "link_predictions")
     finally:
         emb.unpersist()
