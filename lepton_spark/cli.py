@@ -85,7 +85,7 @@ def _cmd_build(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
         cfg.build.edges = args.edges
     if args.format:
         cfg.build.format = args.format
-    report = build_graph(_spark(cfg), cfg.build, args.output or "", fail_after=cfg.pipeline.fail_after)
+    report = build_graph(_spark(cfg), cfg.build, args.output or "")
     return {"command": "build", "output": args.output, **report["counts"], "quarantine": report["quarantine"],
             "num_features": report["graph"]["num_features"], "num_classes": report["graph"]["num_classes"]}
 

@@ -128,7 +128,6 @@ class PipelineConfig:
     stages: list[str] = field(default_factory=lambda: ["build", "train", "propagate", "analytics", "report"])
     model_dir: str = ""  # reused when train.enabled is false
     resume: bool = True
-    fail_after: str = ""  # fault-injection hook for tests: stage or table name
 
 
 @dataclass
@@ -198,6 +197,11 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
     raise ConfigError(f"{key}: unsupported type {hint!r}")  # pragma: no cover
 
 
+#: keys that existed once, with what replaced them (a clearer error than "unknown key")
+_REMOVED = {"pipeline.fail_after": "fault injection is the environment variable LEPTON_FAIL_AFTER=<point> "
+                                   "(tests only; see lepton_spark.pipeline.faults)"}
+
+
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if data is None:
         data = {}
@@ -208,6 +212,8 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         where = f"{prefix}." if prefix else ""
+        if f"{where}{unknown[0]}" in _REMOVED:
+            raise ConfigError(f"config key {where}{unknown[0]} was removed: {_REMOVED[where + unknown[0]]}")
         raise ConfigError(f"unknown config key {where}{unknown[0]} (known: {', '.join(sorted(names))})")
     kwargs = {}
     for name, value in data.items():

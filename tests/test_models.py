@@ -15,6 +15,7 @@ from lepton_spark.models import MODEL_TYPES, create_model
 from lepton_spark.models.artifact import (
     CARD_NAME,
     NPZ_NAME,
+    card_digest,
     data_fingerprint,
     load_model,
     save_model,
@@ -587,13 +588,83 @@ def test_artifact_refuses_shape_mismatch(saved_gcn, tmp_path) -> None:
     from lepton_spark.models.artifact import sha256_file
 
     card["weights"]["sha256"] = sha256_file(out / NPZ_NAME)
+    card["card_sha256"] = card_digest(card)  # a consistent forgery: the shape checks must still refuse it
     (out / CARD_NAME).write_text(json.dumps(card))
     with pytest.raises(ValueError, match=r"model\.npz: array 'gc0\.W' has shape \(1433, 32\) but the card says"):
         load_model(out)
     card["param_shapes"] = {"gc0.W": [1433, 32], "gc1.W": [32, 7]}
+    card["card_sha256"] = card_digest(card)
     (out / CARD_NAME).write_text(json.dumps(card))
     with pytest.raises(ValueError, match=r"model\.npz: does not match a gcn model.*gc0\.W"):
         load_model(out)
+
+
+def test_artifact_card_edits_are_detected(tmp_path) -> None:
+    """Hyper-parameters change predictions (SGC's K): editing them in the card alone is refused."""
+    X = np.eye(4)
+    A = sp.csr_matrix(np.array([[0, 1, 0, 0], [1, 0, 1, 0], [0, 1, 0, 1], [0, 0, 1, 0]], dtype=float))
+    model = _random_fitted("sgc", 4, 3)
+    save_model(model, tmp_path / "m", metrics={}, fingerprint={})
+    card = json.loads((tmp_path / "m" / CARD_NAME).read_text())
+    assert card["format_version"] == 3 and card["card_sha256"] == card_digest(card)
+    for key, value in (("hyperparameters", {**card["hyperparameters"], "K": card["hyperparameters"]["K"] + 1}),
+                       ("num_classes", 4), ("model_type", "sign")):
+        edited = {**card, key: value}
+        (tmp_path / "m" / CARD_NAME).write_text(json.dumps(edited))
+        with pytest.raises(ValueError, match="card_sha256 does not match"):
+            load_model(tmp_path / "m")
+    # the same edit with a recomputed digest loads, and K really changes the predictions
+    edited = {**card, "hyperparameters": {**card["hyperparameters"], "K": card["hyperparameters"]["K"] + 1}}
+    edited["card_sha256"] = card_digest(edited)
+    (tmp_path / "m" / CARD_NAME).write_text(json.dumps(edited))
+    assert not np.allclose(load_model(tmp_path / "m").forward_local(A, X), model.forward_local(A, X))
+
+
+def test_artifact_refuses_non_finite_weights(tmp_path) -> None:
+    from lepton_spark.models.artifact import sha256_file
+
+    model = _random_fitted("gcn", 4, 3)
+    save_model(model, tmp_path / "m", metrics={}, fingerprint={})
+    for bad in (np.nan, np.inf):
+        with np.load(tmp_path / "m" / NPZ_NAME) as z:
+            arrays = {k: z[k].copy() for k in z.files}
+        arrays["gc0.W"][0, 0] = bad
+        np.savez(tmp_path / "m" / NPZ_NAME, **arrays)
+        card = json.loads((tmp_path / "m" / CARD_NAME).read_text())
+        card["weights"]["sha256"] = sha256_file(tmp_path / "m" / NPZ_NAME)
+        card["card_sha256"] = card_digest(card)
+        (tmp_path / "m" / CARD_NAME).write_text(json.dumps(card))
+        with pytest.raises(ValueError, match=r"array 'gc0\.W' has 1 NaN or infinite values"):
+            load_model(tmp_path / "m")
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("missing", "model card not found"),
+    ("bad_json", "not a valid JSON model card"),
+    ("not_a_card", "not a lepton-spark-model card"),
+    ("version", "unsupported card version 99"),
+    ("model_type", "unknown model type 'transformer'"),
+    ("missing_key", "card is missing 'param_shapes'"),
+])
+def test_artifact_card_errors(tmp_path, case, needle) -> None:
+    model = _random_fitted("gcn", 4, 3)
+    save_model(model, tmp_path / "m", metrics={}, fingerprint={})
+    path = tmp_path / "m" / CARD_NAME
+    card = json.loads(path.read_text())
+    if case == "missing":
+        path.unlink()
+    elif case == "bad_json":
+        path.write_text(path.read_text()[:-20])
+    elif case == "not_a_card":
+        path.write_text(json.dumps({"hello": 1}))
+    elif case == "version":
+        path.write_text(json.dumps({**card, "format_version": 99}))
+    elif case == "model_type":
+        path.write_text(json.dumps({**card, "model_type": "transformer"}))
+    else:
+        path.write_text(json.dumps({k: v for k, v in card.items() if k != "param_shapes"}))
+    with pytest.raises(ValueError, match=needle):
+        load_model(tmp_path / "m")
 
 
 def test_artifact_refuses_pickled_arrays(saved_gcn) -> None:
@@ -603,6 +674,7 @@ def test_artifact_refuses_pickled_arrays(saved_gcn) -> None:
     from lepton_spark.models.artifact import sha256_file
 
     card["weights"]["sha256"] = sha256_file(out / NPZ_NAME)
+    card["card_sha256"] = card_digest(card)
     (out / CARD_NAME).write_text(json.dumps(card))
     with pytest.raises(ValueError, match="without pickle"):
         load_model(out)

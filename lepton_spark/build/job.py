@@ -133,7 +133,7 @@ def _write(df: DataFrame, path: str) -> None:
     df.write.mode("overwrite").parquet(path)
 
 
-def build_graph(spark: SparkSession, cfg: BuildConfig, output: str, *, fail_after: str = "") -> dict[str, Any]:
+def build_graph(spark: SparkSession, cfg: BuildConfig, output: str) -> dict[str, Any]:
     """Run the whole build (see module docstring); returns the build report (also written as JSON)."""
     t0 = time.perf_counter()
     if not cfg.vertices or not cfg.edges:
@@ -232,8 +232,6 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str, *, fail_afte
         vertices = vertices.repartition(shuffle_partitions(spark), "id").sortWithinPartitions("id")
         _write(vertices, io.join_path(staging, "graph", "vertices"))
         log.info("build: vertices written at %.1fs", time.perf_counter() - t0)
-        if fail_after == "vertices":
-            raise RuntimeError("fault injected after writing graph/vertices (pipeline.fail_after)")
         # written as the merge left them (partitioned by its shuffle); a sort by (src, dst) cost 7 s of 55 at
         # 10M edges and nothing reads the files in order
         _write(edges, io.join_path(staging, "graph", "edges"))

@@ -328,18 +328,18 @@ def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _Rou
 
 
 def _open_binary(path: str) -> Any:
-    from lepton_spark.io import _fs
+    from lepton_spark.io import filesystem
 
-    fs, p = _fs(path)
+    fs, p = filesystem(path)
     return fs.open_input_file(p)
 
 
 def _save_npy(path: str, arr: np.ndarray) -> None:
     import io as _io
 
-    from lepton_spark.io import _fs
+    from lepton_spark.io import filesystem
 
-    fs, p = _fs(path)
+    fs, p = filesystem(path)
     fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
     buf = _io.BytesIO()
     np.save(buf, arr, allow_pickle=False)

@@ -8,6 +8,12 @@ copy; there the manifest, written last, is the commit point readers should trust
 ``outputs/<table>`` sees either the previous complete partition or the new complete one — never a
 half-written one — and other run dates are never touched. A rerun of the same date replaces the
 partition (no duplicates).
+
+Each staged partition carries a ``_LEPTON_RUN`` file naming the run id that wrote it, written after its
+data (its presence means "completely staged") and moved in with it (Spark and pyarrow skip ``_``
+files). So a published partition says which run it came from: a rerun that resumes after a crash
+between two swaps recognises the tables it already published, and a reader can check that the
+partitions it reads belong to the run its manifest names.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from pyspark.sql import DataFrame
 from lepton_spark import io
 
 log = logging.getLogger(__name__)
+
+#: marker file in a staged (and later published) partition: the id of the run that wrote it
+RUN_MARKER = "_LEPTON_RUN"
 
 
 def table_dir(output: str, table: str) -> str:
@@ -38,20 +47,25 @@ def stage_table(df: DataFrame, output: str, run_id: str, table: str, run_date: s
     """Write ``df`` (without run_date; the partition directory carries it) to the staging area."""
     path = staged_dir(output, run_id, table, run_date)
     df.write.mode("overwrite").parquet(path)
-    io.write_text(io.join_path(path, "_STAGED"), run_id)
+    io.write_text(io.join_path(path, RUN_MARKER), run_id)
     return path
 
 
 def is_staged(output: str, run_id: str, table: str, run_date: str) -> bool:
-    return io.path_exists(io.join_path(staged_dir(output, run_id, table, run_date), "_STAGED"))
+    return io.path_exists(io.join_path(staged_dir(output, run_id, table, run_date), RUN_MARKER))
+
+
+def published_by(output: str, table: str, run_date: str) -> str | None:
+    """The run id that published ``table``'s partition for ``run_date`` (None: absent or unmarked)."""
+    marker = io.join_path(partition_dir(output, table, run_date), RUN_MARKER)
+    return io.read_text(marker).strip() if io.path_exists(marker) else None
 
 
 def publish_table(output: str, run_id: str, table: str, run_date: str) -> None:
     """Swap the staged partition in place of the published one (see module docstring)."""
     staged = staged_dir(output, run_id, table, run_date)
-    if not io.path_exists(io.join_path(staged, "_STAGED")):
+    if not io.path_exists(io.join_path(staged, RUN_MARKER)):
         raise RuntimeError(f"table {table} for {run_date} was not staged by run {run_id}")
-    io.delete_path(io.join_path(staged, "_STAGED"))
     final = partition_dir(output, table, run_date)
     old = None
     if io.path_exists(final):

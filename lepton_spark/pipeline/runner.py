@@ -15,10 +15,28 @@ The run id defaults to ``<run_date>-<config hash>``, so rerunning the same date 
 resumes an interrupted run: completed stages are skipped (their staged tables and artifacts reused)
 and propagation continues after its last completed round. A successful run deletes its work state,
 so a later rerun of the same date recomputes and republishes (same rows, new manifest).
+
+Resume is keyed by the inputs, not only by the run id. Every stage records, when it starts and when it
+completes, a fingerprint of what it reads (:func:`stage_inputs`: the config digest, the listing of the
+raw tables or of the graph directory, the model card's sha256). A rerun skips a completed stage, or
+continues a started one (propagation rounds), only if that fingerprint is unchanged. Otherwise it
+logs a WARNING naming what changed, discards that stage's state (marker, round state, staged tables)
+and recomputes it; later stages then see changed inputs too and recompute as well. Discarding rather
+than refusing was chosen because a scheduler's rerun after a fixed upstream table is exactly the case
+it must handle without a person; the manifest lists what was recomputed and why (``recomputed``).
+
+Fault injection for tests is ``LEPTON_FAIL_AFTER=<point>`` (:mod:`lepton_spark.pipeline.faults`).
+
+Between two table swaps of one publish a reader of ``outputs/`` can see the new partition of one table
+next to the previous run's partition of another. Each partition names the run that wrote it
+(``_LEPTON_RUN``), and the manifest, written after the last swap, lists every table with its run id,
+row count and content fingerprint: a reader that needs one consistent set of tables reads the
+manifest first (see :func:`read_output`'s ``run_id``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -32,6 +50,8 @@ from lepton_spark import io
 from lepton_spark.config import DEFAULT_SAMPLE_DIR, Config
 from lepton_spark.errors import InvalidInputError, UsageError
 from lepton_spark.pipeline import publish
+from lepton_spark.pipeline.faults import InjectedFault, fail_after
+from lepton_spark.pipeline.fingerprint import inputs_fingerprint, table_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +62,7 @@ STAGE_TABLES = {
     "embed": ("walk_embeddings",),
 }
 
-
-class InjectedFault(RuntimeError):
-    """Raised by the ``pipeline.fail_after`` fault-injection hook (tests only)."""
+__all__ = ["STAGES", "InjectedFault", "RunContext", "read_output", "run_pipeline", "stage_df", "stage_inputs"]
 
 
 @dataclass
@@ -61,7 +79,9 @@ class RunContext:
     round_seconds: dict[str, list[float]] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, int] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)  # stages skipped: completed earlier with the same inputs
+    recomputed: dict[str, list[str]] = field(default_factory=dict)  # stage -> inputs that changed
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> its input fingerprint
     # edge blocks packed by one stage and reused by the next (propagate -> analytics), keyed by graph dir
     operators: Any = None
 
@@ -74,9 +94,8 @@ class RunContext:
         return io.join_path(self.output, "_work", self.run_id)
 
     def fault(self, point: str) -> None:
-        """Raise if ``pipeline.fail_after`` names this point (e.g. ``stage:train``, ``table:embeddings``)."""
-        if self.cfg.pipeline.fail_after and self.cfg.pipeline.fail_after == point:
-            raise InjectedFault(f"fault injected after {point} (pipeline.fail_after)")
+        """Test-only fault point (``LEPTON_FAIL_AFTER``, see :mod:`lepton_spark.pipeline.faults`)."""
+        fail_after(point)
 
 
 def default_run_id(cfg: Config, run_date: str) -> str:
@@ -115,13 +134,7 @@ def run_pipeline(spark: SparkSession, cfg: Config, *, output: str, run_date: str
 
     # publish every staged table, then the manifest (last)
     t0 = time.perf_counter()
-    published = []
-    for stage in stages:
-        for table in STAGE_TABLES.get(stage, ()):
-            if publish.is_staged(ctx.output, ctx.run_id, table, run_date):
-                publish.publish_table(ctx.output, ctx.run_id, table, run_date)
-                published.append(table)
-                ctx.fault(f"publish:{table}")
+    published = _publish(ctx, stages)
     ctx.stage_seconds["publish"] = round(time.perf_counter() - t0, 3)
     manifest = _manifest(ctx, stages, published, time.perf_counter() - t_run)
     io.write_json(io.join_path(ctx.run_dir, "_manifest.json"), manifest)
@@ -129,6 +142,7 @@ def run_pipeline(spark: SparkSession, cfg: Config, *, output: str, run_date: str
     if io.path_exists(ctx.work_dir):
         io.delete_path(ctx.work_dir)
     io.remove_if_empty(io.join_path(ctx.output, "_work"))
+    _remove_stale_temp(ctx.run_dir)
     if "report" in stages:
         t0 = time.perf_counter()
         from lepton_spark.pipeline.report import write_report
@@ -139,29 +153,114 @@ def run_pipeline(spark: SparkSession, cfg: Config, *, output: str, run_date: str
     return manifest
 
 
+def stage_inputs(ctx: RunContext, stage: str) -> dict[str, Any]:
+    """Fingerprint of what ``stage`` reads: the config digest, and the data it starts from.
+
+    build: the raw vertex and edge tables (or, without raw inputs, the graph directory); train: the
+    graph (or, with training disabled, the model it reuses); propagate: the graph and the model card
+    (whose weights sha256 and hyper-parameter digest it carries); analytics, embed: the graph.
+    """
+    out: dict[str, Any] = {"config": ctx.cfg.digest()}
+    b = ctx.cfg.build
+    if stage == "build" and b.vertices and b.edges:
+        out["raw_vertices"] = {"path": b.vertices, "sha256": inputs_fingerprint(b.vertices)}
+        out["raw_edges"] = {"path": b.edges, "sha256": inputs_fingerprint(b.edges)}
+    elif not (stage == "train" and not ctx.cfg.train.enabled):
+        out["graph"] = {"path": ctx.graph_dir, "sha256": inputs_fingerprint(ctx.graph_dir)}
+    if stage == "propagate" or (stage == "train" and not ctx.cfg.train.enabled):
+        card = io.join_path(ctx.model_dir, "model.json") if ctx.model_dir else ""
+        sha = hashlib.sha256(io.read_text(card).encode()).hexdigest() if card and io.path_exists(card) else "missing"
+        out["model"] = {"path": ctx.model_dir, "sha256": sha}
+    return out
+
+
+def _changed(before: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:
+    """Names of the inputs whose fingerprint differs (all of them when nothing was recorded)."""
+    if before is None:
+        return sorted(now)
+    return sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+
+
+def _discard(ctx: RunContext, stage: str) -> None:
+    """Remove a stage's state of an earlier attempt: its marker, its round state, its staged tables."""
+    for path in (io.join_path(ctx.work_dir, "stages", f"{stage}.json"), io.join_path(ctx.work_dir, stage)):
+        if io.path_exists(path):
+            io.delete_path(path)
+    for table in STAGE_TABLES.get(stage, ()):
+        staged = publish.staged_dir(ctx.output, ctx.run_id, table, ctx.run_date)
+        if io.path_exists(staged):
+            io.delete_path(staged)
+
+
 def _run_stages(ctx: RunContext, stages: list[str], handlers: dict[str, Any]) -> None:
-    """Run (or, on resume, skip) every stage but report, writing each completed stage's marker."""
+    """Run (or, on resume with unchanged inputs, skip) every stage but report; see the module docstring."""
     for stage in [s for s in stages if s != "report"]:
         marker = io.join_path(ctx.work_dir, "stages", f"{stage}.json")
-        if ctx.resume and io.path_exists(marker):
-            done = json.loads(io.read_text(marker))
-            ctx.stage_seconds[stage] = done.get("seconds", 0.0)
-            ctx.counts.update(done.get("counts", {}))
-            ctx.round_seconds.update(done.get("rounds", {}))
-            ctx.graph_dir = done.get("graph_dir", ctx.graph_dir)
-            ctx.model_dir = done.get("model_dir", ctx.model_dir)
-            log.info("stage %s: already completed in run %s, skipped (resume)", stage, ctx.run_id)
-            continue
+        started = io.join_path(ctx.work_dir, "stages", f"{stage}.started.json")
+        inputs = stage_inputs(ctx, stage)
+        ctx.inputs[stage] = inputs
+        if ctx.resume and (io.path_exists(marker) or io.path_exists(started)):
+            done = json.loads(io.read_text(marker)) if io.path_exists(marker) else None
+            before = (done or json.loads(io.read_text(started))).get("inputs")
+            changed = _changed(before, inputs)
+            if changed:
+                what = ", ".join(k if k == "config" else f"{k} {(inputs.get(k) or {}).get('path', '(no longer read)')}"
+                                 for k in changed)
+                log.warning("stage %s: inputs changed since run %s was interrupted: %s; discarding its "
+                            "state and recomputing", stage, ctx.run_id, what)
+                ctx.recomputed[stage] = changed
+                _discard(ctx, stage)
+            elif done is not None:
+                ctx.stage_seconds[stage] = done.get("seconds", 0.0)
+                ctx.counts.update(done.get("counts", {}))
+                ctx.round_seconds.update(done.get("rounds", {}))
+                ctx.graph_dir = done.get("graph_dir", ctx.graph_dir)
+                ctx.model_dir = done.get("model_dir", ctx.model_dir)
+                ctx.resumed.append(stage)
+                log.info("stage %s: already completed in run %s with the same inputs, skipped (resume)",
+                         stage, ctx.run_id)
+                continue
+        io.write_json(started, {"inputs": inputs})
         t0 = time.perf_counter()
         log.info("stage %s: start", stage)
         handlers[stage](ctx)
         secs = round(time.perf_counter() - t0, 3)
         ctx.stage_seconds[stage] = secs
         io.write_json(marker, {"seconds": secs, "counts": ctx.counts, "graph_dir": ctx.graph_dir,
-                               "model_dir": ctx.model_dir,
+                               "model_dir": ctx.model_dir, "inputs": inputs,
                                "rounds": {k: v for k, v in ctx.round_seconds.items() if k.startswith(stage)}})
         log.info("stage %s: done in %.2fs", stage, secs)
         ctx.fault(f"stage:{stage}")
+
+
+def _publish(ctx: RunContext, stages: list[str]) -> list[str]:
+    """Swap in every staged table of ``stages``; returns the tables this run published.
+
+    A table whose stage was skipped on resume and whose partition already names this run (swapped in
+    before the interruption) counts as published: the manifest must list it too.
+    """
+    published = []
+    for stage in stages:
+        for table in STAGE_TABLES.get(stage, ()):
+            if publish.is_staged(ctx.output, ctx.run_id, table, ctx.run_date):
+                publish.publish_table(ctx.output, ctx.run_id, table, ctx.run_date)
+                published.append(table)
+                ctx.fault(f"publish:{table}")
+            elif stage in ctx.resumed and publish.published_by(ctx.output, table, ctx.run_date) == ctx.run_id:
+                log.info("table %s: already published by run %s before the interruption", table, ctx.run_id)
+                published.append(table)
+    return published
+
+
+def _remove_stale_temp(run_dir: str) -> None:
+    """Hidden leftovers of interrupted writes under runs/<d>/ (a build's staging dir, temp files)."""
+    if not io.is_dir(run_dir):
+        return
+    for path in io.listdir(run_dir):
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        if name.startswith(".") and (".staging-" in name or ".old-" in name or name.endswith(".tmp")):
+            io.delete_path(path)
+            log.info("removed %s (left by an interrupted earlier attempt)", path)
 
 
 def _manifest(ctx: RunContext, stages: list[str], published: list[str], seconds: float) -> dict[str, Any]:
@@ -172,6 +271,7 @@ def _manifest(ctx: RunContext, stages: list[str], published: list[str], seconds:
     if card_path and io.path_exists(card_path):
         card = json.loads(io.read_text(card_path))
         model = {"dir": ctx.model_dir, "sha256": (card.get("weights") or {}).get("sha256"),
+                 "card_sha256": card.get("card_sha256"),
                  "type": card.get("model_type"), "test_acc": ((card.get("metrics") or {}).get("final") or {}).get("test_acc"),
                  "trained_by_this_run": "train" in stages and ctx.cfg.train.enabled}
     return {
@@ -179,8 +279,14 @@ def _manifest(ctx: RunContext, stages: list[str], published: list[str], seconds:
         "run_date": ctx.run_date,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "stages": stages,
-        "tables": {t: {"path": publish.partition_dir(ctx.output, t, ctx.run_date), "rows": ctx.tables.get(t)}
+        # true rows and a content fingerprint read back from the published files (also after a resume)
+        "tables": {t: {"path": publish.partition_dir(ctx.output, t, ctx.run_date),
+                       "run_id": publish.published_by(ctx.output, t, ctx.run_date),
+                       **table_fingerprint(publish.partition_dir(ctx.output, t, ctx.run_date))}
                    for t in published},
+        "resumed_stages": ctx.resumed,
+        "recomputed": ctx.recomputed,
+        "stage_inputs": ctx.inputs,
         "graph_dir": ctx.graph_dir,
         "model": model,
         "counts": ctx.counts,
@@ -211,13 +317,30 @@ def stage_df(ctx: RunContext, df: DataFrame, table: str) -> None:
     ctx.tables[table] = rows
     ctx.counts[f"{table}_rows"] = rows
     log.info("staged %s: %d rows", table, rows)
-    ctx.fault(f"table:{table}")
 
 
-def read_output(spark: SparkSession, output: str, table: str, run_date: str | None = None) -> DataFrame:
-    """Read a published output table (all run dates, or one)."""
+def read_output(spark: SparkSession, output: str, table: str, run_date: str | None = None, *,
+                consistent: bool = False) -> DataFrame:
+    """Read a published output table (all run dates, or one).
+
+    With ``consistent=True`` (needs ``run_date``) the partition must belong to the run that the
+    date's manifest names: a reader that runs between two table swaps of a later run of the same
+    date, or after a crash in that window, gets an :class:`InvalidInputError` (retry later) instead
+    of mixing one run's table with another run's.
+    """
     path = publish.table_dir(output, table)
     if not io.path_exists(path):
         raise InvalidInputError(f"no published table {table} under {output}")
+    if consistent:
+        if not run_date:
+            raise UsageError("read_output(consistent=True) needs a run_date")
+        manifest_path = io.join_path(output, "runs", run_date, "_manifest.json")
+        if not io.path_exists(manifest_path):
+            raise InvalidInputError(f"no manifest for {run_date} under {output}: the run did not complete")
+        entry = json.loads(io.read_text(manifest_path)).get("tables", {}).get(table)
+        have = publish.published_by(output, table, run_date)
+        if not entry or entry.get("run_id") != have:
+            raise InvalidInputError(f"{table} for {run_date} was written by run {have}, the manifest names "
+                                    f"{(entry or {}).get('run_id')}: a run is being published; retry later")
     df = spark.read.parquet(path)
     return df.filter(F.col("run_date") == F.lit(run_date).cast("date")) if run_date else df

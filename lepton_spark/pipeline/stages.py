@@ -186,7 +186,7 @@ def load_model_checked(model_dir: str, num_features: int, num_classes: int | Non
     if "://" in local:
         tmp = Path(tempfile.mkdtemp(prefix="lepton-model-"))
         for name in ("model.json", "model.npz"):
-            fs, p = io._fs(io.join_path(model_dir, name))
+            fs, p = io.filesystem(io.join_path(model_dir, name))
             with fs.open_input_stream(p) as f:
                 (tmp / name).write_bytes(f.read())
         local = str(tmp)
