@@ -168,3 +168,58 @@ def test_resume_with_another_model_recomputes(spark, raw, clean, tmp_path, monke
     assert not np.allclose(np.array([a_probs[k][-1] for k in sorted(a_probs)], float),
                            np.array([_table(out, "predictions")[k][-1] for k in sorted(a_probs)], float))
     assert json.loads((out / "runs" / DATE / "_manifest.json").read_text())["model"]["dir"] == str(other_model)
+
+
+def _console_nightly(raw: tuple[str, str], out: Path) -> tuple[list[str], dict[str, str]]:
+    import os
+    import sys
+
+    cli = Path(sys.executable).parent / "lepton-spark"
+    argv = [str(cli), "nightly", "--output", str(out), "--run-date", DATE,
+            *[a for s in nightly_overrides(*raw) for a in ("--set", s)], "--set", "spark.shuffle_partitions=4"]
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
+    env.pop("LEPTON_FAIL_AFTER", None)
+    return argv, env
+
+
+@pytest.fixture(scope="module")
+def clean_cli(raw, tmp_path_factory) -> Path:
+    """An uninterrupted nightly through the console script: the reference for the killed runs (MLlib's
+    Word2Vec depends on the session's default parallelism, which differs from the test session's)."""
+    import subprocess
+
+    out = tmp_path_factory.mktemp("clean_cli")
+    argv, env = _console_nightly(raw, out)
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sigkill_at_a_random_moment_then_rerun_converges(raw, clean_cli, tmp_path, seed: int) -> None:
+    """The driver process (and its JVM: the whole process group) is SIGKILLed at a seeded random
+    moment of a local-mode nightly through the console script; a plain rerun converges."""
+    import os
+    import random
+    import signal
+    import subprocess
+
+    want = clean_cli
+    out = tmp_path / "out"
+    argv, env = _console_nightly(raw, out)
+    delay = random.Random(seed).uniform(4.0, 16.0)
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+    killed = proc.returncode == -signal.SIGKILL
+    rerun = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    manifest = json.loads((out / "runs" / DATE / "_manifest.json").read_text())
+    _assert_same_tables(out, want)
+    _assert_clean(out, manifest)
+    if not killed:  # the run finished before the kill: the rerun recomputed everything (still converges)
+        assert manifest["resumed_stages"] == []
