@@ -115,7 +115,8 @@ def test_crash_then_rerun_converges(spark, raw, clean, tmp_path, monkeypatch, po
     if point.startswith("publish:"):  # tables swapped in before the crash are complete and name the run
         done = TABLES[: TABLES.index(point.split(":")[1]) + 1]
         for table in done:
-            assert (out / "outputs" / table / f"run_date={DATE}" / "_LEPTON_RUN").read_text().strip()
+            assert (out / "outputs" / table / f"run_date={DATE}" / "_LEPTON_RUN").read_text().split()[0] == \
+                f"{DATE}-{cfg.digest()[:10]}"
         assert not any(f"{t}/run_date={DATE}" in k for t in TABLES if t not in done for k in now)
     else:
         assert not any(f"run_date={DATE}" in k for k in now)
@@ -223,3 +224,25 @@ def test_sigkill_at_a_random_moment_then_rerun_converges(raw, clean_cli, tmp_pat
     _assert_clean(out, manifest)
     if not killed:  # the run finished before the kill: the rerun recomputed everything (still converges)
         assert manifest["resumed_stages"] == []
+
+
+def test_consistent_read_refuses_a_partition_mid_swap(spark, raw, clean, tmp_path, monkeypatch) -> None:
+    """A rerun of a published date, same run id, crashed between two swaps: its new embeddings sit
+    next to the previous run's predictions. A consistent read of the new table is refused until the
+    rerun completes; the untouched table still reads."""
+    from lepton_spark.errors import InvalidInputError
+    from lepton_spark.pipeline.runner import read_output
+
+    out = tmp_path / "out"
+    shutil.copytree(clean[0], out)
+    monkeypatch.setenv("LEPTON_FAIL_AFTER", "publish:embeddings")
+    with pytest.raises(InjectedFault):
+        run_pipeline(spark, _cfg(raw), output=str(out), run_date=DATE)
+    monkeypatch.delenv("LEPTON_FAIL_AFTER")
+    assert read_output(spark, str(out), "predictions", DATE, consistent=True).count() == 150
+    with pytest.raises(InvalidInputError, match="not the partition the manifest names"):
+        read_output(spark, str(out), "embeddings", DATE, consistent=True)
+    assert read_output(spark, str(out), "embeddings", DATE).count() == 150  # the plain read does not check
+    run_pipeline(spark, _cfg(raw), output=str(out), run_date=DATE)
+    for table in TABLES:
+        assert read_output(spark, str(out), table, DATE, consistent=True).count() > 0

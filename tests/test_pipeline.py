@@ -73,8 +73,10 @@ def test_end_to_end_outputs(spark, trained) -> None:
     for table, info in saved["tables"].items():
         part = out / "outputs" / table / f"run_date={DATE}"
         assert info["path"] == str(part) and info["run_id"] == saved["run_id"]
+        token = (part / "_LEPTON_RUN").read_text().split()
+        assert token[0] == saved["run_id"] and len(token[1]) == 32
         assert info["rows"] == 2708 and info == {"path": str(part), "run_id": saved["run_id"],
-                                                  **table_fingerprint(str(part))}
+                                                  "write_token": token[1], **table_fingerprint(str(part))}
         assert info["bytes"] == sum(f.stat().st_size for f in part.glob("*.parquet"))
     # predictions equal the driver forward pass of the same artifact
     from lepton_spark.models.artifact import load_model

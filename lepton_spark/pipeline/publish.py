@@ -9,7 +9,8 @@ copy; there the manifest, written last, is the commit point readers should trust
 half-written one — and other run dates are never touched. A rerun of the same date replaces the
 partition (no duplicates).
 
-Each staged partition carries a ``_LEPTON_RUN`` file naming the run id that wrote it, written after its
+Each staged partition carries a ``_LEPTON_RUN`` file naming the run id that wrote it and a token unique
+to that write (a rerun of the same run id writes a new token), written after its
 data (its presence means "completely staged") and moved in with it (Spark and pyarrow skip ``_``
 files). So a published partition says which run it came from: a rerun that resumes after a crash
 between two swaps recognises the tables it already published, and a reader can check that the
@@ -47,7 +48,7 @@ def stage_table(df: DataFrame, output: str, run_id: str, table: str, run_date: s
     """Write ``df`` (without run_date; the partition directory carries it) to the staging area."""
     path = staged_dir(output, run_id, table, run_date)
     df.write.mode("overwrite").parquet(path)
-    io.write_text(io.join_path(path, RUN_MARKER), run_id)
+    io.write_text(io.join_path(path, RUN_MARKER), f"{run_id}\n{uuid.uuid4().hex}\n")
     return path
 
 
@@ -55,10 +56,19 @@ def is_staged(output: str, run_id: str, table: str, run_date: str) -> bool:
     return io.path_exists(io.join_path(staged_dir(output, run_id, table, run_date), RUN_MARKER))
 
 
+def publication(output: str, table: str, run_date: str) -> tuple[str, str] | None:
+    """(run id, write token) of ``table``'s published partition for ``run_date`` (None: absent/unmarked)."""
+    marker = io.join_path(partition_dir(output, table, run_date), RUN_MARKER)
+    if not io.path_exists(marker):
+        return None
+    run_id, _, token = io.read_text(marker).strip().partition("\n")
+    return run_id, token.strip()
+
+
 def published_by(output: str, table: str, run_date: str) -> str | None:
     """The run id that published ``table``'s partition for ``run_date`` (None: absent or unmarked)."""
-    marker = io.join_path(partition_dir(output, table, run_date), RUN_MARKER)
-    return io.read_text(marker).strip() if io.path_exists(marker) else None
+    pub = publication(output, table, run_date)
+    return pub[0] if pub else None
 
 
 def publish_table(output: str, run_id: str, table: str, run_date: str) -> None:

@@ -282,6 +282,7 @@ def _manifest(ctx: RunContext, stages: list[str], published: list[str], seconds:
         # true rows and a content fingerprint read back from the published files (also after a resume)
         "tables": {t: {"path": publish.partition_dir(ctx.output, t, ctx.run_date),
                        "run_id": publish.published_by(ctx.output, t, ctx.run_date),
+                       "write_token": (publish.publication(ctx.output, t, ctx.run_date) or ("", ""))[1],
                        **table_fingerprint(publish.partition_dir(ctx.output, t, ctx.run_date))}
                    for t in published},
         "resumed_stages": ctx.resumed,
@@ -325,7 +326,8 @@ def read_output(spark: SparkSession, output: str, table: str, run_date: str | No
 
     With ``consistent=True`` (needs ``run_date``) the partition must belong to the run that the
     date's manifest names: a reader that runs between two table swaps of a later run of the same
-    date, or after a crash in that window, gets an :class:`InvalidInputError` (retry later) instead
+    date (even a rerun under the same run id: the write token differs), or after a crash in that
+    window, gets an :class:`InvalidInputError` (retry later) instead
     of mixing one run's table with another run's.
     """
     path = publish.table_dir(output, table)
@@ -337,10 +339,10 @@ def read_output(spark: SparkSession, output: str, table: str, run_date: str | No
         manifest_path = io.join_path(output, "runs", run_date, "_manifest.json")
         if not io.path_exists(manifest_path):
             raise InvalidInputError(f"no manifest for {run_date} under {output}: the run did not complete")
-        entry = json.loads(io.read_text(manifest_path)).get("tables", {}).get(table)
-        have = publish.published_by(output, table, run_date)
-        if not entry or entry.get("run_id") != have:
-            raise InvalidInputError(f"{table} for {run_date} was written by run {have}, the manifest names "
-                                    f"{(entry or {}).get('run_id')}: a run is being published; retry later")
+        entry = json.loads(io.read_text(manifest_path)).get("tables", {}).get(table) or {}
+        have = publish.publication(output, table, run_date)
+        if have is None or (entry.get("run_id"), entry.get("write_token")) != have:
+            raise InvalidInputError(f"{table} for {run_date} is not the partition the manifest names (written by "
+                                    f"{have[0] if have else 'no run'}): a run is being published; retry later")
     df = spark.read.parquet(path)
     return df.filter(F.col("run_date") == F.lit(run_date).cast("date")) if run_date else df
