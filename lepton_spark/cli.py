@@ -67,7 +67,7 @@ def _cmd_sample(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
 
 def _cmd_describe(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     from lepton_spark.analytics.degrees import describe_graph
-    from lepton_spark.io import read_graph
+    from lepton_spark.storage import read_graph
 
     graph_dir = args.graph or cfg.pipeline.graph_dir or _default_graph()
     spark = _spark(cfg)
@@ -77,7 +77,7 @@ def _cmd_describe(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
 
 
 def _cmd_build(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    from lepton_spark.build import build_graph
+    from lepton_spark.ingest import build_graph
 
     if args.vertices:
         cfg.build.vertices = args.vertices
@@ -147,7 +147,7 @@ def _cmd_report(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
 
 def _cmd_export(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     from lepton_spark.analytics.export import export_graph
-    from lepton_spark.io import read_graph
+    from lepton_spark.storage import read_graph
 
     if not args.output:
         raise UsageError("export needs --output FILE")
@@ -285,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _message(exc: BaseException) -> str:
-    from lepton_spark.io import first_line
+    from lepton_spark.storage import first_line
 
     if isinstance(exc, LeptonError | ConfigError | FileNotFoundError | ValueError):
         return first_line(exc)

@@ -32,7 +32,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lepton_spark import io
+from lepton_spark import storage
 from lepton_spark.config import GraphConfig
 from lepton_spark.graph.blocks import BroadcastOperator
 from lepton_spark.session import is_connect, shuffle_partitions
@@ -273,7 +273,7 @@ class BlockEngine:
     def ids(self) -> np.ndarray:
         """The sorted vertex ids (broadcast plan only: they sit on the driver beside the state)."""
         if self._ids is None:
-            self._ids = np.sort(io.collect_arrow(self.ig.vertices).column("id").to_numpy().astype(np.int64))
+            self._ids = np.sort(storage.collect_arrow(self.ig.vertices).column("id").to_numpy().astype(np.int64))
         return self._ids
 
     def run(self, prog: VertexProgram, max_iter: int) -> DataFrame:
@@ -288,7 +288,7 @@ class BlockEngine:
         ids = self.ids()
         state, rounds = run_broadcast(op, prog, ids, max_iter)
         log.info("%s[broadcast]: %d rounds in %.2fs", prog.name, rounds, time.perf_counter() - t0)
-        return io.create_df(self.spark, state_table(ids, state))
+        return storage.create_df(self.spark, state_table(ids, state))
 
     def close(self) -> None:
         for direction, op in self._ops.items():

@@ -49,7 +49,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lepton_spark import io
+from lepton_spark import storage
 from lepton_spark.config import GraphConfig
 from lepton_spark.errors import InvalidGraphError
 from lepton_spark.graph import arrow, kernels
@@ -105,7 +105,7 @@ def _cut(df: DataFrame) -> DataFrame:
             return df.checkpoint(eager=True)
         except Exception as exc:  # noqa: BLE001 - no checkpoint directory: local checkpoint instead
             log.warning("propagate: reliable checkpoint failed (%s); using localCheckpoint "
-                        "(set spark.checkpoint.dir to survive executor loss)", io.first_line(exc))
+                        "(set spark.checkpoint.dir to survive executor loss)", storage.first_line(exc))
     try:
         return df.localCheckpoint(eager=True)
     except Exception as exc:  # noqa: BLE001 - some Connect servers lack it; persisting is the fallback
@@ -201,10 +201,10 @@ class _RoundStore:
         if not self.root:
             return 0
         meta_path = f"{self.root}/_signature.json"
-        if not io.path_exists(meta_path) or json.loads(io.read_text(meta_path)) != self.signature:
+        if not storage.path_exists(meta_path) or json.loads(storage.read_text(meta_path)) != self.signature:
             return 0
         for k in range(rounds, 0, -1):
-            if io.path_exists(f"{self._dir(k)}/_COMPLETE"):
+            if storage.path_exists(f"{self._dir(k)}/_COMPLETE"):
                 return k
         return 0
 
@@ -212,15 +212,15 @@ class _RoundStore:
         if not self.root:
             return
         meta_path = f"{self.root}/_signature.json"
-        if io.path_exists(meta_path) and json.loads(io.read_text(meta_path)) == self.signature:
+        if storage.path_exists(meta_path) and json.loads(storage.read_text(meta_path)) == self.signature:
             return
-        if io.path_exists(self.root):
-            io.delete_path(self.root)  # state of another computation: start clean
-        io.write_json(meta_path, self.signature)
+        if storage.path_exists(self.root):
+            storage.delete_path(self.root)  # state of another computation: start clean
+        storage.write_json(meta_path, self.signature)
 
     def complete(self, k: int) -> None:
         if self.root:
-                io.write_text(f"{self._dir(k)}/_COMPLETE", str(time.time()))
+                storage.write_text(f"{self._dir(k)}/_COMPLETE", str(time.time()))
 
     def path(self, k: int, name: str) -> str:
         return f"{self._dir(k)}/{name}"
@@ -275,7 +275,7 @@ def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _Rou
                     cache: OperatorCache | None = None, normalize: str | None = None,
                     operator_key: Any = None) -> DataFrame:
     t0 = time.perf_counter()
-    table = io.collect_arrow(inp.x0)
+    table = storage.collect_arrow(inp.x0)
     ids = table.column("id").to_numpy()
     x = list_to_matrix(table.column("features"), inp.dim)
     order = np.argsort(ids, kind="stable")
@@ -324,11 +324,11 @@ def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _Rou
         if cache is None:
             op.close()
     out = pa.table({"id": pa.array(ids, pa.int64()), "features": matrix_to_list(x)})
-    return io.create_df(inp.spark, out, _RESULT_SCHEMA)
+    return storage.create_df(inp.spark, out, _RESULT_SCHEMA)
 
 
 def _open_binary(path: str) -> Any:
-    from lepton_spark.io import filesystem
+    from lepton_spark.storage import filesystem
 
     fs, p = filesystem(path)
     return fs.open_input_file(p)
@@ -337,7 +337,7 @@ def _open_binary(path: str) -> Any:
 def _save_npy(path: str, arr: np.ndarray) -> None:
     import io as _io
 
-    from lepton_spark.io import filesystem
+    from lepton_spark.storage import filesystem
 
     fs, p = filesystem(path)
     fs.create_dir(p.rsplit("/", 1)[0], recursive=True)

@@ -23,14 +23,14 @@ import hashlib
 import json
 from typing import Any
 
-from lepton_spark import io
+from lepton_spark import storage
 
 
 def _files(path: str, *, data_only: bool) -> list[tuple[str, Any]]:
     """(relative path, FileInfo) of every file under ``path`` (or ``path`` itself if a file), sorted."""
     import pyarrow.fs as pafs
 
-    fs, p = io.filesystem(path)
+    fs, p = storage.filesystem(path)
     info = fs.get_file_info(p)
     if info.type == pafs.FileType.NotFound:
         return []
@@ -68,7 +68,7 @@ def table_fingerprint(path: str) -> dict[str, Any]:
     """Rows, files, bytes and a content sha256 of the Parquet data files under ``path``."""
     import pyarrow.parquet as pq
 
-    fs, _ = io.filesystem(path)
+    fs, _ = storage.filesystem(path)
     h = hashlib.sha256()
     rows = total = 0
     files = _files(path, data_only=True)

@@ -46,7 +46,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lepton_spark import io
+from lepton_spark import storage
 from lepton_spark.config import DEFAULT_SAMPLE_DIR, Config
 from lepton_spark.errors import InvalidInputError, UsageError
 from lepton_spark.pipeline import publish
@@ -87,11 +87,11 @@ class RunContext:
 
     @property
     def run_dir(self) -> str:
-        return io.join_path(self.output, "runs", self.run_date)
+        return storage.join_path(self.output, "runs", self.run_date)
 
     @property
     def work_dir(self) -> str:
-        return io.join_path(self.output, "_work", self.run_id)
+        return storage.join_path(self.output, "_work", self.run_id)
 
     def fault(self, point: str) -> None:
         """Test-only fault point (``LEPTON_FAIL_AFTER``, see :mod:`lepton_spark.pipeline.faults`)."""
@@ -116,8 +116,8 @@ def run_pipeline(spark: SparkSession, cfg: Config, *, output: str, run_date: str
                      resume=cfg.pipeline.resume if resume is None else resume)
     ctx.graph_dir = graph_dir or cfg.pipeline.graph_dir or str(DEFAULT_SAMPLE_DIR)
     ctx.model_dir = model_dir or cfg.pipeline.model_dir
-    if not ctx.resume and io.path_exists(ctx.work_dir):
-        io.delete_path(ctx.work_dir)
+    if not ctx.resume and storage.path_exists(ctx.work_dir):
+        storage.delete_path(ctx.work_dir)
         publish.clean_staging(ctx.output, ctx.run_id)
     log.info("run %s: date %s, stages %s, output %s", ctx.run_id, run_date, ",".join(stages), ctx.output)
     from lepton_spark.pipeline import stages as impl
@@ -137,11 +137,11 @@ def run_pipeline(spark: SparkSession, cfg: Config, *, output: str, run_date: str
     published = _publish(ctx, stages)
     ctx.stage_seconds["publish"] = round(time.perf_counter() - t0, 3)
     manifest = _manifest(ctx, stages, published, time.perf_counter() - t_run)
-    io.write_json(io.join_path(ctx.run_dir, "_manifest.json"), manifest)
+    storage.write_json(storage.join_path(ctx.run_dir, "_manifest.json"), manifest)
     publish.clean_staging(ctx.output, ctx.run_id)
-    if io.path_exists(ctx.work_dir):
-        io.delete_path(ctx.work_dir)
-    io.remove_if_empty(io.join_path(ctx.output, "_work"))
+    if storage.path_exists(ctx.work_dir):
+        storage.delete_path(ctx.work_dir)
+    storage.remove_if_empty(storage.join_path(ctx.output, "_work"))
     _remove_stale_temp(ctx.run_dir)
     if "report" in stages:
         t0 = time.perf_counter()
@@ -168,8 +168,8 @@ def stage_inputs(ctx: RunContext, stage: str) -> dict[str, Any]:
     elif not (stage == "train" and not ctx.cfg.train.enabled):
         out["graph"] = {"path": ctx.graph_dir, "sha256": inputs_fingerprint(ctx.graph_dir)}
     if stage == "propagate" or (stage == "train" and not ctx.cfg.train.enabled):
-        card = io.join_path(ctx.model_dir, "model.json") if ctx.model_dir else ""
-        sha = hashlib.sha256(io.read_text(card).encode()).hexdigest() if card and io.path_exists(card) else "missing"
+        card = storage.join_path(ctx.model_dir, "model.json") if ctx.model_dir else ""
+        sha = hashlib.sha256(storage.read_text(card).encode()).hexdigest() if card and storage.path_exists(card) else "missing"
         out["model"] = {"path": ctx.model_dir, "sha256": sha}
     return out
 
@@ -183,25 +183,25 @@ def _changed(before: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:
 
 def _discard(ctx: RunContext, stage: str) -> None:
     """Remove a stage's state of an earlier attempt: its marker, its round state, its staged tables."""
-    for path in (io.join_path(ctx.work_dir, "stages", f"{stage}.json"), io.join_path(ctx.work_dir, stage)):
-        if io.path_exists(path):
-            io.delete_path(path)
+    for path in (storage.join_path(ctx.work_dir, "stages", f"{stage}.json"), storage.join_path(ctx.work_dir, stage)):
+        if storage.path_exists(path):
+            storage.delete_path(path)
     for table in STAGE_TABLES.get(stage, ()):
         staged = publish.staged_dir(ctx.output, ctx.run_id, table, ctx.run_date)
-        if io.path_exists(staged):
-            io.delete_path(staged)
+        if storage.path_exists(staged):
+            storage.delete_path(staged)
 
 
 def _run_stages(ctx: RunContext, stages: list[str], handlers: dict[str, Any]) -> None:
     """Run (or, on resume with unchanged inputs, skip) every stage but report; see the module docstring."""
     for stage in [s for s in stages if s != "report"]:
-        marker = io.join_path(ctx.work_dir, "stages", f"{stage}.json")
-        started = io.join_path(ctx.work_dir, "stages", f"{stage}.started.json")
+        marker = storage.join_path(ctx.work_dir, "stages", f"{stage}.json")
+        started = storage.join_path(ctx.work_dir, "stages", f"{stage}.started.json")
         inputs = stage_inputs(ctx, stage)
         ctx.inputs[stage] = inputs
-        if ctx.resume and (io.path_exists(marker) or io.path_exists(started)):
-            done = json.loads(io.read_text(marker)) if io.path_exists(marker) else None
-            before = (done or json.loads(io.read_text(started))).get("inputs")
+        if ctx.resume and (storage.path_exists(marker) or storage.path_exists(started)):
+            done = json.loads(storage.read_text(marker)) if storage.path_exists(marker) else None
+            before = (done or json.loads(storage.read_text(started))).get("inputs")
             changed = _changed(before, inputs)
             if changed:
                 what = ", ".join(k if k == "config" else f"{k} {(inputs.get(k) or {}).get('path', '(no longer read)')}"
@@ -220,13 +220,13 @@ def _run_stages(ctx: RunContext, stages: list[str], handlers: dict[str, Any]) ->
                 log.info("stage %s: already completed in run %s with the same inputs, skipped (resume)",
                          stage, ctx.run_id)
                 continue
-        io.write_json(started, {"inputs": inputs})
+        storage.write_json(started, {"inputs": inputs})
         t0 = time.perf_counter()
         log.info("stage %s: start", stage)
         handlers[stage](ctx)
         secs = round(time.perf_counter() - t0, 3)
         ctx.stage_seconds[stage] = secs
-        io.write_json(marker, {"seconds": secs, "counts": ctx.counts, "graph_dir": ctx.graph_dir,
+        storage.write_json(marker, {"seconds": secs, "counts": ctx.counts, "graph_dir": ctx.graph_dir,
                                "model_dir": ctx.model_dir, "inputs": inputs,
                                "rounds": {k: v for k, v in ctx.round_seconds.items() if k.startswith(stage)}})
         log.info("stage %s: done in %.2fs", stage, secs)
@@ -254,12 +254,12 @@ def _publish(ctx: RunContext, stages: list[str]) -> list[str]:
 
 def _remove_stale_temp(run_dir: str) -> None:
     """Hidden leftovers of interrupted writes under runs/<d>/ (a build's staging dir, temp files)."""
-    if not io.is_dir(run_dir):
+    if not storage.is_dir(run_dir):
         return
-    for path in io.listdir(run_dir):
+    for path in storage.listdir(run_dir):
         name = path.rstrip("/").rsplit("/", 1)[-1]
         if name.startswith(".") and (".staging-" in name or ".old-" in name or name.endswith(".tmp")):
-            io.delete_path(path)
+            storage.delete_path(path)
             log.info("removed %s (left by an interrupted earlier attempt)", path)
 
 
@@ -267,9 +267,9 @@ def _manifest(ctx: RunContext, stages: list[str], published: list[str], seconds:
     from lepton_spark.graph.engine import resolve_engine
 
     model = {}
-    card_path = io.join_path(ctx.model_dir, "model.json") if ctx.model_dir else ""
-    if card_path and io.path_exists(card_path):
-        card = json.loads(io.read_text(card_path))
+    card_path = storage.join_path(ctx.model_dir, "model.json") if ctx.model_dir else ""
+    if card_path and storage.path_exists(card_path):
+        card = json.loads(storage.read_text(card_path))
         model = {"dir": ctx.model_dir, "sha256": (card.get("weights") or {}).get("sha256"),
                  "card_sha256": card.get("card_sha256"),
                  "type": card.get("model_type"), "test_acc": ((card.get("metrics") or {}).get("final") or {}).get("test_acc"),
@@ -331,15 +331,15 @@ def read_output(spark: SparkSession, output: str, table: str, run_date: str | No
     of mixing one run's table with another run's.
     """
     path = publish.table_dir(output, table)
-    if not io.path_exists(path):
+    if not storage.path_exists(path):
         raise InvalidInputError(f"no published table {table} under {output}")
     if consistent:
         if not run_date:
             raise UsageError("read_output(consistent=True) needs a run_date")
-        manifest_path = io.join_path(output, "runs", run_date, "_manifest.json")
-        if not io.path_exists(manifest_path):
+        manifest_path = storage.join_path(output, "runs", run_date, "_manifest.json")
+        if not storage.path_exists(manifest_path):
             raise InvalidInputError(f"no manifest for {run_date} under {output}: the run did not complete")
-        entry = json.loads(io.read_text(manifest_path)).get("tables", {}).get(table) or {}
+        entry = json.loads(storage.read_text(manifest_path)).get("tables", {}).get(table) or {}
         have = publish.publication(output, table, run_date)
         if have is None or (entry.get("run_id"), entry.get("write_token")) != have:
             raise InvalidInputError(f"{table} for {run_date} is not the partition the manifest names (written by "

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from lepton_spark.build.job import BuildFailed, build_graph
+from lepton_spark.ingest.job import BuildFailed, build_graph
 
 __all__ = ["BuildFailed", "build_graph"]

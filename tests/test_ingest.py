@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 
-from lepton_spark.build import BuildFailed, build_graph
 from lepton_spark.cli import main
 from lepton_spark.config import BuildConfig
+from lepton_spark.ingest import BuildFailed, build_graph
 
 NAN = float("nan")
 
