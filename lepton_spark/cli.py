@@ -1,4 +1,4 @@
-"""``lepton-spark`` command line (DESIGN §5).
+"""``lepton-spark`` command line (docs/architecture.md §5).
 
 Every subcommand takes ``--config FILE``, repeated ``--set key.sub=value`` and ``--debug``; prints one
 JSON summary line on stdout as its last line on success. Exit codes: 0 ok, 2 usage/config error,

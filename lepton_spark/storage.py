@@ -172,7 +172,7 @@ def first_line(exc: BaseException) -> str:
 
 
 def read_graph(spark: SparkSession, graph_dir: str) -> tuple[DataFrame, DataFrame]:
-    """Read ``<graph_dir>/vertices`` and ``<graph_dir>/edges`` (project layout, DESIGN §3)."""
+    """Read ``<graph_dir>/vertices`` and ``<graph_dir>/edges`` (project layout, docs/architecture.md §3)."""
     if not path_exists(graph_dir):
         raise InvalidInputError(f"graph {graph_dir}: no such directory")
     vertices = read_table(spark, join_path(graph_dir, "vertices"), what="graph vertices")

@@ -1,6 +1,6 @@
 """``GraphFrame`` on plain DataFrames: GraphFrames' (graphframes-py 0.12) names and semantics.
 
-Why: GraphFrames' JVM package cannot be installed on these machines (DESIGN §2), yet project code and
+Why: GraphFrames' JVM package cannot be installed on these machines (docs/architecture.md §2), yet project code and
 users write GraphFrames code. This class offers the same API (constructor checks and messages,
 ``vertices``/``edges``/``triplets``, degrees, subgraphs, ``aggregateMessages`` with ``AM``,
 ``pregel``, and the algorithms) so such code runs unchanged, and delegates the algorithms to the real

@@ -1,4 +1,4 @@
-"""Vector message passing over a whole graph: ``propagate`` and ``spmm`` (DESIGN §2).
+"""Vector message passing over a whole graph: ``propagate`` and ``spmm`` (docs/architecture.md §2).
 
 One round computes, for every vertex v, ``x'_v = AGG over edges (u -> v, w) of w * x_u`` with AGG in
 sum | mean | max. Every vertex is in the result; a vertex that receives nothing gets a zero vector for

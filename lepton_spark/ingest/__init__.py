@@ -1,4 +1,4 @@
-"""Raw vertex/edge tables -> validated, normalised graph in the project layout (DESIGN §3)."""
+"""Raw vertex/edge tables -> validated, normalised graph in the project layout (docs/architecture.md §3)."""
 
 from __future__ import annotations
 
