@@ -41,7 +41,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -66,6 +66,13 @@ _FEATURES_T = T.ArrayType(T.FloatType())
 _RESULT_SCHEMA = T.StructType(
     [T.StructField("id", T.LongType(), False), T.StructField("features", _FEATURES_T, False)]
 )
+
+
+class _Graph(NamedTuple):
+    """The two DataFrames :func:`propagate` reads (any object with these attributes will do)."""
+
+    vertices: DataFrame
+    edges: DataFrame
 
 
 @dataclass
@@ -739,8 +746,6 @@ def spmm(entries: DataFrame, dense: DataFrame, *, row: str = "row", col: str = "
     Returns DataFrame(id, features) with one row per id of B and per row id of A (zero rows where A's
     row is empty). It is one :func:`propagate` round on the edges ``col -> row`` (the same code).
     """
-    from lepton_spark.graph.frame import GraphFrame
-
     b = dense.select(F.col("id").cast("long").alias("id"), F.col(features).cast(_FEATURES_T).alias("features"))
     dim_row = b.select(F.size("features").alias("d")).first()
     extra_ids = entries.select(F.col(row).cast("long").alias("id")).distinct().join(b.select("id"), "id", "left_anti")
@@ -749,4 +754,4 @@ def spmm(entries: DataFrame, dense: DataFrame, *, row: str = "row", col: str = "
         b = b.unionByName(extra_ids.select("id", zeros.alias("features")))
     edges = entries.select(F.col(col).cast("long").alias("src"), F.col(row).cast("long").alias("dst"),
                            F.col(value).cast("float").alias("weight"))
-    return propagate(GraphFrame(b, edges), features="features", weight="weight", rounds=1, agg="sum", **kwargs)
+    return propagate(_Graph(b, edges), features="features", weight="weight", rounds=1, agg="sum", **kwargs)

@@ -40,7 +40,6 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -50,7 +49,8 @@ from lepton_spark import storage
 from lepton_spark.config import DEFAULT_SAMPLE_DIR, Config
 from lepton_spark.errors import InvalidInputError, UsageError
 from lepton_spark.pipeline import publish
-from lepton_spark.pipeline.faults import InjectedFault, fail_after
+from lepton_spark.pipeline.context import RunContext, stage_df
+from lepton_spark.pipeline.faults import InjectedFault
 from lepton_spark.pipeline.fingerprint import inputs_fingerprint, table_fingerprint
 
 log = logging.getLogger(__name__)
@@ -63,39 +63,6 @@ STAGE_TABLES = {
 }
 
 __all__ = ["STAGES", "InjectedFault", "RunContext", "read_output", "run_pipeline", "stage_df", "stage_inputs"]
-
-
-@dataclass
-class RunContext:
-    spark: SparkSession
-    cfg: Config
-    output: str
-    run_date: str
-    run_id: str
-    resume: bool
-    graph_dir: str = ""
-    model_dir: str = ""
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    round_seconds: dict[str, list[float]] = field(default_factory=dict)
-    counts: dict[str, Any] = field(default_factory=dict)
-    tables: dict[str, int] = field(default_factory=dict)
-    resumed: list[str] = field(default_factory=list)  # stages skipped: completed earlier with the same inputs
-    recomputed: dict[str, list[str]] = field(default_factory=dict)  # stage -> inputs that changed
-    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> its input fingerprint
-    # edge blocks packed by one stage and reused by the next (propagate -> analytics), keyed by graph dir
-    operators: Any = None
-
-    @property
-    def run_dir(self) -> str:
-        return storage.join_path(self.output, "runs", self.run_date)
-
-    @property
-    def work_dir(self) -> str:
-        return storage.join_path(self.output, "_work", self.run_id)
-
-    def fault(self, point: str) -> None:
-        """Test-only fault point (``LEPTON_FAIL_AFTER``, see :mod:`lepton_spark.pipeline.faults`)."""
-        fail_after(point)
 
 
 def default_run_id(cfg: Config, run_date: str) -> str:
@@ -309,15 +276,6 @@ def _log_summary(manifest: dict[str, Any]) -> None:
     for table, info in manifest["tables"].items():
         lines.append(f"table {table}: {info['rows']} rows")
     log.info("run %s summary:\n%s", manifest["run_id"], "\n".join(lines))
-
-
-def stage_df(ctx: RunContext, df: DataFrame, table: str) -> None:
-    """Stage one output table for this run (published only after all stages succeed)."""
-    publish.stage_table(df, ctx.output, ctx.run_id, table, ctx.run_date)
-    rows = ctx.spark.read.parquet(publish.staged_dir(ctx.output, ctx.run_id, table, ctx.run_date)).count()
-    ctx.tables[table] = rows
-    ctx.counts[f"{table}_rows"] = rows
-    log.info("staged %s: %d rows", table, rows)
 
 
 def read_output(spark: SparkSession, output: str, table: str, run_date: str | None = None, *,

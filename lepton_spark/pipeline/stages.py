@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from lepton_spark import storage
 from lepton_spark.errors import InvalidInputError, UsageError
-from lepton_spark.pipeline.runner import RunContext, stage_df
+from lepton_spark.pipeline.context import RunContext, stage_df
 
 log = logging.getLogger(__name__)
 
