@@ -28,7 +28,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lepton_spark import io
+from lepton_spark import io, logs
 from lepton_spark.config import DEFAULT_SAMPLE_DIR, Config
 from lepton_spark.errors import InvalidInputError, UsageError
 from lepton_spark.pipeline import publish
@@ -114,6 +114,7 @@ def run_pipeline(spark: SparkSession, cfg: Config, *, output: str, run_date: str
         ctx.operators.close()
 
     # publish every staged table, then the manifest (last)
+    logs.set_stage("publish")
     t0 = time.perf_counter()
     published = []
     for stage in stages:
@@ -130,11 +131,13 @@ def run_pipeline(spark: SparkSession, cfg: Config, *, output: str, run_date: str
         io.delete_path(ctx.work_dir)
     io.remove_if_empty(io.join_path(ctx.output, "_work"))
     if "report" in stages:
+        logs.set_stage("report")
         t0 = time.perf_counter()
         from lepton_spark.pipeline.report import write_report
 
         write_report(spark, ctx.run_dir, output=ctx.output)
         manifest["report_seconds"] = round(time.perf_counter() - t0, 3)
+    logs.set_stage(None)
     _log_summary(manifest)
     return manifest
 
@@ -142,6 +145,7 @@ def run_pipeline(spark: SparkSession, cfg: Config, *, output: str, run_date: str
 def _run_stages(ctx: RunContext, stages: list[str], handlers: dict[str, Any]) -> None:
     """Run (or, on resume, skip) every stage but report, writing each completed stage's marker."""
     for stage in [s for s in stages if s != "report"]:
+        logs.set_stage(stage)
         marker = io.join_path(ctx.work_dir, "stages", f"{stage}.json")
         if ctx.resume and io.path_exists(marker):
             done = json.loads(io.read_text(marker))
