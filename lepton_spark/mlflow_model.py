@@ -79,7 +79,10 @@ class LeptonGraphModel(mlflow.pyfunc.PythonModel):
 
         self.model = load_model(context.artifacts[MODEL_ARTIFACT])
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    # no annotations on predict's inputs: MLflow reads them as the model's input schema, and a dict of
+    # frames is not one of its types (it would warn on every save and load)
+    def predict(self, context, model_input, params=None):
+        """``{"vertices": DataFrame, "edges": DataFrame}`` -> ``DataFrame(id, label, probs)``."""
         return predict_frame(self.model, model_input)
 
 
