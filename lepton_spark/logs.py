@@ -15,7 +15,9 @@ variables are per thread (and per asyncio task), so concurrent pipelines in one 
 
 In JSON mode the JVM of a local session logs JSON lines too (``conf/log4j2-json.properties``, log4j's
 ``JsonTemplateLayout`` with the same keys), see :func:`log4j_config`. On a cluster the JVM's logging
-belongs to the cluster (spark-submit's or Databricks' log4j configuration).
+belongs to the cluster (spark-submit's or Databricks' log4j configuration). One line stays text: the
+JVM's own start-up notice ``WARNING: Using incubator modules: jdk.incubator.vector``, printed by the
+Java launcher before any logging framework runs (Spark adds that module); nothing can reformat it.
 """
 
 from __future__ import annotations
