@@ -19,6 +19,7 @@ from typing import Any
 from lepton_spark import __version__
 from lepton_spark.config import Config, ConfigError, load_config
 from lepton_spark.errors import LeptonError, UsageError
+from lepton_spark.logs import reset_format
 
 log = logging.getLogger("lepton_spark.cli")
 
@@ -45,6 +46,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.epochs=50 (repeatable)")
     p.add_argument("--debug", action="store_true", help="full tracebacks and debug logging")
+    p.add_argument("--log-format", choices=["text", "json"],
+                   help="log lines on stderr: text, or one JSON object per line (default: logging.format)")
 
 
 def _spark(cfg: Config):  # SparkSession import kept lazy so --help is instant
@@ -108,14 +111,23 @@ def _run_date_or_today(args: argparse.Namespace) -> str:
 
 
 def _pipeline(args: argparse.Namespace, cfg: Config, stages: list[str] | None) -> dict[str, Any]:
+    from lepton_spark import tracking
+    from lepton_spark.logs import run_context
     from lepton_spark.pipeline import run_pipeline
+    from lepton_spark.pipeline.runner import default_run_id
 
     output = getattr(args, "output", None) or cfg.pipeline.output
-    manifest = run_pipeline(
-        _spark(cfg), cfg, output=output, run_date=_run_date_or_today(args), stages=stages,
-        run_id=getattr(args, "run_id", None), resume=False if getattr(args, "no_resume", False) else None,
-        graph_dir=getattr(args, "graph", None), model_dir=getattr(args, "model", None),
-    )
+    run_date = _run_date_or_today(args)
+    resume = False if getattr(args, "no_resume", False) else None
+    run_id = getattr(args, "run_id", None) or default_run_id(cfg, run_date)
+    tracker = tracking.open_run(cfg, run_id=run_id, run_date=run_date, command=args.command,
+                                resume=cfg.pipeline.resume if resume is None else resume)  # before Spark
+    with tracker, run_context(run_id):
+        manifest = run_pipeline(
+            _spark(cfg), cfg, output=output, run_date=run_date, stages=stages, run_id=run_id, resume=resume,
+            graph_dir=getattr(args, "graph", None), model_dir=getattr(args, "model", None),
+        )
+        tracker.finish(manifest, output)
     return {"command": args.command, "run_id": manifest["run_id"], "run_date": manifest["run_date"],
             "output": output, "tables": {t: i["rows"] for t, i in manifest["tables"].items()},
             "stage_seconds": manifest["stage_seconds"], "model_test_acc": manifest["model"].get("test_acc"),
@@ -235,17 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    for noisy in ("py4j", "matplotlib", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # pyspark 4 logs every failed query as a multi-line JSON blob; the CLI reports errors itself
-    logging.getLogger("DataFrameQueryContextLogger").setLevel(logging.CRITICAL)
+def _setup_logging(debug: bool, fmt: str = "text") -> None:
+    from lepton_spark.logs import setup_logging
+
+    setup_logging(debug, fmt)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -257,12 +262,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not argv:
             parser.print_help()
             return 2
+        reset_format()  # errors before logging is set up are plain lines (a new in-process call)
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()
             return 2
-        _setup_logging(args.debug)
+        _setup_logging(args.debug, args.log_format or "text")  # config errors already in that format
         cfg = load_config(args.config, args.overrides)
+        if not args.log_format and cfg.logging.format != "text":
+            _setup_logging(args.debug, cfg.logging.format)
         handler = _commands()[args.command][2]
         t0 = time.perf_counter()
         summary = handler(args, cfg)
@@ -276,12 +284,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("lepton-spark: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the CLI is the last line: one clear message, an exit code
-        if debug:
-            import traceback
-
-            traceback.print_exc()
-        print(f"lepton-spark: error: {_message(exc)}", file=sys.stderr)
+        _report_error(exc, debug)
         return _exit_code(exc)
+
+
+def _report_error(exc: BaseException, debug: bool) -> None:
+    """The one error line on stderr (after the traceback with ``--debug``).
+
+    When the process logs JSON lines it is one JSON object too (level ERROR, with ``exit_code`` and,
+    with ``--debug``, the traceback in ``exc``), so stderr stays parseable line by line."""
+    from lepton_spark.logs import current_format
+
+    line = f"lepton-spark: error: {_message(exc)}"
+    if current_format() == "json":
+        log.error(line, exc_info=exc if debug else None, extra={"exit_code": _exit_code(exc)})
+        return
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc)
+    print(line, file=sys.stderr)
 
 
 def _message(exc: BaseException) -> str:

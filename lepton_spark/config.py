@@ -131,6 +131,21 @@ class PipelineConfig:
 
 
 @dataclass
+class LoggingConfig:
+    format: Literal["text", "json"] = "text"  # json: one JSON object per line (--log-format wins)
+
+
+@dataclass
+class TrackingConfig:
+    mlflow_uri: str = ""  # "" = off; e.g. databricks, file:///path/mlruns, http://host:5000
+    experiment: str = "lepton-spark"  # MLflow experiment (on Databricks a workspace path: /Shared/...)
+    registered_model: str = ""  # "" = do not register; else register each run's model under this name
+
+
+_OBSERVATION_SECTIONS = ("logging", "tracking")
+
+
+@dataclass
 class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     graph: GraphConfig = field(default_factory=GraphConfig)
@@ -140,13 +155,19 @@ class Config:
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def digest(self) -> str:
-        """sha256 of the resolved config (stable JSON), recorded in manifests."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        """sha256 of the resolved config (stable JSON), recorded in manifests.
+
+        ``logging`` and ``tracking`` only say how a run is observed, not what it computes: they are
+        left out, so switching to JSON logs or turning MLflow on keeps the run id (and resume)."""
+        data = {k: v for k, v in self.to_dict().items() if k not in _OBSERVATION_SECTIONS}
+        blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
 
 

@@ -49,7 +49,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lepton_spark import storage
+from lepton_spark import logs, storage
 from lepton_spark.config import GraphConfig
 from lepton_spark.errors import InvalidGraphError
 from lepton_spark.graph import arrow, kernels
@@ -318,6 +318,7 @@ def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _Rou
         log.info("propagate[broadcast]: resuming after round %d/%d from %s", start, rounds, store.root)
     try:
         for k in range(start + 1, rounds + 1):
+            logs.set_round(k)
             tk = time.perf_counter()
             x = one_round(x)
             secs = time.perf_counter() - tk
@@ -328,6 +329,7 @@ def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _Rou
             if on_round:
                 on_round(k, {"round": k, "rounds": rounds, "rows": n, "seconds": secs, "plan": "broadcast"})
     finally:
+        logs.set_round(None)
         if cache is None:
             op.close()
     out = pa.table({"id": pa.array(ids, pa.int64()), "features": matrix_to_list(x)})
@@ -554,6 +556,7 @@ def _partitioned_plan(inp: _Inputs, rounds: int, agg: str, blocks: int, native: 
         log.info("propagate[partitioned]: resuming after round %d/%d from %s", start, rounds, store.root)
     try:
         for k in range(start + 1, rounds + 1):
+            logs.set_round(k)
             tk = time.perf_counter()
             out = _cogroup(state.repartition(parts, "pid"), eblocks, step_fn(False, state_rows_mode, state_mean),
                            _PARTIAL_ROWS if native else _PARTIAL_BLOB)
@@ -582,6 +585,7 @@ def _partitioned_plan(inp: _Inputs, rounds: int, agg: str, blocks: int, native: 
                           _RESULT_SCHEMA)
         result = _cut(result)
     finally:
+        logs.set_round(None)
         eblocks.unpersist()
     return result
 

@@ -45,7 +45,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lepton_spark import storage
+from lepton_spark import logs, storage
 from lepton_spark.config import DEFAULT_SAMPLE_DIR, Config
 from lepton_spark.errors import InvalidInputError, UsageError
 from lepton_spark.pipeline import publish
@@ -100,6 +100,7 @@ def run_pipeline(spark: SparkSession, cfg: Config, *, output: str, run_date: str
         ctx.operators.close()
 
     # publish every staged table, then the manifest (last)
+    logs.set_stage("publish")
     t0 = time.perf_counter()
     published = _publish(ctx, stages)
     ctx.stage_seconds["publish"] = round(time.perf_counter() - t0, 3)
@@ -111,11 +112,13 @@ def run_pipeline(spark: SparkSession, cfg: Config, *, output: str, run_date: str
     storage.remove_if_empty(storage.join_path(ctx.output, "_work"))
     _remove_stale_temp(ctx.run_dir)
     if "report" in stages:
+        logs.set_stage("report")
         t0 = time.perf_counter()
         from lepton_spark.pipeline.report import write_report
 
         write_report(spark, ctx.run_dir, output=ctx.output)
         manifest["report_seconds"] = round(time.perf_counter() - t0, 3)
+    logs.set_stage(None)
     _log_summary(manifest)
     return manifest
 
@@ -162,6 +165,7 @@ def _discard(ctx: RunContext, stage: str) -> None:
 def _run_stages(ctx: RunContext, stages: list[str], handlers: dict[str, Any]) -> None:
     """Run (or, on resume with unchanged inputs, skip) every stage but report; see the module docstring."""
     for stage in [s for s in stages if s != "report"]:
+        logs.set_stage(stage)
         marker = storage.join_path(ctx.work_dir, "stages", f"{stage}.json")
         started = storage.join_path(ctx.work_dir, "stages", f"{stage}.started.json")
         inputs = stage_inputs(ctx, stage)
