@@ -34,6 +34,7 @@ import time
 import uuid
 from typing import Any
 
+import numpy as np
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -247,7 +248,8 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str) -> dict[str,
         log.info("build: mapping and quarantine written at %.1fs", time.perf_counter() - t0)
         gv = spark.read.parquet(storage.join_path(staging, "graph", "vertices"))
         ge = spark.read.parquet(storage.join_path(staging, "graph", "edges"))
-        report = _report(spark, cfg, gv, ge, n_in, m_in, n_kept, quarantine, dim, t0)
+        report = _report(spark, cfg, gv, ge, n_in, m_in, n_kept, quarantine, dim, t0,
+                         graph_path=storage.join_path(staging, "graph"))
         storage.write_json(storage.join_path(staging, "graph", "_graph.json"), report["graph"])
         storage.write_json(storage.join_path(staging, "build_report.json"), report)
         _publish(staging, output)
@@ -292,8 +294,41 @@ def _publish(staging: str, output: str) -> None:
         storage.delete_path(old)
 
 
+#: up to this many edges the build report counts components on the driver (scipy over the written
+#: files, read with pyarrow): on a small graph the Spark block engine's packing and rounds cost
+#: seconds of job overhead for milliseconds of work (the analytics' local_max_edges rule, same default)
+LOCAL_COMPONENTS_MAX_EDGES = 2_000_000
+
+
+def _count_components(spark: SparkSession, cfg: BuildConfig, vertices: DataFrame, edges: DataFrame, m: int,
+                      graph_path: str | None) -> int:
+    """Weakly connected components (isolated vertices count one each)."""
+    if graph_path and m <= LOCAL_COMPONENTS_MAX_EDGES:
+        try:
+            ids = storage.read_parquet_arrow(storage.join_path(graph_path, "vertices"), ["id"]).column("id")
+            et = storage.read_parquet_arrow(storage.join_path(graph_path, "edges"), ["src", "dst"])
+        except (OSError, ValueError, TypeError) as exc:  # no pyarrow file system for the URI: Spark below
+            log.info("build: reading %s with pyarrow failed (%s); counting components on Spark", graph_path,
+                     storage.first_line(exc))
+        else:
+            import scipy.sparse as sp
+            from scipy.sparse.csgraph import connected_components
+
+            n = len(ids)  # build's ids are dense 0..n-1
+            a = sp.coo_matrix((np.ones(et.num_rows, dtype=np.int8),
+                               (et.column("src").to_numpy(), et.column("dst").to_numpy())), shape=(n, n))
+            return int(connected_components(a, directed=True, connection="weak")[0])
+    from lepton_spark.graph.programs import BlockEngine, components_program, indexed_graph
+
+    # a symmetrised graph's directed edge blocks serve as its undirected ones (no second packing)
+    with BlockEngine(indexed_graph(vertices.select("id"), edges.select("src", "dst")),
+                     symmetric=cfg.symmetrize) as engine:
+        return engine.run(components_program(), 2**31 - 2).select("value").distinct().count()
+
+
 def _report(spark: SparkSession, cfg: BuildConfig, vertices: DataFrame, edges: DataFrame, n_in: int, m_in: int,
-            n_kept: int, quarantine: dict[str, int], dim: int, t0: float) -> dict[str, Any]:
+            n_kept: int, quarantine: dict[str, int], dim: int, t0: float,
+            graph_path: str | None = None) -> dict[str, Any]:
     from lepton_spark.analytics.degrees import degree_stats
 
     n = vertices.count()
@@ -304,12 +339,7 @@ def _report(spark: SparkSession, cfg: BuildConfig, vertices: DataFrame, edges: D
     degrees = degree_stats(vertices, edges)
     components = None
     if m <= cfg.report_components_max_edges:
-        from lepton_spark.graph.programs import BlockEngine, components_program, indexed_graph
-
-        # a symmetrised graph's directed edge blocks serve as its undirected ones (no second packing)
-        with BlockEngine(indexed_graph(vertices.select("id"), edges.select("src", "dst")),
-                         symmetric=cfg.symmetrize) as engine:
-            components = engine.run(components_program(), 2**31 - 2).select("value").distinct().count()
+        components = _count_components(spark, cfg, vertices, edges, m, graph_path)
     return {
         "inputs": {"vertices": cfg.vertices, "edges": cfg.edges, "format": cfg.format},
         "counts": {"vertices_in": n_in, "vertices_out": n, "edges_in": m_in, "edges_out": m,
