@@ -15,7 +15,8 @@ What is compared, and how closely (the graphs are in :data:`tests.graphframes_ca
   n-fold multi-edge n² times (it joins the GraphX edges back on (src, dst)), the builtin engine n times.
 * ``pageRank`` with ``tol``: both converge to the same fixed point but stop differently (GraphX stops a
   vertex once its own change is below ``tol``; the builtin engine stops when the L1 change of the whole
-  vector is below ``tol``), so at ``tol=1e-6`` the ranks agree to 1e-4, not more.
+  vector is below ``tol``), so at ``tol=1e-6`` the ranks agree to 1e-5 (measured: 2.0e-6 on the long-id
+  graph, 3.7e-6 on the string-id graph), not to 1e-9.
 * ``connectedComponents``: long ids: equal (component = smallest id); string ids: the same partition,
   each engine numbering it with its own opaque longs; ``useLabelsAsComponents``: equal.
 * ``labelPropagation``: long ids: equal (GraphX LPA, ties to the smallest label). String ids: the same
@@ -50,7 +51,7 @@ JAR_DIR = ROOT.parent / "shared" / "jars"
 JAR_GLOB = "graphframes-spark4*_2.13-*.jar"
 
 RANK_TOL = 1e-9  # fixed iterations: same arithmetic, summation order only
-RANK_TOL_CONVERGED = 1e-4  # tol=1e-6 under two different stopping rules
+RANK_TOL_CONVERGED = 1e-5  # tol=1e-6 under two different stopping rules (measured <= 3.7e-6)
 SAME_BACKEND_TOL = 1e-12  # auto vs graphframes: the same backend, two runs
 
 
