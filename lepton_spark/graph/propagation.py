@@ -631,18 +631,77 @@ def propagate(
 ) -> DataFrame:
     """``rounds`` rounds of ``x'_v = agg_{(u -> v, w)} w * x_u``; returns DataFrame(id, features).
 
-    ``weight=None`` or a missing weight column means weight 1.0. ``plan``, ``native_aggregate``
-    (auto|on|off), ``broadcast_max_bytes`` and ``checkpoint_interval`` default to ``config``
-    (:class:`~lepton_spark.config.GraphConfig`). ``checkpoint``: directory for round state; a second
-    call with the same inputs resumes after the last complete round. ``on_round(k, info)`` is called
-    after each round with its row count and seconds. ``operators``: an :class:`OperatorCache` shared
-    by several calls over the same edges DataFrame (a model's layers): the broadcast plan packs the
-    edge blocks once and reuses them; the caller closes the cache (``operator_key`` names the edges in
-    the cache instead of the DataFrame object, see :class:`OperatorCache`). ``normalize="sym"`` propagates with
-    GCN's ``D^-1/2 (A + I) D^-1/2`` of the given edges (D: weighted in-degree plus the self-loop;
-    ``agg`` must be sum): the broadcast plan scales on the driver around ``(A + I) x`` and never
-    builds normalised edges; the partitioned plan normalises the edge table first
-    (:func:`~lepton_spark.graph.normalize.normalize_edges`).
+    Every vertex is in the result; a vertex that receives nothing gets a zero vector. Edges whose
+    ``src`` or ``dst`` is not a vertex are ignored. The plan (broadcast or partitioned, see the module
+    docstring and ``docs/architecture.md`` §2.1) is chosen once per call and logged.
+
+    Parameters
+    ----------
+    g : GraphFrame
+        The graph: ``g.vertices`` has ``id`` (long) and ``features`` (``array<float>``, one length),
+        ``g.edges`` has ``src``, ``dst`` and optionally ``weight``.
+    features : str, default "features"
+        The vertex column holding the feature vectors.
+    weight : str or None, default "weight"
+        The edge weight column; ``None`` or a missing column means weight 1.0.
+    rounds : int, default 1
+        Number of propagation rounds (0 returns the input features).
+    agg : {"sum", "mean", "max"}, default "sum"
+        How the weighted messages ``w * x_u`` arriving at a vertex are combined.
+    plan : {"auto", "broadcast", "partitioned"}, optional
+        The physical plan; default ``config.plan``. ``auto`` picks broadcast when the feature matrix
+        (``n * d * 4`` bytes) fits ``broadcast_max_bytes`` (always partitioned on Spark Connect).
+    native_aggregate : {"auto", "on", "off"}, optional
+        Partitioned plan: let Spark sum the partials with ``vector_sum`` (Spark >= 4.3); default
+        ``config.native_aggregate``.
+    num_blocks : int, optional
+        Partitioned plan: the number of vertex blocks (default: one per task slot, more only when a
+        block would exceed ``config.block_max_bytes``).
+    broadcast_max_bytes : int, optional
+        The ``auto`` plan's threshold; default ``config.broadcast_max_bytes``.
+    checkpoint : str, optional
+        A directory for the round state: each completed round is written there, and a later call
+        with the same inputs resumes after the last complete round.
+    checkpoint_interval : int, optional
+        Cut the lineage every this many rounds; default ``config.checkpoint_interval``.
+    on_round : callable, optional
+        ``on_round(k, info)`` after round ``k``; ``info`` has the round's row count, seconds and plan.
+    config : GraphConfig, optional
+        The ``graph.*`` settings the defaults above come from (default ``GraphConfig()``).
+    operators : OperatorCache, optional
+        Shared by several calls over the same edges DataFrame (a model's layers): the broadcast plan
+        packs the edge blocks once and reuses them; the caller closes the cache.
+    normalize : {None, "sym"}, default None
+        ``"sym"`` propagates with GCN's ``D^-1/2 (A + I) D^-1/2`` of the given edges (D: weighted
+        in-degree plus the self-loop; ``agg`` must be sum). The broadcast plan scales on the driver
+        around ``(A + I) x`` and never builds normalised edges; the partitioned plan normalises the
+        edge table first (:func:`~lepton_spark.graph.normalize.normalize_edges`).
+    operator_key : object, optional
+        Names the edges in ``operators`` instead of the DataFrame object (see :class:`OperatorCache`).
+
+    Returns
+    -------
+    DataFrame
+        ``id`` (long), ``features`` (``array<float>``): one row per vertex.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``agg``, ``plan`` or ``normalize``, or negative ``rounds``.
+    InvalidGraphError
+        For null, ragged, NaN or infinite features, or null, NaN or infinite weights.
+
+    Examples
+    --------
+    Vertex 0 receives nothing, 1 gets ``x_0``, and 2 gets ``0.5 x_1`` plus its self-loop ``2 x_2``:
+
+    >>> from lepton_spark.graph import GraphFrame, propagate
+    >>> v = spark.createDataFrame([(0, [1.0, 0.0]), (1, [0.0, 1.0]), (2, [1.0, 1.0])],
+    ...                           "id long, features array<float>")
+    >>> e = spark.createDataFrame([(0, 1, 1.0), (1, 2, 0.5), (2, 2, 2.0)], "src long, dst long, weight float")
+    >>> out = propagate(GraphFrame(v, e), rounds=1, agg="sum")
+    >>> sorted((r["id"], r["features"]) for r in out.collect())
+    [(0, [0.0, 0.0]), (1, [1.0, 0.0]), (2, [2.0, 2.5])]
     """
     cfg = config or GraphConfig()
     plan = plan or cfg.plan
@@ -747,8 +806,36 @@ def spmm(entries: DataFrame, dense: DataFrame, *, row: str = "row", col: str = "
          features: str = "features", **kwargs: Any) -> DataFrame:
     """C = A·B for sparse A as (row, col, value) entries and dense B as (id, features).
 
-    Returns DataFrame(id, features) with one row per id of B and per row id of A (zero rows where A's
-    row is empty). It is one :func:`propagate` round on the edges ``col -> row`` (the same code).
+    One :func:`propagate` round (the same code) on the edges ``col -> row`` weighted by ``value``.
+
+    Parameters
+    ----------
+    entries : DataFrame
+        The non-zero entries of A, one row per (row, col); columns named by ``row``, ``col``, ``value``.
+    dense : DataFrame
+        B as ``id`` and ``features`` (arrays of one length); row ``id`` of B is column ``id`` of A.
+    row, col, value : str, default "row", "col", "value"
+        The column names in ``entries``.
+    features : str, default "features"
+        The array column of ``dense``.
+    **kwargs
+        Passed to :func:`propagate` (``plan``, ``config``, ...).
+
+    Returns
+    -------
+    DataFrame
+        ``id`` (long), ``features`` (``array<float>``): one row per id of B and per row id of A (a
+        zero vector where A's row is empty).
+
+    Examples
+    --------
+    ``A = [[2, 1], [0, 3]]`` times ``B = [[1, 2], [3, 4]]``:
+
+    >>> from lepton_spark.graph import spmm
+    >>> a = spark.createDataFrame([(0, 0, 2.0), (0, 1, 1.0), (1, 1, 3.0)], "row long, col long, value double")
+    >>> b = spark.createDataFrame([(0, [1.0, 2.0]), (1, [3.0, 4.0])], "id long, features array<double>")
+    >>> sorted((r["id"], r["features"]) for r in spmm(a, b).collect())
+    [(0, [5.0, 8.0]), (1, [9.0, 12.0])]
     """
     b = dense.select(F.col("id").cast("long").alias("id"), F.col(features).cast(_FEATURES_T).alias("features"))
     dim_row = b.select(F.size("features").alias("d")).first()
