@@ -222,3 +222,19 @@ def test_analytics_on_spark_reuse_the_propagation_blocks(spark, tmp_path, caplog
     np.testing.assert_allclose([pr[i] for i in ids], local.pagerank(ids, src, dst, 0.15, 20), rtol=1e-9)
     comm = {r["id"]: r["label"] for r in _rows(tmp_path, "communities")}
     assert [comm[i] for i in ids] == local.label_propagation(ids, src, dst, 3).tolist()
+
+
+def test_unavailable_engine_fails_before_any_stage(spark, tmp_path, capsys) -> None:
+    """graph.engine=graphframes without its jar (the test session has none): exit 2 before any stage
+    runs, nothing staged, published or left behind."""
+    from lepton_spark.graph.engine import graphframes_status
+
+    if graphframes_status(spark)[0]:
+        pytest.fail("the test session must not have the GraphFrames jar (tests/test_graphframes_backend.py "
+                    "runs it in a subprocess)")
+    out = tmp_path / "out"
+    rc = main(["analytics", "--graph", str(SAMPLE_GRAPH), "--output", str(out), "--run-date", DATE,
+               "--set", "graph.engine=graphframes"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "graph engine 'graphframes' was requested but is unavailable" in err, err
+    assert not out.exists() or not any(out.rglob("*")), sorted(out.rglob("*"))

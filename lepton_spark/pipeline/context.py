@@ -37,6 +37,7 @@ class RunContext:
     resumed: list[str] = field(default_factory=list)  # stages skipped: completed earlier with the same inputs
     recomputed: dict[str, list[str]] = field(default_factory=dict)  # stage -> inputs that changed
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> its input fingerprint
+    engine: str = "builtin"  # what the GraphFrame API resolves to in this session (graph.engine)
     # edge blocks packed by one stage and reused by the next (propagate -> analytics), keyed by graph dir
     operators: Any = None
 

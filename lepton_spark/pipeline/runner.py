@@ -91,11 +91,18 @@ def run_pipeline(spark: SparkSession, cfg: Config, *, output: str, run_date: str
     if unknown:
         raise UsageError(f"unknown pipeline stage {unknown[0]!r} (stages: {', '.join(STAGES)})")
     t_run = time.perf_counter()
+    from lepton_spark.graph.engine import resolve_engine
+
+    # checked before any stage: an unavailable `graph.engine: graphframes` is a configuration error
+    # (exit 2) that must not surface only after tables were staged. The nightly's stages run on the
+    # block engine either way; the manifest records what the GraphFrame API would use in this session.
+    engine = resolve_engine(spark, cfg.graph.engine)
     ctx = RunContext(spark=spark, cfg=cfg, output=output.rstrip("/"), run_date=run_date,
                      run_id=run_id or default_run_id(cfg, run_date),
                      resume=cfg.pipeline.resume if resume is None else resume)
     ctx.graph_dir = graph_dir or cfg.pipeline.graph_dir or str(DEFAULT_SAMPLE_DIR)
     ctx.model_dir = model_dir or cfg.pipeline.model_dir
+    ctx.engine = engine
     if not ctx.resume and storage.path_exists(ctx.work_dir):
         storage.delete_path(ctx.work_dir)
         publish.clean_staging(ctx.output, ctx.run_id)
@@ -248,8 +255,6 @@ def _remove_stale_temp(run_dir: str) -> None:
 
 
 def _manifest(ctx: RunContext, stages: list[str], published: list[str], seconds: float) -> dict[str, Any]:
-    from lepton_spark.graph.engine import resolve_engine
-
     model = {}
     card_path = storage.join_path(ctx.model_dir, "model.json") if ctx.model_dir else ""
     if card_path and storage.path_exists(card_path):
@@ -281,7 +286,7 @@ def _manifest(ctx: RunContext, stages: list[str], published: list[str], seconds:
         "config": ctx.cfg.to_dict(),
         "config_sha256": ctx.cfg.digest(),
         "spark_version": ctx.spark.version,
-        "engine": resolve_engine(ctx.spark, ctx.cfg.graph.engine),
+        "engine": ctx.engine,
     }
 
 
