@@ -1,4 +1,5 @@
-"""Test accuracy of every model on the Planetoid split, mean ± std over seeds, against the papers.
+"""Test accuracy of every model on the Planetoid split, mean ± std over seeds, against the papers;
+link prediction (GAE/VGAE) test AUC and AP on the 85/5/10 edge split, likewise.
 
 Usage (numpy/scipy only, no Spark)::
 
@@ -11,6 +12,11 @@ Protocol: the GCN split (20 labels per class, 500 val, 1000 test); hyper-paramet
 (the papers' settings, see each class docstring) + ``trainer.PRESETS``; SGC's weight decay is tuned on
 the validation split with ``trainer.tune_weight_decay`` (seed 0; ``--no-tune`` uses the presets).
 Model selection never looks at test labels. Progress goes to stderr, the table to stdout.
+
+Link models (``gae``, ``vgae`` = ``gae`` with ``variational=True``): Kipf & Welling 2016's protocol
+(features, 85/5/10 edge split with as many sampled negatives, the seed drawing both the split and the
+initialisation, hyper-parameters = the ``gae`` defaults, no tuning, the model after 200 epochs);
+reported: test ROC AUC and AP in %, mean ± std over seeds, against the paper's Table 1.
 """
 
 from __future__ import annotations
@@ -49,6 +55,10 @@ PAPER = {
     ("sign", "cora"): "n/a", ("sign", "citeseer"): "n/a",
     ("sage", "cora"): "n/a", ("sage", "citeseer"): "n/a",
 }
+# link models: name -> hyper-parameters; (model, dataset) -> paper (AUC, AP), Kipf & Welling 2016 Table 1
+LINK_MODELS = {"gae": {}, "vgae": {"variational": True}}
+LINK_PAPER = {("gae", "cora"): (91.0, 92.0), ("gae", "citeseer"): (89.5, 89.9),
+              ("vgae", "cora"): (91.4, 92.6), ("vgae", "citeseer"): (90.8, 92.0)}
 BAR = {("gcn", "cora"): 81.0, ("gcn", "citeseer"): 70.0, ("sgc", "cora"): 80.5, ("sgc", "citeseer"): 71.0,
        ("appnp", "cora"): 82.5}
 
@@ -61,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="raw Planetoid files")
     ap.add_argument("--seeds", type=int, default=10)
-    ap.add_argument("--models", default="gcn,sgc,appnp,sign,sage")
+    ap.add_argument("--models", default="gcn,sgc,appnp,sign,sage,gae,vgae")
     ap.add_argument("--datasets", default="cora,citeseer")
     ap.add_argument("--no-tune", action="store_true", help="use the preset SGC weight decay")
     ap.add_argument("--precomputed", action="store_true",
@@ -72,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                          "by forward_spark on the bundled graph (data/<dataset>) in local Spark")
     args = ap.parse_args(argv)
 
-    rows, runs = [], []
+    rows, runs, link_rows = [], [], []
     spark = None
     if args.spark:
         from lepton_spark.config import SparkConfig
@@ -87,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
 
             graph = GraphFrame(spark.read.parquet(str(ROOT / "data" / ds / "vertices")).cache(),
                                spark.read.parquet(str(ROOT / "data" / ds / "edges")).cache())
-        for mtype in args.models.split(","):
+        for mtype in [m for m in args.models.split(",") if m in LINK_MODELS]:
+            link_rows.append(_link_row(mtype, ds, A, X, args.seeds, runs))
+        for mtype in [m for m in args.models.split(",") if m not in LINK_MODELS]:
             hp = preset_hparams(mtype, ds)
             if mtype == "sgc" and not args.no_tune:
                 wd, _ = tune_weight_decay("sgc", A, X, y, masks, hparams=hp, seed=0)
@@ -132,17 +144,50 @@ def main(argv: list[str] | None = None) -> int:
                              "-" if bar is None else f"{bar:.1f}", status, f"{np.mean(epochs):.0f}",
                              f"{np.mean(secs):.1f}", json.dumps(shown) if shown else ""))
 
-    header = ("model", "dataset", f"test acc % ({args.seeds} seeds)", "paper", "bar", "status",
-              "epochs", "s/seed", "tuned")
+    if rows:
+        _table(("model", "dataset", f"test acc % ({args.seeds} seeds)", "paper", "bar", "status",
+                "epochs", "s/seed", "tuned"), rows)
+    if link_rows:
+        if rows:
+            print()
+        _table(("model", "dataset", f"test AUC % ({args.seeds} seeds)", f"test AP % ({args.seeds} seeds)",
+                "paper AUC / AP", "status", "val AUC / AP", "s/seed"), link_rows)
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=1))
+    return 0
+
+
+def _table(header: tuple[str, ...], rows: list[tuple]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = "  ".join(f"{{:<{w}}}" for w in widths)
     print(line.format(*header))
     print(line.format(*("-" * w for w in widths)))
     for r in rows:
         print(line.format(*r))
-    if args.json:
-        args.json.write_text(json.dumps(runs, indent=1))
-    return 0
+
+
+def _link_row(name: str, ds: str, A, X, seeds: int, runs: list[dict]) -> tuple:
+    """Train link model ``name`` with ``seeds`` seeds; one table row (status: both means >= paper)."""
+    from lepton_spark.models.gae import train_link_model
+
+    hp = LINK_MODELS[name]
+    res: dict[str, list[float]] = {k: [] for k in ("test_auc", "test_ap", "val_auc", "val_ap", "seconds")}
+    for seed in range(seeds):
+        t0 = time.perf_counter()
+        _, m = train_link_model("gae", A, X, hp, seed)
+        res["seconds"].append(time.perf_counter() - t0)
+        for k in ("test_auc", "test_ap", "val_auc", "val_ap"):
+            res[k].append(100.0 * m[k])
+        runs.append({"dataset": ds, "model": name, "seed": seed, "hparams": hp, "seconds": res["seconds"][-1],
+                     **{k: m[k] for k in ("test_auc", "test_ap", "val_auc", "val_ap", "epochs_run")}})
+        log(f"{ds:9s} {name:6s} seed {seed}: test AUC {res['test_auc'][-1]:.1f} AP {res['test_ap'][-1]:.1f} "
+            f"val AUC {res['val_auc'][-1]:.1f} AP {res['val_ap'][-1]:.1f} {res['seconds'][-1]:.1f}s")
+    auc, ap = np.array(res["test_auc"]), np.array(res["test_ap"])
+    paper = LINK_PAPER.get((name, ds))
+    status = "-" if paper is None else ("ok" if auc.mean() >= paper[0] and ap.mean() >= paper[1] else "MISS")
+    return (name, ds, f"{auc.mean():.2f} ± {auc.std():.2f}", f"{ap.mean():.2f} ± {ap.std():.2f}",
+            "n/a" if paper is None else f"{paper[0]:.1f} / {paper[1]:.1f}", status,
+            f"{np.mean(res['val_auc']):.2f} / {np.mean(res['val_ap']):.2f}", f"{np.mean(res['seconds']):.1f}")
 
 
 if __name__ == "__main__":

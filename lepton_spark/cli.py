@@ -103,7 +103,8 @@ def _cmd_train(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     hp = {**preset_hparams(cfg.model.type, cfg.model.preset), **cfg.model.params}
     metrics = train_model(_spark(cfg), cfg, graph_dir, args.output, hparams=hp)
     keys = ("model_type", "seed", "train_acc", "val_acc", "test_acc", "epochs_run", "best_epoch", "fit_seconds")
-    return {"command": "train", "output": args.output, **{k: metrics.get(k) for k in keys}}
+    link = {k: metrics[k] for k in ("val_auc", "val_ap", "test_auc", "test_ap") if k in metrics}  # link models
+    return {"command": "train", "output": args.output, **{k: metrics.get(k) for k in keys}, **link}
 
 
 def _run_date_or_today(args: argparse.Namespace) -> str:
@@ -142,8 +143,8 @@ def _cmd_stage(stage: str) -> Handler:
     def handler(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
         if not args.output:
             raise UsageError(f"{stage} needs --output DIR")
-        if stage == "propagate" and not (args.model or cfg.pipeline.model_dir):
-            raise UsageError("propagate needs --model DIR (a trained artifact: model.npz + model.json)")
+        if stage in ("propagate", "links") and not (args.model or cfg.pipeline.model_dir):
+            raise UsageError(f"{stage} needs --model DIR (a trained artifact: model.npz + model.json)")
         cfg.train.enabled = False
         return _pipeline(args, cfg, [stage])
 
@@ -224,6 +225,7 @@ def _commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None
         "propagate": ("run a trained model over the graph on Spark", a_propagate, _cmd_stage("propagate")),
         "analytics": ("pagerank, components, communities", a_dated, _cmd_stage("analytics")),
         "embed": ("random-walk (DeepWalk/node2vec) embeddings", a_dated, _cmd_stage("embed")),
+        "links": ("edge scores and top-k new links of a link model (gae)", a_propagate, _cmd_stage("links")),
         "nightly": ("the whole pipeline for one run date", a_nightly, _cmd_nightly),
         "report": ("HTML report of a run directory (runs/<run date>)", a_report, _cmd_report),
         "export": ("graph with pagerank/community attributes for Gephi", a_export, _cmd_export),

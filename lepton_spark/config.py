@@ -83,7 +83,7 @@ class BuildConfig:
 
 @dataclass
 class ModelConfig:
-    type: Literal["gcn", "sage", "sgc", "sign", "appnp"] = "gcn"
+    type: Literal["gcn", "sage", "sgc", "sign", "appnp", "gae"] = "gcn"  # gae: link prediction
     # hyper-parameters passed to the model class; unset ones keep the paper defaults of each model
     # (e.g. gcn: hidden 16, dropout 0.5, lr 0.01, weight_decay 5e-4, epochs 200, patience 10)
     params: dict[str, Any] = field(default_factory=dict)
@@ -122,6 +122,21 @@ class EmbedConfig:
 
 
 @dataclass
+class LinksConfig:
+    """The ``links`` stage (link models): top-k new links per vertex and a score for every edge."""
+
+    k: int = 10  # new links per vertex in link_predictions
+    candidates: Literal["two_hop", "lsh", "both"] = "two_hop"  # where candidate pairs come from
+    max_neighbors: int = 32  # two_hop hub capping: neighbours kept per vertex (<= max_neighbors^2 candidates)
+    lsh_bucket_length: float = 1.0  # lsh: bucket width on the unit sphere (>= 1: one sign bit per projection)
+    lsh_num_tables: int = 16  # lsh: hash tables (more = more candidates, better recall)
+    lsh_max_bucket: int = 64  # lsh: largest-norm items kept per bucket (<= tables x this candidates per vertex)
+    lsh_projections: int = 3  # lsh: random projections ANDed into one bucket key per table
+    seed: int = 0  # hub-capping and LSH choices
+    broadcast_max_bytes: int = 64 * 1024 * 1024  # embeddings up to this size are broadcast to the joins
+
+
+@dataclass
 class PipelineConfig:
     graph_dir: str = ""  # "" = bundled sample (data/cora)
     output: str = "runs/local"
@@ -154,6 +169,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
+    links: LinksConfig = field(default_factory=LinksConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -252,6 +268,8 @@ def _validate(obj: Any, prefix: str) -> None:
         GraphConfig: ("checkpoint_interval",),
         AnalyticsConfig: ("pagerank_iters", "lpa_iters"),
         EmbedConfig: ("walks_per_node", "walk_length", "dim", "window", "epochs", "max_degree_sample"),
+        LinksConfig: ("k", "max_neighbors", "lsh_bucket_length", "lsh_num_tables", "lsh_max_bucket",
+                      "lsh_projections"),
     }.get(type(obj), ())
     for name in positive:
         if getattr(obj, name) <= 0:

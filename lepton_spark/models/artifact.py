@@ -64,6 +64,8 @@ _ADJ_NORM = {
     "sign": "sym: D^-1/2 (A+I) D^-1/2, D = weighted in-degree incl. one self-loop per vertex",
     "appnp": "sym: D^-1/2 (A+I) D^-1/2, D = weighted in-degree incl. one self-loop per vertex",
     "sage": "mean over in-neighbours (raw edge weights), no self-loop; no in-edges -> zero",
+    "gae": "sym: D^-1/2 (A+I) D^-1/2, D = weighted in-degree incl. one self-loop per vertex (training: "
+           "held-out edges removed)",
 }
 _FEATURE_NORM = {
     "row": "row L1 normalisation (x / sum|x|; zero rows stay zero)",
@@ -78,7 +80,10 @@ _EMBEDDING = {
     "sgc": "propagated features S^K X (normalised X)",
     "sign": "hidden layer ReLU([X_0 W_0 || ... || X_r W_r] + b)",
     "appnp": "propagated logits Z_K (pre-softmax)",
+    "gae": "encoder output Z (VGAE: mu); link score = sigmoid of the inner product z_u . z_v",
 }
+#: link models' metrics, reported in the card's "final" block next to the accuracies
+LINK_METRICS = ("val_auc", "val_ap", "test_auc", "test_ap")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -165,6 +170,7 @@ def _atomic_write(path: Path, write: Any) -> None:
 def _metrics_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
     hist = metrics.get("history") or {}
     final = {k: metrics.get(k) for k in ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss")}
+    final.update({k: metrics[k] for k in LINK_METRICS if k in metrics})
     out = {"final": final, "epochs_run": metrics.get("epochs_run"), "best_epoch": metrics.get("best_epoch"),
            "stopped_early": metrics.get("stopped_early"), "seed": metrics.get("seed"),
            "fit_seconds": metrics.get("fit_seconds"), "underfit": metrics.get("underfit"),

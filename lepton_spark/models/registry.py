@@ -1,4 +1,4 @@
-"""Model registry: ``create_model(type, **hparams)`` for the five model types."""
+"""Model registry: ``create_model(type, **hparams)`` for the five node models and the link model (gae)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 from lepton_spark.models.appnp import APPNP
 from lepton_spark.models.base import GraphModel
+from lepton_spark.models.gae import GAE
 from lepton_spark.models.gcn import GCN
 from lepton_spark.models.sage import GraphSAGE
 from lepton_spark.models.sgc import SGC
@@ -20,11 +21,12 @@ MODEL_TYPES: dict[str, type[GraphModel]] = {
     "sgc": SGC,
     "sign": SIGN,
     "appnp": APPNP,
+    "gae": GAE,
 }
 
 
 def create_model(model_type: str, **hparams: Any) -> GraphModel:
-    """Instantiate an unfitted model by type name (``gcn | sage | sgc | sign | appnp``).
+    """Instantiate an unfitted model by type name (``gcn | sage | sgc | sign | appnp | gae``).
 
     Unknown types and unknown hyper-parameter names raise ``ValueError`` naming the valid choices.
 

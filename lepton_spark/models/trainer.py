@@ -35,7 +35,6 @@ live in each model's ``__init__``. The only per-dataset values are SGC's weight 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -43,9 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from lepton_spark.models.base import GraphModel
+from lepton_spark.models.base import GraphModel, json_clean
 from lepton_spark.models.layers import softmax_cross_entropy
-from lepton_spark.models.registry import create_model
+from lepton_spark.models.registry import MODEL_TYPES, create_model
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +75,8 @@ def _acc(logits_or_probs: np.ndarray, y: np.ndarray) -> float | None:
     return float(np.mean(np.argmax(logits_or_probs, axis=1) == y)) if y.size else None
 
 
-def _clean(v: Any) -> Any:
-    """JSON-able floats: numpy scalars to Python, NaN/inf to None, 6 significant digits."""
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_clean(x) for x in v]
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float):
-        return None if not math.isfinite(v) else float(f"{v:.6g}")
-    return v
+_clean = json_clean  # the one JSON cleaner of metrics lives in models.base
+
 
 
 def majority_rate(y_train: np.ndarray) -> float:
@@ -131,9 +121,16 @@ def train(model_type: str, A: Any, X: Any, y: np.ndarray, masks: Mapping[str, np
           hparams: Mapping[str, Any] | None = None, seed: int = 0) -> tuple[GraphModel, dict[str, Any]]:
     """Fit ``model_type`` (gcn | sage | sgc | sign | appnp) on the driver; see the module docstring.
 
+    A link model (``gae``) is trained by :func:`lepton_spark.models.gae.train_link_model` instead: it
+    ignores ``y`` and ``masks`` and returns link metrics (val/test AUC and AP).
+
     ``masks`` maps "train" (required), "val" (early stopping / selection) and "test" (reported only)
     to boolean arrays of length n. ``hparams`` override the model defaults.
     """
+    if getattr(MODEL_TYPES.get(str(model_type).lower()), "task", "node") == "link":
+        from lepton_spark.models.gae import train_link_model  # link models ignore labels and masks
+
+        return train_link_model(model_type, A, X, hparams, seed)
     if "train" not in masks:
         raise ValueError("masks must contain 'train'")
     model = create_model(model_type, **dict(hparams or {}))

@@ -1,7 +1,8 @@
 """``lepton-spark report RUN_DIR``: an HTML page with PNG plots for one run.
 
-Plots: training curve (loss/accuracy per epoch from the model card), degree distribution of the
-graph, seconds per propagation round and per stage, and the class distribution of the predictions.
+Plots: training curve (loss/accuracy per epoch from the model card; validation AUC/AP for a link
+model), degree distribution of the graph, seconds per propagation round and per stage, the class
+distribution of the predictions and, for a link model, the histogram of the edge and link scores.
 Everything is read from the run's manifest, model card and published outputs, so the report can be
 regenerated at any time. When the model card (or, for older cards, the manifest's train counts) flags
 the fit as ``underfit`` – final train accuracy near the majority-class rate, see
@@ -57,11 +58,11 @@ def write_report(spark: SparkSession, run_dir: str, output: str | None = None) -
             for key in ("train_loss", "val_loss"):
                 if history.get(key):
                     ax[0].plot(history["epoch"], history[key], label=key)
-            for key in ("train_acc", "val_acc"):
+            for key in ("train_acc", "val_acc", "val_auc", "val_ap"):  # AUC/AP: link models
                 if history.get(key):
                     ax[1].plot(history["epoch"], history[key], label=key)
             ax[0].set(title="loss", xlabel="epoch")
-            ax[1].set(title="accuracy", xlabel="epoch")
+            ax[1].set(title="AUC / AP" if history.get("val_auc") else "accuracy", xlabel="epoch")
             ax[0].legend()
             ax[1].legend()
             figures.append((_save(fig, tmp, "training_curve.png", plt), "Training curve"))
@@ -84,6 +85,17 @@ def write_report(spark: SparkSession, run_dir: str, output: str | None = None) -
             ax[1].barh(list(stages), list(stages.values()))
             ax[1].set(title="seconds per stage")
             figures.append((_save(fig, tmp, "timings.png", plt), "Timings"))
+        links = (manifest.get("counts") or {}).get("links") or {}
+        if links.get("edge_score_histogram"):  # link models: score histograms recorded by the links stage
+            bins = int(links.get("histogram_bins") or len(links["edge_score_histogram"]))
+            edges_x = [(i + 0.5) / bins for i in range(bins)]
+            fig, ax = plt.subplots(figsize=(6, 3.5))
+            ax.bar(edges_x, links["edge_score_histogram"], width=0.9 / bins, alpha=0.6, label="edge_scores")
+            ax.bar(edges_x, links.get("prediction_score_histogram") or [0] * bins, width=0.9 / bins, alpha=0.6,
+                   label="link_predictions")
+            ax.set(title="link scores", xlabel="score = sigmoid(z_u . z_v)", ylabel="pairs", yscale="log")
+            ax.legend()
+            figures.append((_save(fig, tmp, "link_scores.png", plt), "Link score histogram"))
         pred_path = storage.join_path(output, "outputs", "predictions", f"run_date={manifest['run_date']}") if output else ""
         if pred_path and storage.path_exists(pred_path):
             counts = spark.read.parquet(pred_path).groupBy("label").count().orderBy("label").collect()
@@ -143,6 +155,8 @@ def _html(manifest: dict[str, Any], card: dict[str, Any] | None, figures: list[t
         rows += [("model", card.get("model_type")), ("test accuracy", m.get("test_acc")),
                  ("val accuracy", m.get("val_acc")), ("train accuracy", m.get("train_acc")),
                  ("feature normalisation", (card.get("normalisation") or {}).get("feature_norm"))]
+        rows += [(k.replace("_", " ").replace("auc", "AUC").replace("ap", "AP"), m[k])
+                 for k in ("test_auc", "test_ap", "val_auc", "val_ap") if m.get(k) is not None]
     fit = _fit_check(manifest, card)
     if fit.get("majority_rate") is not None:
         rows.append(("majority-class rate (train)", fit["majority_rate"]))

@@ -55,11 +55,12 @@ from lepton_spark.pipeline.fingerprint import inputs_fingerprint, table_fingerpr
 
 log = logging.getLogger(__name__)
 
-STAGES = ("build", "train", "propagate", "analytics", "embed", "report")
+STAGES = ("build", "train", "propagate", "analytics", "embed", "links", "report")
 STAGE_TABLES = {
     "propagate": ("embeddings", "predictions"),
     "analytics": ("pagerank", "components", "communities"),
     "embed": ("walk_embeddings",),
+    "links": ("edge_scores", "link_predictions"),
 }
 
 __all__ = ["STAGES", "InjectedFault", "RunContext", "read_output", "run_pipeline", "stage_df", "stage_inputs"]
@@ -108,9 +109,10 @@ def run_pipeline(spark: SparkSession, cfg: Config, *, output: str, run_date: str
         publish.clean_staging(ctx.output, ctx.run_id)
     log.info("run %s: date %s, stages %s, output %s", ctx.run_id, run_date, ",".join(stages), ctx.output)
     from lepton_spark.pipeline import stages as impl
+    from lepton_spark.pipeline.links import links_stage
 
     handlers = {"build": impl.build_stage, "train": impl.train_stage, "propagate": impl.propagate_stage,
-                "analytics": impl.analytics_stage, "embed": impl.embed_stage}
+                "analytics": impl.analytics_stage, "embed": impl.embed_stage, "links": links_stage}
     from lepton_spark.graph.propagation import OperatorCache
 
     ctx.operators = OperatorCache()
@@ -148,7 +150,8 @@ def stage_inputs(ctx: RunContext, stage: str) -> dict[str, Any]:
 
     build: the raw vertex and edge tables (or, without raw inputs, the graph directory); train: the
     graph (or, with training disabled, the model it reuses); propagate: the graph and the model card
-    (whose weights sha256 and hyper-parameter digest it carries); analytics, embed: the graph.
+    (whose weights sha256 and hyper-parameter digest it carries); links: the same; analytics, embed:
+    the graph.
     """
     out: dict[str, Any] = {"config": ctx.cfg.digest()}
     b = ctx.cfg.build
@@ -157,7 +160,7 @@ def stage_inputs(ctx: RunContext, stage: str) -> dict[str, Any]:
         out["raw_edges"] = {"path": b.edges, "sha256": inputs_fingerprint(b.edges)}
     elif not (stage == "train" and not ctx.cfg.train.enabled):
         out["graph"] = {"path": ctx.graph_dir, "sha256": inputs_fingerprint(ctx.graph_dir)}
-    if stage == "propagate" or (stage == "train" and not ctx.cfg.train.enabled):
+    if stage in ("propagate", "links") or (stage == "train" and not ctx.cfg.train.enabled):
         card = storage.join_path(ctx.model_dir, "model.json") if ctx.model_dir else ""
         sha = hashlib.sha256(storage.read_text(card).encode()).hexdigest() if card and storage.path_exists(card) else "missing"
         out["model"] = {"path": ctx.model_dir, "sha256": sha}

@@ -129,14 +129,16 @@ def train_stage(ctx: RunContext) -> None:
     model_dir = storage.join_path(ctx.run_dir, "model")
     summary = train_model(ctx.spark, ctx.cfg, ctx.graph_dir, model_dir, hparams=_hparams(ctx))
     ctx.model_dir = model_dir
-    ctx.counts["train"] = {k: summary.get(k) for k in ("train_acc", "val_acc", "test_acc", "epochs_run",
-                                                       "majority_rate", "underfit", "feature_norm")}
+    keys = ("train_acc", "val_acc", "test_acc", "epochs_run", "majority_rate", "underfit", "feature_norm")
+    if summary.get("task") == "link":
+        keys = ("val_auc", "val_ap", "test_auc", "test_ap", "epochs_run", "feature_norm")
+    ctx.counts["train"] = {k: summary.get(k) for k in keys}
 
 
 def train_model(spark: SparkSession, cfg: Any, graph_dir: str, model_dir: str,
                 hparams: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``cfg.model.type`` on the graph in ``graph_dir``; write model.npz + model.json to model_dir."""
-    from lepton_spark.models import create_model
+    from lepton_spark.models import MODEL_TYPES, create_model
     from lepton_spark.models.artifact import data_fingerprint
     from lepton_spark.models.trainer import train
 
@@ -144,18 +146,21 @@ def train_model(spark: SparkSession, cfg: Any, graph_dir: str, model_dir: str,
     n = vertices.count()
     hp = dict(hparams or {})
     if n > cfg.train.local_max_nodes:
-        if cfg.model.type not in ("sgc", "sign", "appnp"):
+        if cfg.model.type not in ("sgc", "sign", "appnp", "gae"):
             raise UsageError(f"graph has {n} vertices > train.local_max_nodes={cfg.train.local_max_nodes}: "
-                             f"{cfg.model.type} trains on the driver only; use sgc, sign or appnp")
+                             f"{cfg.model.type} trains on the driver only; use sgc, sign or appnp (or gae "
+                             "with encoder sgc)")
         from lepton_spark.graph import GraphFrame
+        from lepton_spark.links.large import train_link_from_spark
         from lepton_spark.models.precompute import train_from_spark
 
-        model, metrics = train_from_spark(GraphFrame(vertices, edges), create_model(cfg.model.type, **hp),
-                                          seed=cfg.train.seed)
+        fit = train_link_from_spark if cfg.model.type == "gae" else train_from_spark  # gae: sampled pairs
+        model, metrics = fit(GraphFrame(vertices, edges), create_model(cfg.model.type, **hp), seed=cfg.train.seed)
         fingerprint = {"num_vertices": n, "num_edges": edges.count(), "trained_from": "spark-propagated features"}
     else:
         data = local_graph(spark, vertices, edges, graph_dir)
-        if not data["masks"]["train"].any():
+        link = getattr(MODEL_TYPES.get(cfg.model.type), "task", "node") == "link"  # learns from edges, no labels
+        if not link and not data["masks"]["train"].any():
             raise InvalidInputError(f"graph {graph_dir}: no labelled vertices with split 'train'")
         model, metrics = train(cfg.model.type, data["A"], data["X"], data["y"], data["masks"], hp, cfg.train.seed)
         fingerprint = data_fingerprint(data["A"], data["X"], data["masks"], data["ids"])
@@ -234,6 +239,11 @@ def propagate_stage(ctx: RunContext) -> None:
         propagate_options={"checkpoint": storage.join_path(ctx.work_dir, "propagate"), "on_round": on_round,
                            "config": ctx.cfg.graph, "operators": ctx.operators, "operator_key": ctx.graph_dir},
     )
+    if getattr(model, "task", "node") == "link":  # a link model has no class predictions: embeddings only
+        ctx.counts.setdefault("skipped_tables", {})["predictions"] = \
+            f"{model.model_type} is a link model: no class predictions (see the links stage)"
+        stage_df(ctx, out.select("id", F.col("embedding").cast("array<float>").alias("embedding")), "embeddings")
+        return
     out = out.persist()
     try:
         stage_df(ctx, out.select("id", F.col("embedding").cast("array<float>").alias("embedding")), "embeddings")
