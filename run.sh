@@ -3,6 +3,8 @@
 #   bash run.sh            set up .venv and run the main job on the bundled Cora sample
 #   bash run.sh test       set up .venv (with test extras) and run the test suite
 #   bash run.sh setup      only set up .venv
+#   bash run.sh pack-env [OUT]   build the packed executor environment (default dist/env.tar.gz;
+#                          venv-pack, see deploy/pack_env.sh) for spark-submit --archives OUT#env
 # Extra arguments after the command are passed on (to lepton-spark or pytest).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -45,11 +47,13 @@ case "$cmd" in
     need_java
     setup "test"
     exec "$VENV/bin/python" -m pytest "$@" ;;
+  pack-env)
+    PYTHON="$PY" exec bash deploy/pack_env.sh "$@" ;;
   nightly|describe|build|train|propagate|analytics|embed|report|export|sample)
     need_java
     setup ""
     exec "$VENV/bin/lepton-spark" "$cmd" "$@" ;;
   *)
-    echo "run.sh: unknown command '$cmd' (use: nightly | test | setup | any lepton-spark subcommand)" >&2
+    echo "run.sh: unknown command '$cmd' (use: nightly | test | setup | pack-env | any lepton-spark subcommand)" >&2
     exit 2 ;;
 esac

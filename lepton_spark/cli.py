@@ -1,4 +1,4 @@
-"""``lepton-spark`` command line (DESIGN §5).
+"""``lepton-spark`` command line (docs/architecture.md §5).
 
 Every subcommand takes ``--config FILE``, repeated ``--set key.sub=value`` and ``--debug``; prints one
 JSON summary line on stdout as its last line on success. Exit codes: 0 ok, 2 usage/config error,
@@ -19,6 +19,7 @@ from typing import Any
 from lepton_spark import __version__
 from lepton_spark.config import Config, ConfigError, load_config
 from lepton_spark.errors import LeptonError, UsageError
+from lepton_spark.logs import reset_format
 
 log = logging.getLogger("lepton_spark.cli")
 
@@ -45,6 +46,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.epochs=50 (repeatable)")
     p.add_argument("--debug", action="store_true", help="full tracebacks and debug logging")
+    p.add_argument("--log-format", choices=["text", "json"],
+                   help="log lines on stderr: text, or one JSON object per line (default: logging.format)")
 
 
 def _spark(cfg: Config):  # SparkSession import kept lazy so --help is instant
@@ -67,7 +70,7 @@ def _cmd_sample(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
 
 def _cmd_describe(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     from lepton_spark.analytics.degrees import describe_graph
-    from lepton_spark.io import read_graph
+    from lepton_spark.storage import read_graph
 
     graph_dir = args.graph or cfg.pipeline.graph_dir or _default_graph()
     spark = _spark(cfg)
@@ -77,7 +80,7 @@ def _cmd_describe(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
 
 
 def _cmd_build(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    from lepton_spark.build import build_graph
+    from lepton_spark.ingest import build_graph
 
     if args.vertices:
         cfg.build.vertices = args.vertices
@@ -85,7 +88,7 @@ def _cmd_build(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
         cfg.build.edges = args.edges
     if args.format:
         cfg.build.format = args.format
-    report = build_graph(_spark(cfg), cfg.build, args.output or "", fail_after=cfg.pipeline.fail_after)
+    report = build_graph(_spark(cfg), cfg.build, args.output or "")
     return {"command": "build", "output": args.output, **report["counts"], "quarantine": report["quarantine"],
             "num_features": report["graph"]["num_features"], "num_classes": report["graph"]["num_classes"]}
 
@@ -109,14 +112,23 @@ def _run_date_or_today(args: argparse.Namespace) -> str:
 
 
 def _pipeline(args: argparse.Namespace, cfg: Config, stages: list[str] | None) -> dict[str, Any]:
+    from lepton_spark import tracking
+    from lepton_spark.logs import run_context
     from lepton_spark.pipeline import run_pipeline
+    from lepton_spark.pipeline.runner import default_run_id
 
     output = getattr(args, "output", None) or cfg.pipeline.output
-    manifest = run_pipeline(
-        _spark(cfg), cfg, output=output, run_date=_run_date_or_today(args), stages=stages,
-        run_id=getattr(args, "run_id", None), resume=False if getattr(args, "no_resume", False) else None,
-        graph_dir=getattr(args, "graph", None), model_dir=getattr(args, "model", None),
-    )
+    run_date = _run_date_or_today(args)
+    resume = False if getattr(args, "no_resume", False) else None
+    run_id = getattr(args, "run_id", None) or default_run_id(cfg, run_date)
+    tracker = tracking.open_run(cfg, run_id=run_id, run_date=run_date, command=args.command,
+                                resume=cfg.pipeline.resume if resume is None else resume)  # before Spark
+    with tracker, run_context(run_id):
+        manifest = run_pipeline(
+            _spark(cfg), cfg, output=output, run_date=run_date, stages=stages, run_id=run_id, resume=resume,
+            graph_dir=getattr(args, "graph", None), model_dir=getattr(args, "model", None),
+        )
+        tracker.finish(manifest, output)
     return {"command": args.command, "run_id": manifest["run_id"], "run_date": manifest["run_date"],
             "output": output, "tables": {t: i["rows"] for t, i in manifest["tables"].items()},
             "stage_seconds": manifest["stage_seconds"], "model_test_acc": manifest["model"].get("test_acc"),
@@ -148,7 +160,7 @@ def _cmd_report(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
 
 def _cmd_export(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     from lepton_spark.analytics.export import export_graph
-    from lepton_spark.io import read_graph
+    from lepton_spark.storage import read_graph
 
     if not args.output:
         raise UsageError("export needs --output FILE")
@@ -237,17 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    for noisy in ("py4j", "matplotlib", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # pyspark 4 logs every failed query as a multi-line JSON blob; the CLI reports errors itself
-    logging.getLogger("DataFrameQueryContextLogger").setLevel(logging.CRITICAL)
+def _setup_logging(debug: bool, fmt: str = "text") -> None:
+    from lepton_spark.logs import setup_logging
+
+    setup_logging(debug, fmt)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -259,12 +264,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not argv:
             parser.print_help()
             return 2
+        reset_format()  # errors before logging is set up are plain lines (a new in-process call)
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()
             return 2
-        _setup_logging(args.debug)
+        _setup_logging(args.debug, args.log_format or "text")  # config errors already in that format
         cfg = load_config(args.config, args.overrides)
+        if not args.log_format and cfg.logging.format != "text":
+            _setup_logging(args.debug, cfg.logging.format)
         handler = _commands()[args.command][2]
         t0 = time.perf_counter()
         summary = handler(args, cfg)
@@ -278,16 +286,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("lepton-spark: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the CLI is the last line: one clear message, an exit code
-        if debug:
-            import traceback
-
-            traceback.print_exc()
-        print(f"lepton-spark: error: {_message(exc)}", file=sys.stderr)
+        _report_error(exc, debug)
         return _exit_code(exc)
 
 
+def _report_error(exc: BaseException, debug: bool) -> None:
+    """The one error line on stderr (after the traceback with ``--debug``).
+
+    When the process logs JSON lines it is one JSON object too (level ERROR, with ``exit_code`` and,
+    with ``--debug``, the traceback in ``exc``), so stderr stays parseable line by line."""
+    from lepton_spark.logs import current_format
+
+    line = f"lepton-spark: error: {_message(exc)}"
+    if current_format() == "json":
+        log.error(line, exc_info=exc if debug else None, extra={"exit_code": _exit_code(exc)})
+        return
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc)
+    print(line, file=sys.stderr)
+
+
 def _message(exc: BaseException) -> str:
-    from lepton_spark.io import first_line
+    from lepton_spark.storage import first_line
 
     if isinstance(exc, LeptonError | ConfigError | FileNotFoundError | ValueError):
         return first_line(exc)

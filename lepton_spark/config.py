@@ -143,7 +143,21 @@ class PipelineConfig:
     stages: list[str] = field(default_factory=lambda: ["build", "train", "propagate", "analytics", "report"])
     model_dir: str = ""  # reused when train.enabled is false
     resume: bool = True
-    fail_after: str = ""  # fault-injection hook for tests: stage or table name
+
+
+@dataclass
+class LoggingConfig:
+    format: Literal["text", "json"] = "text"  # json: one JSON object per line (--log-format wins)
+
+
+@dataclass
+class TrackingConfig:
+    mlflow_uri: str = ""  # "" = off; e.g. databricks, file:///path/mlruns, http://host:5000
+    experiment: str = "lepton-spark"  # MLflow experiment (on Databricks a workspace path: /Shared/...)
+    registered_model: str = ""  # "" = do not register; else register each run's model under this name
+
+
+_OBSERVATION_SECTIONS = ("logging", "tracking")
 
 
 @dataclass
@@ -157,13 +171,19 @@ class Config:
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     links: LinksConfig = field(default_factory=LinksConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def digest(self) -> str:
-        """sha256 of the resolved config (stable JSON), recorded in manifests."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        """sha256 of the resolved config (stable JSON), recorded in manifests.
+
+        ``logging`` and ``tracking`` only say how a run is observed, not what it computes: they are
+        left out, so switching to JSON logs or turning MLflow on keeps the run id (and resume)."""
+        data = {k: v for k, v in self.to_dict().items() if k not in _OBSERVATION_SECTIONS}
+        blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
 
 
@@ -214,6 +234,11 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
     raise ConfigError(f"{key}: unsupported type {hint!r}")  # pragma: no cover
 
 
+#: keys that existed once, with what replaced them (a clearer error than "unknown key")
+_REMOVED = {"pipeline.fail_after": "fault injection is the environment variable LEPTON_FAIL_AFTER=<point> "
+                                   "(tests only; see lepton_spark.pipeline.faults)"}
+
+
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if data is None:
         data = {}
@@ -224,6 +249,8 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         where = f"{prefix}." if prefix else ""
+        if f"{where}{unknown[0]}" in _REMOVED:
+            raise ConfigError(f"config key {where}{unknown[0]} was removed: {_REMOVED[where + unknown[0]]}")
         raise ConfigError(f"unknown config key {where}{unknown[0]} (known: {', '.join(sorted(names))})")
     kwargs = {}
     for name, value in data.items():

@@ -1,4 +1,4 @@
-"""Exception types that map to the command line's exit codes (DESIGN §5)."""
+"""Exception types that map to the command line's exit codes (docs/architecture.md §5)."""
 
 from __future__ import annotations
 

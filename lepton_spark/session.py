@@ -16,11 +16,10 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from lepton_spark import logs
 from lepton_spark.config import SparkConfig
 
 log = logging.getLogger(__name__)
-
-_LOG4J = Path(__file__).resolve().parent / "conf" / "log4j2.properties"
 
 
 def launched_by_spark_submit() -> bool:
@@ -126,7 +125,7 @@ def get_spark(conf: SparkConfig | None = None) -> SparkSession:
                     "spark.driver.memory": conf.driver_memory,
                     "spark.ui.enabled": str(conf.ui).lower(),
                     "spark.ui.showConsoleProgress": "false",
-                    "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{_LOG4J}",
+                    "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{logs.log4j_config()}",
                     "spark.sql.warehouse.dir": os.path.join(tempfile.gettempdir(), "lepton-spark-warehouse"),
                 }
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,3 +53,24 @@ def cora(planetoid_dir: Path):
     from lepton_spark.datasets.planetoid import load_planetoid
 
     return load_planetoid("cora", planetoid_dir)
+
+
+@pytest.fixture(scope="session")
+def cora_inputs(cora):
+    """Cora as the model tests use it: (adjacency, features, labels, {train, val, test} masks)."""
+    masks = {s: cora.mask(s) for s in ("train", "val", "test")}
+    return cora.adjacency, cora.features, cora.labels, masks
+
+
+@pytest.fixture(scope="session")
+def cora_trained(cora_inputs) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """Every model type trained once on Cora (seed 0, single-seed settings ``model_helpers.FAST``).
+
+    Session-scoped: the model tests of several modules (trainer, plan, artifact) share one training.
+    """
+    from lepton_spark.models.trainer import train
+
+    from .model_helpers import ALL_TYPES, FAST
+
+    A, X, y, masks = cora_inputs
+    return {t: train(t, A, X, y, masks, FAST[t], seed=0) for t in ALL_TYPES}

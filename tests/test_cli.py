@@ -84,7 +84,9 @@ def _tiny_model(tmp_path, dim: int = 3):
     ("features", "weights", "needle"),
     [
         ([[1.0, 2.0, 3.0], [1.0], [0.0, 0.0, 1.0]], [1.0, 1.0], "have null features or a length other than 3"),
+        ([[1.0, 2.0, 3.0], None, [0.0, 0.0, 1.0]], [1.0, 1.0], "have null features or a length other than 3"),
         ([[1.0, 2.0, 3.0], [1.0, float("nan"), 0.0], [0.0, 0.0, 1.0]], [1.0, 1.0], "NaN or infinite features"),
+        ([[1.0, 2.0, 3.0], [1.0, 2.0, 0.0], [float("-inf"), 0.0, 1.0]], [1.0, 1.0], "NaN or infinite features"),
         ([[1.0, 2.0, 3.0], [1.0, 2.0, 0.0], [0.0, 0.0, 1.0]], [1.0, None], "null, NaN or infinite weight"),
         ([[1.0, 2.0, 3.0], [1.0, 2.0, 0.0], [0.0, 0.0, 1.0]], [float("nan"), 1.0], "null, NaN or infinite weight"),
     ],

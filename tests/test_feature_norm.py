@@ -26,6 +26,7 @@ from lepton_spark.models.artifact import (
     FEATURE_MEAN,
     FEATURE_SCALE,
     NPZ_NAME,
+    card_digest,
     load_model,
     save_model,
 )
@@ -258,6 +259,10 @@ def test_artifact_round_trip_keeps_resolved_mode_and_stats(tmp_path, small_gauss
     path = tmp_path / "m" / CARD_NAME
     bad = json.loads(path.read_text())
     bad["normalisation"]["feature_norm"] = "none"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="card_sha256 does not match"):  # the digest covers the mode
+        load_model(tmp_path / "m")
+    bad["card_sha256"] = card_digest(bad)  # a consistent forgery still meets the statistics check
     path.write_text(json.dumps(bad))
     with pytest.raises(ValueError, match="does not match the feature statistics"):
         load_model(tmp_path / "m")

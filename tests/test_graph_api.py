@@ -19,7 +19,8 @@ from lepton_spark.graph.messages import expr_text, struct_use
 
 pytestmark = pytest.mark.engine
 
-JAR_MISSING = "GraphFrames JVM package not on the classpath (cannot be downloaded here)"
+JAR_MISSING = ("GraphFrames is not on this session's classpath (by design: tests/test_graphframes_backend.py "
+               "runs the real backend in a subprocess)")
 
 
 @pytest.fixture(autouse=True)

@@ -1,29 +1,15 @@
-"""Cluster packaging artefacts: the Databricks job, the Airflow DAG (import-checked with stubs), jobs/."""
+"""Cluster packaging artefacts: the Airflow DAG (import-checked with stubs), jobs/ (the bundle: test_bundle.py)."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 import types
 from pathlib import Path
 
 import pytest
-import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def test_databricks_job_matches_the_package() -> None:
-    job = json.loads((ROOT / "conf" / "databricks-job.json").read_text())
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    task = job["tasks"][0]
-    wheel = task["python_wheel_task"]
-    assert wheel["package_name"] == "lepton_spark" and wheel["entry_point"] in scripts
-    assert wheel["parameters"][0] == "nightly" and "--run-date" in wheel["parameters"]
-    assert task["max_retries"] >= 1
-    cron = job["schedule"]["quartz_cron_expression"].split()
-    assert len(cron) in (6, 7)  # quartz: seconds minutes hours day-of-month month day-of-week [year]
 
 
 def test_airflow_dag_imports_with_stub_airflow(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,8 @@ import pytest
 from lepton_spark.cli import main
 from lepton_spark.config import load_config
 from lepton_spark.pipeline import run_pipeline
-from lepton_spark.pipeline.runner import InjectedFault
+from lepton_spark.pipeline.faults import InjectedFault
+from lepton_spark.pipeline.fingerprint import table_fingerprint
 
 from .conftest import SAMPLE_GRAPH
 
@@ -50,16 +51,37 @@ def test_end_to_end_outputs(spark, trained) -> None:
     assert manifest["tables"]["predictions"]["rows"] == 2708
     # manifest contents
     saved = json.loads((out / "runs" / DATE / "_manifest.json").read_text())
-    for key in ("run_id", "run_date", "config", "config_sha256", "model", "counts", "stage_seconds",
-                "round_seconds", "spark_version", "engine"):
-        assert key in saved, key
-    assert saved["model"]["sha256"] and saved["engine"] == "builtin"
-    assert saved["counts"]["input_vertices"] == 2708 and saved["round_seconds"]["propagate"]
+    cfg = _cfg()
+    assert saved["run_id"] == f"{DATE}-{cfg.digest()[:10]}" and saved["run_date"] == DATE
+    assert saved["config_sha256"] == cfg.digest() and saved["config"] == json.loads(json.dumps(cfg.to_dict()))
+    assert saved["stages"] == ["build", "train", "propagate", "report"] and saved["engine"] == "builtin"
+    assert set(saved["stage_seconds"]) == {"build", "train", "propagate", "publish"}
+    assert all(v >= 0 for v in saved["stage_seconds"].values())
+    assert len(saved["round_seconds"]["propagate"]) == 2  # SGC K=2: two propagation rounds
+    assert saved["counts"]["input_vertices"] == 2708 and saved["counts"]["input_edges"] == 10556
+    assert saved["spark_version"] == spark.version
+    # the model entry is the artifact on disk: its sha256 is the weights file's, its digest the card's
+    from lepton_spark.models.artifact import card_digest, sha256_file
+
+    model_dir = out / "runs" / DATE / "model"
+    card = json.loads((model_dir / "model.json").read_text())
+    assert saved["model"]["sha256"] == sha256_file(model_dir / "model.npz")
+    assert saved["model"]["card_sha256"] == card_digest(card) and saved["model"]["dir"] == str(model_dir)
+    assert saved["model"]["trained_by_this_run"] is True and saved["model"]["type"] == "sgc"
+    # every table: true rows, the run that wrote it, a fingerprint of exactly the published files
+    assert set(saved["tables"]) == {"embeddings", "predictions"}
+    for table, info in saved["tables"].items():
+        part = out / "outputs" / table / f"run_date={DATE}"
+        assert info["path"] == str(part) and info["run_id"] == saved["run_id"]
+        token = (part / "_LEPTON_RUN").read_text().split()
+        assert token[0] == saved["run_id"] and len(token[1]) == 32
+        assert info["rows"] == 2708 and info == {"path": str(part), "run_id": saved["run_id"],
+                                                  "write_token": token[1], **table_fingerprint(str(part))}
+        assert info["bytes"] == sum(f.stat().st_size for f in part.glob("*.parquet"))
     # predictions equal the driver forward pass of the same artifact
     from lepton_spark.models.artifact import load_model
     from lepton_spark.pipeline.stages import local_graph
 
-    card = json.loads((out / "runs" / DATE / "model" / "model.json").read_text())
     assert card["metrics"]["final"]["test_acc"] > 0.75
     model = load_model(out / "runs" / DATE / "model")
     vertices = spark.read.parquet(str(SAMPLE_GRAPH / "vertices"))
@@ -93,11 +115,13 @@ def test_interrupted_publish_keeps_previous_run(spark, trained, tmp_path) -> Non
     out, _ = trained
     before = sorted((r["id"], r["probs"]) for r in _rows(out, "predictions"))
     manifest_before = (out / "runs" / DATE / "_manifest.json").read_text()
-    for point in ("table:embeddings", "round:1", "publish:embeddings"):
+    for point in ("stage:propagate", "round:1", "publish:embeddings"):
         plan = "partitioned" if point.startswith("round") else "broadcast"  # round hook of the distributed plan
-        cfg = _reuse(out, f"pipeline.fail_after={point}", f"graph.plan={plan}")
-        with pytest.raises(InjectedFault):
-            run_pipeline(spark, cfg, output=str(out), run_date=DATE, stages=["propagate"])
+        cfg = _reuse(out, f"graph.plan={plan}")
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("LEPTON_FAIL_AFTER", point)
+            with pytest.raises(InjectedFault, match=point):
+                run_pipeline(spark, cfg, output=str(out), run_date=DATE, stages=["propagate"], run_id=f"crash-{point}")
         # previous predictions intact and readable; the run without a manifest did not happen
         assert sorted((r["id"], r["probs"]) for r in _rows(out, "predictions")) == before
         assert (out / "runs" / DATE / "_manifest.json").read_text() == manifest_before
@@ -114,9 +138,10 @@ def test_resume_after_round_failure_equals_uninterrupted(spark, trained, tmp_pat
     run_pipeline(spark, cfg, output=str(fresh), run_date=DATE, stages=["propagate"])
     want = sorted((r["id"], r["probs"]) for r in _rows(fresh, "predictions"))
     resumed = tmp_path / "resumed"
-    with pytest.raises(InjectedFault, match="round:2"):
-        run_pipeline(spark, _reuse(out, "graph.plan=partitioned", "pipeline.fail_after=round:2"),
-                     output=str(resumed), run_date=DATE, stages=["propagate"], run_id="r1")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LEPTON_FAIL_AFTER", "round:2")
+        with pytest.raises(InjectedFault, match="round:2"):
+            run_pipeline(spark, cfg, output=str(resumed), run_date=DATE, stages=["propagate"], run_id="r1")
     rounds_file = list((resumed / "_work" / "r1" / "propagate").rglob("_COMPLETE"))
     assert rounds_file, "completed rounds were recorded"
     manifest = run_pipeline(spark, cfg, output=str(resumed), run_date=DATE, stages=["propagate"], run_id="r1")
@@ -133,11 +158,16 @@ def test_rerun_is_idempotent_and_other_dates_untouched(spark, trained, tmp_path)
     cfg = _reuse(out)
     run_pipeline(spark, cfg, output=str(out), run_date=other, stages=["propagate"])
     other_rows = sorted((r["id"], r["label"]) for r in _rows(out, "predictions", other))
+    run_pipeline(spark, cfg, output=str(out), run_date=DATE, stages=["propagate"])
     first = json.loads((out / "runs" / DATE / "_manifest.json").read_text())
     run_pipeline(spark, cfg, output=str(out), run_date=DATE, stages=["propagate"])
-    run_pipeline(spark, cfg, output=str(out), run_date=DATE, stages=["propagate"])
     second = json.loads((out / "runs" / DATE / "_manifest.json").read_text())
-    assert second["run_id"] == first["run_id"] or second["created"] >= first["created"]
+    # the same config and date: the same run id, recomputed (no work state survives a success) and
+    # republished -- new files, the same rows
+    assert second["run_id"] == first["run_id"] and second["resumed_stages"] == []
+    for table in ("embeddings", "predictions"):
+        assert second["tables"][table]["rows"] == first["tables"][table]["rows"] == 2708
+        assert second["tables"][table]["sha256"] != first["tables"][table]["sha256"]  # a new partition
     rows = _rows(out, "predictions")
     assert len(rows) == 2708 and len({r["id"] for r in rows}) == 2708
     assert sorted((r["id"], r["label"]) for r in _rows(out, "predictions", other)) == other_rows
@@ -192,3 +222,19 @@ def test_analytics_on_spark_reuse_the_propagation_blocks(spark, tmp_path, caplog
     np.testing.assert_allclose([pr[i] for i in ids], local.pagerank(ids, src, dst, 0.15, 20), rtol=1e-9)
     comm = {r["id"]: r["label"] for r in _rows(tmp_path, "communities")}
     assert [comm[i] for i in ids] == local.label_propagation(ids, src, dst, 3).tolist()
+
+
+def test_unavailable_engine_fails_before_any_stage(spark, tmp_path, capsys) -> None:
+    """graph.engine=graphframes without its jar (the test session has none): exit 2 before any stage
+    runs, nothing staged, published or left behind."""
+    from lepton_spark.graph.engine import graphframes_status
+
+    if graphframes_status(spark)[0]:
+        pytest.fail("the test session must not have the GraphFrames jar (tests/test_graphframes_backend.py "
+                    "runs it in a subprocess)")
+    out = tmp_path / "out"
+    rc = main(["analytics", "--graph", str(SAMPLE_GRAPH), "--output", str(out), "--run-date", DATE,
+               "--set", "graph.engine=graphframes"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "graph engine 'graphframes' was requested but is unavailable" in err, err
+    assert not out.exists() or not any(out.rglob("*")), sorted(out.rglob("*"))

@@ -84,6 +84,20 @@ def test_isolated_vertices_and_unit_weight(spark) -> None:
         assert mean[1] == [1.0, 2.0]
 
 
+def test_max_with_negative_messages_by_hand(spark) -> None:
+    """max over all-negative messages stays negative (no clipping at a zero start value); a vertex
+    without in-edges gets zeros. Worked by hand:
+    into 0: 0.5 * x2 = [-1, -2]; into 2: 1 * x0 = [-1, -5] and 2 * x1 = [-6, 4] -> [-1, 4];
+    into 3: x0 = [-1, -5] and x2 = [-2, -4] -> [-1, -4]; 1 receives nothing -> [0, 0]."""
+    v = spark.createDataFrame([(0, [-1.0, -5.0]), (1, [-3.0, 2.0]), (2, [-2.0, -4.0]), (3, [4.0, 1.0])], V_SCHEMA)
+    e = spark.createDataFrame([(0, 2, 1.0), (1, 2, 2.0), (2, 0, 0.5), (0, 3, 1.0), (2, 3, 1.0)], E_SCHEMA)
+    g = types.SimpleNamespace(vertices=v, edges=e)
+    want = {0: [-1.0, -2.0], 1: [0.0, 0.0], 2: [-1.0, 4.0], 3: [-1.0, -4.0]}
+    for plan in ("broadcast", "partitioned"):
+        got = {r["id"]: r["features"] for r in propagate(g, agg="max", plan=plan).collect()}
+        assert got == want, plan
+
+
 def test_bad_feature_lengths_are_counted(spark) -> None:
     v = spark.createDataFrame([(0, [1.0, 2.0]), (1, [3.0]), (2, None), (3, [1.0, 1.0])], V_SCHEMA)
     e = spark.createDataFrame([(0, 1, 1.0)], E_SCHEMA)

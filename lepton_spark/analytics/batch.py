@@ -16,7 +16,7 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lepton_spark import io
+from lepton_spark import storage
 from lepton_spark.config import GraphConfig
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,8 @@ def _on_driver(vertices: DataFrame, edges: DataFrame, reset: float, pagerank_ite
     from lepton_spark.analytics import local
 
     spark = vertices.sparkSession
-    ids = np.sort(io.collect_arrow(vertices.select(F.col("id").cast("long"))).column("id").to_numpy())
-    et = io.collect_arrow(edges.select(F.col("src").cast("long"), F.col("dst").cast("long")))
+    ids = np.sort(storage.collect_arrow(vertices.select(F.col("id").cast("long"))).column("id").to_numpy())
+    et = storage.collect_arrow(edges.select(F.col("src").cast("long"), F.col("dst").cast("long")))
     src, dst = et.column("src").to_numpy(), et.column("dst").to_numpy()
     tol = pagerank_tol if pagerank_tol > 0 else None
     results = {"pagerank": ("pagerank", pa.float64(),
@@ -86,5 +86,5 @@ def _on_driver(vertices: DataFrame, edges: DataFrame, reset: float, pagerank_ite
     if components:
         results["components"] = ("component", pa.int64(), local.components(ids, src, dst))
     results["communities"] = ("label", pa.int64(), local.label_propagation(ids, src, dst, lpa_iters))
-    return {name: io.create_df(spark, pa.table({"id": pa.array(ids, pa.int64()), col: pa.array(vals, dtype)}))
+    return {name: storage.create_df(spark, pa.table({"id": pa.array(ids, pa.int64()), col: pa.array(vals, dtype)}))
             for name, (col, dtype, vals) in results.items()}

@@ -94,8 +94,6 @@ def label_propagation(
 
     The result is persisted at ``storage_level`` and materialised (unpersist it when done).
     """
-    from lepton_spark.graph.frame import GraphFrame
-
     algo = algorithm.lower()
     if algo not in ALGORITHMS:
         raise ValueError(f"Supported algorithms are {', '.join(ALGORITHMS)}, but got {algorithm}.")
@@ -126,7 +124,7 @@ def label_propagation(
         update = Pregel.msg()
         changed = ~Pregel.msg().eqNullSafe(lab)
     result = (
-        GraphFrame(v.select("id"), edges)
+        type(g)(v.select("id"), edges)  # g's class: no import of graph.frame (one-way)
         .pregel.setMaxIter(maxIter)
         .setCheckpointInterval(checkpoint_interval)
         .setUseLocalCheckpoints(use_local_checkpoints)

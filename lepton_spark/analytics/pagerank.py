@@ -82,8 +82,6 @@ def page_rank(
     and ``use_local_checkpoints`` are accepted for GraphFrames compatibility (the engine cuts lineage
     every round).
     """
-    from lepton_spark.graph.frame import GraphFrame
-
     if (maxIter is None) == (tol is None):
         raise ValueError("Exactly one of maxIter or tol should be set.")
     if not 0.0 <= resetProbability <= 1.0:
@@ -121,4 +119,4 @@ def page_rank(
     edges = e_out.join(w, F.col("src") == F.col("__wsrc"), "left").select(*[quote(c) for c in e_out.columns], WEIGHT)
     log.info("pageRank: %d vertices%s in %.2fs", n, " (personalised)" if sourceId is not None else "",
              time.perf_counter() - start)
-    return GraphFrame(vertices, edges, engine=g._engine)
+    return type(g)(vertices, edges, engine=g._engine)  # g's class: no import of graph.frame (one-way)

@@ -181,7 +181,7 @@ def load_planetoid(name: str, root: str | Path) -> PlanetoidGraph:
 
 
 def to_arrow_tables(graph: PlanetoidGraph) -> tuple[object, object]:
-    """The graph as two pyarrow tables in the project layout (DESIGN §3)."""
+    """The graph as two pyarrow tables in the project layout (docs/architecture.md §3)."""
     import pyarrow as pa
 
     n, d = graph.features.shape

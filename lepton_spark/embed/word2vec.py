@@ -20,8 +20,9 @@ def random_walk_embeddings(spark: SparkSession, vertices: DataFrame, edges: Data
 
     Determinism: the walks are a pure function of the seed (hash-based sampling). MLlib's Word2Vec is
     deterministic for a fixed seed when it trains on one partition (``num_partitions=1``, the
-    default); with more partitions it trains partitions in parallel and merges, which is faster on a
-    cluster but not bit-reproducible.
+    default) and the session's ``spark.default.parallelism`` is the same (its vocabulary order, hence
+    the initial vectors, follows the partitioning of its word count); with more partitions it trains
+    partitions in parallel and merges, which is faster on a cluster but not bit-reproducible.
     """
     from pyspark.ml.feature import Word2Vec
     from pyspark.ml.functions import vector_to_array

@@ -4,7 +4,7 @@
 GraphFrames code ports unchanged; when the real GraphFrames JVM package is on the classpath and
 ``graph.engine`` is ``auto`` or ``graphframes``, the graph algorithms delegate to it (see
 :mod:`lepton_spark.graph.engine`). ``propagate`` / ``spmm`` / ``apply_dense`` are the project's vector
-message-passing hot path (DESIGN §2).
+message-passing hot path (docs/architecture.md §2).
 """
 
 from __future__ import annotations

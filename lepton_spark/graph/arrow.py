@@ -80,3 +80,16 @@ def binary_segments(arr: np.ndarray, bounds: np.ndarray) -> pa.ChunkedArray:
                                             [None, pa.py_buffer(offsets), pa.py_buffer(data)]))
         first = stop
     return pa.chunked_array(chunks, pa.binary())
+
+
+def state_table(ids: np.ndarray, state: np.ndarray) -> pa.Table:
+    """(id, value) Arrow table from a state array (double, long or array<int> per its shape and dtype)."""
+    if state.ndim == 2:
+        flat = pa.array(np.ascontiguousarray(state, dtype=np.int32).reshape(-1))
+        offsets = pa.array(np.arange(0, (len(state) + 1) * state.shape[1], state.shape[1], dtype=np.int32))
+        value = pa.ListArray.from_arrays(offsets, flat)
+    elif state.dtype.kind == "f":
+        value = pa.array(state.astype(np.float64))
+    else:
+        value = pa.array(state.astype(np.int64))
+    return pa.table({"id": pa.array(ids.astype(np.int64)), "value": value})

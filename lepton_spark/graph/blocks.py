@@ -37,7 +37,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lepton_spark import io
+from lepton_spark import storage
 from lepton_spark.errors import InvalidGraphError
 from lepton_spark.graph import kernels
 from lepton_spark.session import is_local_master
@@ -251,7 +251,7 @@ class BroadcastOperator:
               lookup: np.ndarray | None, n: int, idx_t: type, undirected: bool, t0: float) -> BroadcastOperator:
         """Run the packing job (files in ``exchange``, or cached binary rows) and build the operator."""
         if exchange:
-            files = io.collect_arrow(packed.mapInArrow(pack, _FILES_SCHEMA))
+            files = storage.collect_arrow(packed.mapInArrow(pack, _FILES_SCHEMA))
             blocks, paths = None, files.column("path").to_pylist()
             nnz, bad, nb = int(pc.sum(files.column("nnz")).as_py() or 0), \
                 int(pc.sum(files.column("bad_weights")).as_py() or 0), files.num_rows
@@ -277,7 +277,7 @@ class BroadcastOperator:
         """Edges leaving every vertex (float64), counting edges whose dst is not a vertex; computed once."""
         if self._out_degrees is None:
             assert self.blocks is not None  # local mode computes them while packing
-            t = io.collect_arrow(self.blocks.select("out_rows", "out_counts"))
+            t = storage.collect_arrow(self.blocks.select("out_rows", "out_counts"))
             deg = np.zeros(self.n, dtype=np.float64)
             for r, c in zip(t.column("out_rows"), t.column("out_counts")):
                 np.add.at(deg, np.frombuffer(_buf(r), np.int64), np.frombuffer(_buf(c), np.int64))
@@ -306,7 +306,7 @@ class BroadcastOperator:
                                 [b.column("rows").slice(i, 1), pa.array([s.tobytes()], pa.binary())],
                                 names=["rows", "values"])
 
-                t = io.collect_arrow(self.blocks.select("rows", "indptr", "data").mapInArrow(sums, _OUT_SCHEMA))
+                t = storage.collect_arrow(self.blocks.select("rows", "indptr", "data").mapInArrow(sums, _OUT_SCHEMA))
                 for r, v in zip(t.column("rows"), t.column("values")):
                     deg[np.frombuffer(_buf(r), np.int64)] = np.frombuffer(_buf(v), np.float64)
             self._in_degrees = deg
@@ -370,7 +370,7 @@ class BroadcastOperator:
         if paths is not None:
             try:
                 jobs = self.spark.range(0, len(paths), 1, max(1, len(paths)))
-                out = io.collect_arrow(jobs.mapInArrow(step_files, _PATH_SCHEMA))
+                out = storage.collect_arrow(jobs.mapInArrow(step_files, _PATH_SCHEMA))
                 for item in out.column("path").to_pylist():
                     block, vals_path = item.split("|")
                     rows = np.load(os.path.join(block, "rows.npy"), mmap_mode="r")
@@ -382,7 +382,7 @@ class BroadcastOperator:
                     os.remove(x_path)
             return nxt, received
         assert self.blocks is not None
-        out = io.collect_arrow(self.blocks.select("rows", "indptr", "indices", "data").mapInArrow(step, _OUT_SCHEMA))
+        out = storage.collect_arrow(self.blocks.select("rows", "indptr", "indices", "data").mapInArrow(step, _OUT_SCHEMA))
         if x_path:
             os.remove(x_path)
         for r, v in zip(out.column("rows"), out.column("values")):

@@ -1,6 +1,6 @@
 """Which graph engine runs the algorithms: the real GraphFrames (JVM) or our builtin DataFrame engine.
 
-``graph.engine`` is ``auto | graphframes | builtin`` (DESIGN §2). The choice comes from the caller's
+``graph.engine`` is ``auto | graphframes | builtin`` (docs/architecture.md §2). The choice comes from the caller's
 argument, else the ``LEPTON_GRAPH_ENGINE`` environment variable, else ``auto``. ``auto`` picks
 GraphFrames only when its Python front end imports *and*, in a classic session, its JVM class
 ``org.graphframes.GraphFrame`` loads: graphframes-py is a pure front end and its jar comes from a

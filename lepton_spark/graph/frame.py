@@ -1,6 +1,6 @@
 """``GraphFrame`` on plain DataFrames: GraphFrames' (graphframes-py 0.12) names and semantics.
 
-Why: GraphFrames' JVM package cannot be installed on these machines (DESIGN §2), yet project code and
+Why: GraphFrames' JVM package cannot be installed on these machines (docs/architecture.md §2), yet project code and
 users write GraphFrames code. This class offers the same API (constructor checks and messages,
 ``vertices``/``edges``/``triplets``, degrees, subgraphs, ``aggregateMessages`` with ``AM``,
 ``pregel``, and the algorithms) so such code runs unchanged, and delegates the algorithms to the real
@@ -132,6 +132,39 @@ class GraphFrame:
     missing column); :meth:`validate` checks uniqueness and consistency. ``engine`` selects where the
     algorithms run (``auto``/``builtin``/``graphframes``, see :func:`~lepton_spark.graph.engine.resolve_engine`);
     the core operations (degrees, triplets, aggregateMessages, pregel, subgraphs) are always builtin.
+
+    Parameters
+    ----------
+    v : DataFrame
+        The vertices: an ``id`` column (any comparable type) plus attribute columns.
+    e : DataFrame
+        The edges: ``src`` and ``dst`` (vertex ids) plus attribute columns; multi-edges and self-loops
+        are allowed.
+    engine : {"auto", "builtin", "graphframes"}, optional
+        Where :meth:`pageRank`, :meth:`connectedComponents`, :meth:`labelPropagation` and
+        :meth:`shortestPaths` run; default ``$LEPTON_GRAPH_ENGINE``, else ``auto`` (the real
+        GraphFrames when its JVM class loads, else builtin). Subgraphs and results keep it.
+
+    Raises
+    ------
+    ValueError
+        When ``v`` has no ``id`` column or ``e`` has no ``src`` or ``dst`` column.
+
+    Examples
+    --------
+    A triangle and an isolated vertex (absent from the degrees, its own component):
+
+    >>> from lepton_spark.graph import GraphFrame
+    >>> v = spark.createDataFrame([(1, "a"), (2, "b"), (3, "c"), (4, "d")], "id long, name string")
+    >>> e = spark.createDataFrame([(1, 2), (2, 3), (3, 1)], "src long, dst long")
+    >>> g = GraphFrame(v, e)
+    >>> sorted((r["id"], r["degree"]) for r in g.degrees.collect())
+    [(1, 2), (2, 2), (3, 2)]
+    >>> sorted((r["id"], r["component"]) for r in g.connectedComponents().collect())
+    [(1, 1), (2, 1), (3, 1), (4, 4)]
+    >>> ranks = g.pageRank(resetProbability=0.15, maxIter=10).vertices
+    >>> sorted((r["id"], round(r["pagerank"], 4)) for r in ranks.collect())
+    [(1, 1.2698), (2, 1.2698), (3, 1.2698), (4, 0.1905)]
     """
 
     ID: str = ID

@@ -164,7 +164,7 @@ class PartitionedOperator:
 
 
 def _run(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_iter: int) -> DataFrame:
-    from lepton_spark.graph.programs import state_table
+    from lepton_spark.graph.arrow import state_table
     from lepton_spark.graph.propagation import _cogroup, _cut
 
     t0 = time.perf_counter()

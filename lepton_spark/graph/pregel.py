@@ -131,6 +131,38 @@ class Pregel:
 
     Every setter returns the builder. Defaults follow GraphFrames 0.12: maxIter 10, checkpoint
     interval 2, no early stopping, all vertices initially active, active flag kept ``True``.
+    Declare the state with :meth:`withVertexColumn`, the messages with :meth:`sendMsgToSrc` /
+    :meth:`sendMsgToDst` (reading :meth:`src`, :meth:`dst`, :meth:`edge`), their aggregation with
+    :meth:`aggMsgs` (over :meth:`msg`), then :meth:`run`. Null messages are dropped; updates read
+    the previous iteration's values.
+
+    Parameters
+    ----------
+    graph : GraphFrame
+        The graph to run on (``g.pregel`` passes ``g``).
+
+    Returns
+    -------
+    DataFrame
+        From :meth:`run`: the vertices (their columns, ``_pregel_is_active`` and the declared
+        columns), persisted; ``unpersist`` it when done.
+
+    Examples
+    --------
+    Hops from vertex 1 along the edges of a path; vertex 5 is isolated and never reached:
+
+    >>> from pyspark.sql import functions as F
+    >>> from lepton_spark.graph import GraphFrame, Pregel
+    >>> v = spark.createDataFrame([(1,), (2,), (3,), (4,), (5,)], "id long")
+    >>> e = spark.createDataFrame([(1, 2), (2, 3), (3, 4)], "src long, dst long")
+    >>> start = F.when(F.col("id") == 1, F.lit(0))
+    >>> hops = (GraphFrame(v, e).pregel.setMaxIter(3)
+    ...         .withVertexColumn("hops", start, F.least(F.col("hops"), Pregel.msg()))
+    ...         .sendMsgToDst(Pregel.src("hops") + 1)
+    ...         .aggMsgs(F.min(Pregel.msg()))
+    ...         .run())
+    >>> sorted((r["id"], r["hops"]) for r in hops.collect())
+    [(1, 0), (2, 1), (3, 2), (4, 3), (5, None)]
     """
 
     MSG_COL_NAME = "_pregel_msg_"

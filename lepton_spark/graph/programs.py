@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lepton_spark import io
+from lepton_spark import storage
 from lepton_spark.config import GraphConfig
+from lepton_spark.graph.arrow import state_table
 from lepton_spark.graph.blocks import BroadcastOperator
 from lepton_spark.session import is_connect, shuffle_partitions
 
@@ -273,7 +273,7 @@ class BlockEngine:
     def ids(self) -> np.ndarray:
         """The sorted vertex ids (broadcast plan only: they sit on the driver beside the state)."""
         if self._ids is None:
-            self._ids = np.sort(io.collect_arrow(self.ig.vertices).column("id").to_numpy().astype(np.int64))
+            self._ids = np.sort(storage.collect_arrow(self.ig.vertices).column("id").to_numpy().astype(np.int64))
         return self._ids
 
     def run(self, prog: VertexProgram, max_iter: int) -> DataFrame:
@@ -288,7 +288,7 @@ class BlockEngine:
         ids = self.ids()
         state, rounds = run_broadcast(op, prog, ids, max_iter)
         log.info("%s[broadcast]: %d rounds in %.2fs", prog.name, rounds, time.perf_counter() - t0)
-        return io.create_df(self.spark, state_table(ids, state))
+        return storage.create_df(self.spark, state_table(ids, state))
 
     def close(self) -> None:
         for direction, op in self._ops.items():
@@ -312,16 +312,3 @@ def run_program(ig: IndexedGraph, prog: VertexProgram, max_iter: int, *, config:
     """
     with BlockEngine(ig, config=config, plan=plan, num_blocks=num_blocks, symmetric=symmetric) as engine:
         return engine.run(prog, max_iter)  # local rows (broadcast) or cut from the blocks (partitioned)
-
-
-def state_table(ids: np.ndarray, state: np.ndarray) -> pa.Table:
-    """(id, value) Arrow table from a state array (double, long or array<int> per its shape and dtype)."""
-    if state.ndim == 2:
-        flat = pa.array(np.ascontiguousarray(state, dtype=np.int32).reshape(-1))
-        offsets = pa.array(np.arange(0, (len(state) + 1) * state.shape[1], state.shape[1], dtype=np.int32))
-        value = pa.ListArray.from_arrays(offsets, flat)
-    elif state.dtype.kind == "f":
-        value = pa.array(state.astype(np.float64))
-    else:
-        value = pa.array(state.astype(np.int64))
-    return pa.table({"id": pa.array(ids.astype(np.int64)), "value": value})

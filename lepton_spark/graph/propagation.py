@@ -1,4 +1,4 @@
-"""Vector message passing over a whole graph: ``propagate`` and ``spmm`` (DESIGN §2).
+"""Vector message passing over a whole graph: ``propagate`` and ``spmm`` (docs/architecture.md §2).
 
 One round computes, for every vertex v, ``x'_v = AGG over edges (u -> v, w) of w * x_u`` with AGG in
 sum | mean | max. Every vertex is in the result; a vertex that receives nothing gets a zero vector for
@@ -41,7 +41,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -49,7 +49,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lepton_spark import io
+from lepton_spark import logs, storage
 from lepton_spark.config import GraphConfig
 from lepton_spark.errors import InvalidGraphError
 from lepton_spark.graph import arrow, kernels
@@ -66,6 +66,13 @@ _FEATURES_T = T.ArrayType(T.FloatType())
 _RESULT_SCHEMA = T.StructType(
     [T.StructField("id", T.LongType(), False), T.StructField("features", _FEATURES_T, False)]
 )
+
+
+class _Graph(NamedTuple):
+    """The two DataFrames :func:`propagate` reads (any object with these attributes will do)."""
+
+    vertices: DataFrame
+    edges: DataFrame
 
 
 @dataclass
@@ -105,7 +112,7 @@ def _cut(df: DataFrame) -> DataFrame:
             return df.checkpoint(eager=True)
         except Exception as exc:  # noqa: BLE001 - no checkpoint directory: local checkpoint instead
             log.warning("propagate: reliable checkpoint failed (%s); using localCheckpoint "
-                        "(set spark.checkpoint.dir to survive executor loss)", io.first_line(exc))
+                        "(set spark.checkpoint.dir to survive executor loss)", storage.first_line(exc))
     try:
         return df.localCheckpoint(eager=True)
     except Exception as exc:  # noqa: BLE001 - some Connect servers lack it; persisting is the fallback
@@ -201,10 +208,10 @@ class _RoundStore:
         if not self.root:
             return 0
         meta_path = f"{self.root}/_signature.json"
-        if not io.path_exists(meta_path) or json.loads(io.read_text(meta_path)) != self.signature:
+        if not storage.path_exists(meta_path) or json.loads(storage.read_text(meta_path)) != self.signature:
             return 0
         for k in range(rounds, 0, -1):
-            if io.path_exists(f"{self._dir(k)}/_COMPLETE"):
+            if storage.path_exists(f"{self._dir(k)}/_COMPLETE"):
                 return k
         return 0
 
@@ -212,15 +219,15 @@ class _RoundStore:
         if not self.root:
             return
         meta_path = f"{self.root}/_signature.json"
-        if io.path_exists(meta_path) and json.loads(io.read_text(meta_path)) == self.signature:
+        if storage.path_exists(meta_path) and json.loads(storage.read_text(meta_path)) == self.signature:
             return
-        if io.path_exists(self.root):
-            io.delete_path(self.root)  # state of another computation: start clean
-        io.write_json(meta_path, self.signature)
+        if storage.path_exists(self.root):
+            storage.delete_path(self.root)  # state of another computation: start clean
+        storage.write_json(meta_path, self.signature)
 
     def complete(self, k: int) -> None:
         if self.root:
-                io.write_text(f"{self._dir(k)}/_COMPLETE", str(time.time()))
+                storage.write_text(f"{self._dir(k)}/_COMPLETE", str(time.time()))
 
     def path(self, k: int, name: str) -> str:
         return f"{self._dir(k)}/{name}"
@@ -275,7 +282,7 @@ def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _Rou
                     cache: OperatorCache | None = None, normalize: str | None = None,
                     operator_key: Any = None) -> DataFrame:
     t0 = time.perf_counter()
-    table = io.collect_arrow(inp.x0)
+    table = storage.collect_arrow(inp.x0)
     ids = table.column("id").to_numpy()
     x = list_to_matrix(table.column("features"), inp.dim)
     order = np.argsort(ids, kind="stable")
@@ -311,6 +318,7 @@ def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _Rou
         log.info("propagate[broadcast]: resuming after round %d/%d from %s", start, rounds, store.root)
     try:
         for k in range(start + 1, rounds + 1):
+            logs.set_round(k)
             tk = time.perf_counter()
             x = one_round(x)
             secs = time.perf_counter() - tk
@@ -321,25 +329,26 @@ def _broadcast_plan(inp: _Inputs, rounds: int, agg: str, parts: int, store: _Rou
             if on_round:
                 on_round(k, {"round": k, "rounds": rounds, "rows": n, "seconds": secs, "plan": "broadcast"})
     finally:
+        logs.set_round(None)
         if cache is None:
             op.close()
     out = pa.table({"id": pa.array(ids, pa.int64()), "features": matrix_to_list(x)})
-    return io.create_df(inp.spark, out, _RESULT_SCHEMA)
+    return storage.create_df(inp.spark, out, _RESULT_SCHEMA)
 
 
 def _open_binary(path: str) -> Any:
-    from lepton_spark.io import _fs
+    from lepton_spark.storage import filesystem
 
-    fs, p = _fs(path)
+    fs, p = filesystem(path)
     return fs.open_input_file(p)
 
 
 def _save_npy(path: str, arr: np.ndarray) -> None:
     import io as _io
 
-    from lepton_spark.io import _fs
+    from lepton_spark.storage import filesystem
 
-    fs, p = _fs(path)
+    fs, p = filesystem(path)
     fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
     buf = _io.BytesIO()
     np.save(buf, arr, allow_pickle=False)
@@ -547,6 +556,7 @@ def _partitioned_plan(inp: _Inputs, rounds: int, agg: str, blocks: int, native: 
         log.info("propagate[partitioned]: resuming after round %d/%d from %s", start, rounds, store.root)
     try:
         for k in range(start + 1, rounds + 1):
+            logs.set_round(k)
             tk = time.perf_counter()
             out = _cogroup(state.repartition(parts, "pid"), eblocks, step_fn(False, state_rows_mode, state_mean),
                            _PARTIAL_ROWS if native else _PARTIAL_BLOB)
@@ -575,6 +585,7 @@ def _partitioned_plan(inp: _Inputs, rounds: int, agg: str, blocks: int, native: 
                           _RESULT_SCHEMA)
         result = _cut(result)
     finally:
+        logs.set_round(None)
         eblocks.unpersist()
     return result
 
@@ -620,18 +631,77 @@ def propagate(
 ) -> DataFrame:
     """``rounds`` rounds of ``x'_v = agg_{(u -> v, w)} w * x_u``; returns DataFrame(id, features).
 
-    ``weight=None`` or a missing weight column means weight 1.0. ``plan``, ``native_aggregate``
-    (auto|on|off), ``broadcast_max_bytes`` and ``checkpoint_interval`` default to ``config``
-    (:class:`~lepton_spark.config.GraphConfig`). ``checkpoint``: directory for round state; a second
-    call with the same inputs resumes after the last complete round. ``on_round(k, info)`` is called
-    after each round with its row count and seconds. ``operators``: an :class:`OperatorCache` shared
-    by several calls over the same edges DataFrame (a model's layers): the broadcast plan packs the
-    edge blocks once and reuses them; the caller closes the cache (``operator_key`` names the edges in
-    the cache instead of the DataFrame object, see :class:`OperatorCache`). ``normalize="sym"`` propagates with
-    GCN's ``D^-1/2 (A + I) D^-1/2`` of the given edges (D: weighted in-degree plus the self-loop;
-    ``agg`` must be sum): the broadcast plan scales on the driver around ``(A + I) x`` and never
-    builds normalised edges; the partitioned plan normalises the edge table first
-    (:func:`~lepton_spark.graph.normalize.normalize_edges`).
+    Every vertex is in the result; a vertex that receives nothing gets a zero vector. Edges whose
+    ``src`` or ``dst`` is not a vertex are ignored. The plan (broadcast or partitioned, see the module
+    docstring and ``docs/architecture.md`` §2.1) is chosen once per call and logged.
+
+    Parameters
+    ----------
+    g : GraphFrame
+        The graph: ``g.vertices`` has ``id`` (long) and ``features`` (``array<float>``, one length),
+        ``g.edges`` has ``src``, ``dst`` and optionally ``weight``.
+    features : str, default "features"
+        The vertex column holding the feature vectors.
+    weight : str or None, default "weight"
+        The edge weight column; ``None`` or a missing column means weight 1.0.
+    rounds : int, default 1
+        Number of propagation rounds (0 returns the input features).
+    agg : {"sum", "mean", "max"}, default "sum"
+        How the weighted messages ``w * x_u`` arriving at a vertex are combined.
+    plan : {"auto", "broadcast", "partitioned"}, optional
+        The physical plan; default ``config.plan``. ``auto`` picks broadcast when the feature matrix
+        (``n * d * 4`` bytes) fits ``broadcast_max_bytes`` (always partitioned on Spark Connect).
+    native_aggregate : {"auto", "on", "off"}, optional
+        Partitioned plan: let Spark sum the partials with ``vector_sum`` (Spark >= 4.3); default
+        ``config.native_aggregate``.
+    num_blocks : int, optional
+        Partitioned plan: the number of vertex blocks (default: one per task slot, more only when a
+        block would exceed ``config.block_max_bytes``).
+    broadcast_max_bytes : int, optional
+        The ``auto`` plan's threshold; default ``config.broadcast_max_bytes``.
+    checkpoint : str, optional
+        A directory for the round state: each completed round is written there, and a later call
+        with the same inputs resumes after the last complete round.
+    checkpoint_interval : int, optional
+        Cut the lineage every this many rounds; default ``config.checkpoint_interval``.
+    on_round : callable, optional
+        ``on_round(k, info)`` after round ``k``; ``info`` has the round's row count, seconds and plan.
+    config : GraphConfig, optional
+        The ``graph.*`` settings the defaults above come from (default ``GraphConfig()``).
+    operators : OperatorCache, optional
+        Shared by several calls over the same edges DataFrame (a model's layers): the broadcast plan
+        packs the edge blocks once and reuses them; the caller closes the cache.
+    normalize : {None, "sym"}, default None
+        ``"sym"`` propagates with GCN's ``D^-1/2 (A + I) D^-1/2`` of the given edges (D: weighted
+        in-degree plus the self-loop; ``agg`` must be sum). The broadcast plan scales on the driver
+        around ``(A + I) x`` and never builds normalised edges; the partitioned plan normalises the
+        edge table first (:func:`~lepton_spark.graph.normalize.normalize_edges`).
+    operator_key : object, optional
+        Names the edges in ``operators`` instead of the DataFrame object (see :class:`OperatorCache`).
+
+    Returns
+    -------
+    DataFrame
+        ``id`` (long), ``features`` (``array<float>``): one row per vertex.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``agg``, ``plan`` or ``normalize``, or negative ``rounds``.
+    InvalidGraphError
+        For null, ragged, NaN or infinite features, or null, NaN or infinite weights.
+
+    Examples
+    --------
+    Vertex 0 receives nothing, 1 gets ``x_0``, and 2 gets ``0.5 x_1`` plus its self-loop ``2 x_2``:
+
+    >>> from lepton_spark.graph import GraphFrame, propagate
+    >>> v = spark.createDataFrame([(0, [1.0, 0.0]), (1, [0.0, 1.0]), (2, [1.0, 1.0])],
+    ...                           "id long, features array<float>")
+    >>> e = spark.createDataFrame([(0, 1, 1.0), (1, 2, 0.5), (2, 2, 2.0)], "src long, dst long, weight float")
+    >>> out = propagate(GraphFrame(v, e), rounds=1, agg="sum")
+    >>> sorted((r["id"], r["features"]) for r in out.collect())
+    [(0, [0.0, 0.0]), (1, [1.0, 0.0]), (2, [2.0, 2.5])]
     """
     cfg = config or GraphConfig()
     plan = plan or cfg.plan
@@ -736,11 +806,37 @@ def spmm(entries: DataFrame, dense: DataFrame, *, row: str = "row", col: str = "
          features: str = "features", **kwargs: Any) -> DataFrame:
     """C = A·B for sparse A as (row, col, value) entries and dense B as (id, features).
 
-    Returns DataFrame(id, features) with one row per id of B and per row id of A (zero rows where A's
-    row is empty). It is one :func:`propagate` round on the edges ``col -> row`` (the same code).
-    """
-    from lepton_spark.graph.frame import GraphFrame
+    One :func:`propagate` round (the same code) on the edges ``col -> row`` weighted by ``value``.
 
+    Parameters
+    ----------
+    entries : DataFrame
+        The non-zero entries of A, one row per (row, col); columns named by ``row``, ``col``, ``value``.
+    dense : DataFrame
+        B as ``id`` and ``features`` (arrays of one length); row ``id`` of B is column ``id`` of A.
+    row, col, value : str, default "row", "col", "value"
+        The column names in ``entries``.
+    features : str, default "features"
+        The array column of ``dense``.
+    **kwargs
+        Passed to :func:`propagate` (``plan``, ``config``, ...).
+
+    Returns
+    -------
+    DataFrame
+        ``id`` (long), ``features`` (``array<float>``): one row per id of B and per row id of A (a
+        zero vector where A's row is empty).
+
+    Examples
+    --------
+    ``A = [[2, 1], [0, 3]]`` times ``B = [[1, 2], [3, 4]]``:
+
+    >>> from lepton_spark.graph import spmm
+    >>> a = spark.createDataFrame([(0, 0, 2.0), (0, 1, 1.0), (1, 1, 3.0)], "row long, col long, value double")
+    >>> b = spark.createDataFrame([(0, [1.0, 2.0]), (1, [3.0, 4.0])], "id long, features array<double>")
+    >>> sorted((r["id"], r["features"]) for r in spmm(a, b).collect())
+    [(0, [5.0, 8.0]), (1, [9.0, 12.0])]
+    """
     b = dense.select(F.col("id").cast("long").alias("id"), F.col(features).cast(_FEATURES_T).alias("features"))
     dim_row = b.select(F.size("features").alias("d")).first()
     extra_ids = entries.select(F.col(row).cast("long").alias("id")).distinct().join(b.select("id"), "id", "left_anti")
@@ -749,4 +845,4 @@ def spmm(entries: DataFrame, dense: DataFrame, *, row: str = "row", col: str = "
         b = b.unionByName(extra_ids.select("id", zeros.alias("features")))
     edges = entries.select(F.col(col).cast("long").alias("src"), F.col(row).cast("long").alias("dst"),
                            F.col(value).cast("float").alias("weight"))
-    return propagate(GraphFrame(b, edges), features="features", weight="weight", rounds=1, agg="sum", **kwargs)
+    return propagate(_Graph(b, edges), features="features", weight="weight", rounds=1, agg="sum", **kwargs)

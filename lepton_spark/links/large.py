@@ -35,7 +35,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lepton_spark import io
+from lepton_spark import storage
 from lepton_spark.errors import UsageError
 from lepton_spark.models.gae import GAE
 
@@ -74,8 +74,8 @@ def _negatives(spark: Any, pool: np.ndarray, count: int, pairs: DataFrame, rng: 
         keep = a != b
         cand = np.stack([np.minimum(a, b)[keep], np.maximum(a, b)[keep]], axis=1)
         t = pa.table({"u": cand[:, 0], "v": cand[:, 1], "i": np.arange(len(cand), dtype=np.int64)})
-        free = io.create_df(spark, t).join(pairs.select("u", "v"), on=["u", "v"], how="left_anti")
-        arr = io.collect_arrow(free.orderBy("i"))
+        free = storage.create_df(spark, t).join(pairs.select("u", "v"), on=["u", "v"], how="left_anti")
+        arr = storage.collect_arrow(free.orderBy("i"))
         fresh = np.stack([arr.column("u").to_numpy(), arr.column("v").to_numpy()], axis=1) if arr.num_rows \
             else np.zeros((0, 2), np.int64)
         allp = np.vstack([got, fresh])
@@ -93,8 +93,8 @@ def train_link_from_spark(g: Any, model: GAE, *, seed: int = 0, features: str = 
     ``(model, metrics)`` with the keys of :func:`lepton_spark.models.gae.train_link_model` (``path``:
     ``spark-propagated features``, ``edge_split``: the pair counts per part and the sample sizes)."""
     from lepton_spark.graph import GraphFrame
+    from lepton_spark.models.base import json_clean as _clean
     from lepton_spark.models.plan import SparkOps
-    from lepton_spark.models.trainer import _clean
 
     if not isinstance(model, GAE):
         raise UsageError(f"{type(model).__name__} is not a link model")
@@ -120,7 +120,7 @@ def train_link_from_spark(g: Any, model: GAE, *, seed: int = 0, features: str = 
         keep = ((F.col("part") == "test") & (F.col("r") < tf * f_test)) | \
                ((F.col("part") == "val") & (F.col("r") < tf + vf * f_val)) | \
                ((F.col("part") == "train") & (F.col("r") < tf + vf + (1.0 - tf - vf) * f_train))
-        sample = io.collect_arrow(pairs.filter(keep).select("u", "v", "part").orderBy("u", "v"))
+        sample = storage.collect_arrow(pairs.filter(keep).select("u", "v", "part").orderBy("u", "v"))
         part = np.asarray(sample.column("part").to_pylist(), dtype=object)
         uv = np.stack([sample.column("u").to_numpy(), sample.column("v").to_numpy()], axis=1)
         pos = {p: uv[part == p] for p in ("train", "val", "test")}
@@ -128,7 +128,7 @@ def train_link_from_spark(g: Any, model: GAE, *, seed: int = 0, features: str = 
         target = min(n, max(POOL_MIN, 4 * model.max_eval_pairs))
         pool_df = g.vertices.select(F.col("id").cast("long").alias("id")) \
             .filter(_pair_hash(F.col("id"), F.lit(0), seed, salt=1) < min(1.0, target / max(n, 1)))
-        pool = np.sort(io.collect_arrow(pool_df).column("id").to_numpy())
+        pool = np.sort(storage.collect_arrow(pool_df).column("id").to_numpy())
         rng = np.random.default_rng(seed)
         negs = _negatives(spark, pool, len(pos["val"]) + len(pos["test"]), pairs, rng)
         neg = {"val": negs[: len(pos["val"])], "test": negs[len(pos["val"]):]}
@@ -144,8 +144,8 @@ def train_link_from_spark(g: Any, model: GAE, *, seed: int = 0, features: str = 
             x = model._input_table(ops)
             z = ops.propagate(x, ops.gcn_edges(), model.K) if model.K else x
             ids = np.unique(np.concatenate([uv.reshape(-1), pool]))
-            want = io.create_df(spark, pa.table({"id": ids}))
-            rows = io.collect_arrow(z.join(want, on="id", how="inner").select("id", "features").orderBy("id"))
+            want = storage.create_df(spark, pa.table({"id": ids}))
+            rows = storage.collect_arrow(z.join(want, on="id", how="inner").select("id", "features").orderBy("id"))
         finally:
             ops.close()
     finally:

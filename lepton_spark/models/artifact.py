@@ -13,7 +13,12 @@ Feature normalisation: ``hyperparameters.feature_norm`` is what was asked for (`
 ``param_shapes``). Cards written before ``auto`` existed (format version 1) have no resolved mode;
 their ``hyperparameters.feature_norm`` (row or none) is the resolved mode.
 
-:func:`load_model` recomputes the npz sha256 and refuses a mismatch, loads without pickle, checks
+``card_sha256`` (format version 3) is a sha256 over every card field that changes predictions -- model
+type, hyper-parameters (K, alpha, ...), input and output dims, array shapes, the resolved feature
+normalisation -- and the weights' sha256, so editing the card is detected like editing the weights.
+
+:func:`load_model` recomputes the npz sha256 and the card digest and refuses a mismatch, refuses
+non-finite weights, loads without pickle, checks
 every array's shape against both the card and the architecture the hyper-parameters imply, and –
 when given – the graph's feature count and class count. Every refusal is a ``ValueError`` naming the
 file and the mismatch. Both files are written atomically (temp file + rename), the card last.
@@ -43,9 +48,12 @@ log = logging.getLogger(__name__)
 NPZ_NAME = "model.npz"
 CARD_NAME = "model.json"
 CARD_FORMAT = "lepton-spark-model"
-CARD_VERSION = 2
-#: versions load_model reads (1: before feature_norm auto/standard; no resolved mode in the card)
-READABLE_VERSIONS = (1, 2)
+CARD_VERSION = 3
+#: versions load_model reads (1: before feature_norm auto/standard; no resolved mode in the card;
+#: 1 and 2: no card_sha256, loaded with a warning that the hyper-parameters are not covered)
+READABLE_VERSIONS = (1, 2, 3)
+#: the card fields that change predictions (covered by card_sha256, with weights.sha256)
+PREDICTIVE_FIELDS = ("model_type", "hyperparameters", "num_features", "num_classes", "param_shapes")
 #: npz names of the fitted feature statistics (feature_norm "standard")
 FEATURE_MEAN, FEATURE_SCALE = "feature_norm.mean", "feature_norm.scale"
 SPLIT_NAMES = ("train", "val", "test")
@@ -215,10 +223,19 @@ def save_model(model: GraphModel, out_dir: str | Path, *, metrics: Mapping[str, 
         "versions": _versions(),
     }
     card = _jsonable(card)
+    card["card_sha256"] = card_digest(card)
     text = json.dumps(card, indent=2, sort_keys=False, allow_nan=False) + "\n"
     _atomic_write(card_path, lambda fh: fh.write(text.encode("utf-8")))
     log.info("saved %s model to %s (sha256 %s)", model.model_type, out, digest[:12])
     return card
+
+
+def card_digest(card: Mapping[str, Any]) -> str:
+    """sha256 over the card fields that change predictions and the weights' sha256 (canonical JSON)."""
+    covered = {k: card.get(k) for k in PREDICTIVE_FIELDS}
+    covered["feature_norm"] = (card.get("normalisation") or {}).get("feature_norm")
+    covered["weights_sha256"] = (card.get("weights") or {}).get("sha256")
+    return hashlib.sha256(json.dumps(covered, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _versions() -> dict[str, str]:
@@ -251,6 +268,15 @@ def read_card(model_dir: str | Path) -> dict[str, Any]:
             raise ValueError(f"{card_path}: card is missing {key!r}")
     if card["model_type"] not in MODEL_TYPES:
         raise ValueError(f"{card_path}: unknown model type {card['model_type']!r}")
+    if not isinstance(card["hyperparameters"], dict) or not isinstance(card["weights"], dict):
+        raise ValueError(f"{card_path}: 'hyperparameters' and 'weights' must be JSON objects")
+    if card["format_version"] >= 3:
+        if card.get("card_sha256") != card_digest(card):
+            raise ValueError(f"{card_path}: card_sha256 does not match the card's model type, "
+                             "hyper-parameters, shapes or weights digest; the card was edited")
+    else:
+        log.warning("%s: card format version %s has no card_sha256; its hyper-parameters are not "
+                    "verified (retrain to get a version-3 card)", card_path, card["format_version"])
     return card
 
 
@@ -282,6 +308,9 @@ def load_model(model_dir: str | Path, *, num_features: int | None = None,
     for k, v in params.items():
         if v.dtype.kind != "f":
             raise ValueError(f"{npz_path}: array {k!r} has dtype {v.dtype}, expected floating point")
+        if not np.isfinite(v).all():
+            raise ValueError(f"{npz_path}: array {k!r} has {int((~np.isfinite(v)).sum())} NaN or infinite "
+                             "values")
         card_shape = card["param_shapes"].get(k)
         if card_shape is None or tuple(card_shape) != tuple(v.shape):
             raise ValueError(f"{npz_path}: array {k!r} has shape {tuple(v.shape)} but the card says "

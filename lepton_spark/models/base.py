@@ -39,6 +39,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -600,3 +601,16 @@ class GraphModel:
     def clone(self) -> GraphModel:
         """An unfitted copy with the same hyper-parameters."""
         return type(self)(**copy.deepcopy(self.get_params()))
+
+
+def json_clean(v: Any) -> Any:
+    """JSON-able floats: numpy scalars to Python, NaN/inf to None, 6 significant digits."""
+    if isinstance(v, dict):
+        return {k: json_clean(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [json_clean(x) for x in v]
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float):
+        return None if not math.isfinite(v) else float(f"{v:.6g}")
+    return v

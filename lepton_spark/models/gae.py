@@ -44,7 +44,7 @@ import scipy.sparse as sp
 
 from lepton_spark.links.metrics import average_precision, roc_auc
 from lepton_spark.links.split import EdgeSplit, split_edges
-from lepton_spark.models.base import Context, GraphModel
+from lepton_spark.models.base import Context, GraphModel, json_clean
 from lepton_spark.models.layers import (
     Adam,
     Dense,
@@ -597,12 +597,9 @@ def train_link_model(model_type: str, A: Any, X: Any, hparams: Mapping[str, Any]
     fit_seconds, feature_norm, edge_split (pair counts and sha256), history (epoch, train_loss,
     val_auc, val_ap); the classification keys (train/val/test accuracy) are None.
     """
-    from lepton_spark.models.registry import create_model
-    from lepton_spark.models.trainer import _clean
-
-    model = create_model(model_type, **dict(hparams or {}))
-    if not isinstance(model, GAE):
-        raise ValueError(f"{model_type} is not a link model")
+    if str(model_type).lower() != GAE.model_type:  # the registry imports this module: no lookup there
+        raise ValueError(f"{model_type} is not a link model (link models: {GAE.model_type})")
+    model = GAE(**dict(hparams or {}))
     t0 = time.perf_counter()
     model.fit(A, X, seed=seed)
     fit_s = time.perf_counter() - t0
@@ -625,4 +622,4 @@ def train_link_model(model_type: str, A: Any, X: Any, hparams: Mapping[str, Any]
         "path": "driver",
         "history": model.history_,
     }
-    return model, _clean(metrics)
+    return model, json_clean(metrics)

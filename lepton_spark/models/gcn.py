@@ -24,7 +24,7 @@ class GCN(GraphModel):
     """Graph convolutional network.
 
     Layers: ``[dropout → GraphConv → ReLU] × len(hidden)`` then ``dropout → GraphConv`` to the classes
-    and a softmax. Defaults are the paper's (DESIGN §7): hidden 16, dropout 0.5 on each layer input
+    and a softmax. Defaults are the paper's (docs/architecture.md §7): hidden 16, dropout 0.5 on each layer input
     (sparse dropout on the bag-of-words input), lr 0.01, weight decay 5e-4 on the first layer's
     weights only, 200 epochs, Kipf's early stopping (val loss above the mean of the previous 10
     epochs), no bias (the reference ``GraphConvolution`` has ``bias=False``), ``feature_norm="auto"``

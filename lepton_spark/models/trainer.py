@@ -35,7 +35,6 @@ live in each model's ``__init__``. The only per-dataset values are SGC's weight 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -43,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from lepton_spark.models.base import GraphModel
+from lepton_spark.models.base import GraphModel, json_clean
 from lepton_spark.models.layers import softmax_cross_entropy
 from lepton_spark.models.registry import MODEL_TYPES, create_model
 
@@ -76,17 +75,8 @@ def _acc(logits_or_probs: np.ndarray, y: np.ndarray) -> float | None:
     return float(np.mean(np.argmax(logits_or_probs, axis=1) == y)) if y.size else None
 
 
-def _clean(v: Any) -> Any:
-    """JSON-able floats: numpy scalars to Python, NaN/inf to None, 6 significant digits."""
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_clean(x) for x in v]
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float):
-        return None if not math.isfinite(v) else float(f"{v:.6g}")
-    return v
+_clean = json_clean  # the one JSON cleaner of metrics lives in models.base
+
 
 
 def majority_rate(y_train: np.ndarray) -> float:

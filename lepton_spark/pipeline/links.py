@@ -22,10 +22,10 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lepton_spark import io
+from lepton_spark import storage
 from lepton_spark.errors import InvalidInputError, UsageError
 from lepton_spark.pipeline import publish
-from lepton_spark.pipeline.runner import RunContext, stage_df
+from lepton_spark.pipeline.context import RunContext, stage_df
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def _feature_dim(ctx: RunContext, vertices: DataFrame, edges: DataFrame) -> tupl
     """(feature length, vertex count or None) from a validated graph's metadata, else two scans."""
     from lepton_spark.graph.propagation import check_features, check_weights
 
-    meta = io.read_graph_meta(ctx.graph_dir)
+    meta = storage.read_graph_meta(ctx.graph_dir)
     if meta.get("validated") and meta.get("num_vertices") and meta.get("num_features"):
         return int(meta["num_features"]), int(meta["num_vertices"])
     n, dim = check_features(vertices, "features")
@@ -80,7 +80,7 @@ def links_stage(ctx: RunContext) -> None:
 
     emb = model.forward_spark(
         GraphFrame(vertices, edges),
-        propagate_options={"checkpoint": io.join_path(ctx.work_dir, "links"), "on_round": on_round,
+        propagate_options={"checkpoint": storage.join_path(ctx.work_dir, "links"), "on_round": on_round,
                            "config": ctx.cfg.graph, "operators": ctx.operators, "operator_key": ctx.graph_dir},
     ).persist()
     try:

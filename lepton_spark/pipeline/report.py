@@ -22,7 +22,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from lepton_spark import io
+from lepton_spark import storage
 from lepton_spark.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
@@ -39,11 +39,11 @@ def _plt() -> Any:
 
 def write_report(spark: SparkSession, run_dir: str, output: str | None = None) -> str:
     """Write ``<run_dir>/report/index.html`` (+ PNGs); returns the page's path."""
-    manifest_path = io.join_path(run_dir, "_manifest.json")
-    if not io.path_exists(manifest_path):
+    manifest_path = storage.join_path(run_dir, "_manifest.json")
+    if not storage.path_exists(manifest_path):
         raise InvalidInputError(f"{run_dir}: no _manifest.json (not a completed run directory)")
     try:
-        manifest = json.loads(io.read_text(manifest_path))
+        manifest = json.loads(storage.read_text(manifest_path))
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"{manifest_path}: not valid JSON ({exc})") from None
     output = output or manifest.get("config", {}).get("pipeline", {}).get("output") or ""
@@ -67,8 +67,8 @@ def write_report(spark: SparkSession, run_dir: str, output: str | None = None) -
             ax[1].legend()
             figures.append((_save(fig, tmp, "training_curve.png", plt), "Training curve"))
         graph_dir = manifest.get("graph_dir")
-        if graph_dir and io.path_exists(graph_dir):
-            _, edges = io.read_graph(spark, graph_dir)
+        if graph_dir and storage.path_exists(graph_dir):
+            _, edges = storage.read_graph(spark, graph_dir)
             deg = edges.groupBy("dst").count().groupBy("count").count().orderBy("count").collect()
             if deg:
                 fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -96,18 +96,18 @@ def write_report(spark: SparkSession, run_dir: str, output: str | None = None) -
             ax.set(title="link scores", xlabel="score = sigmoid(z_u . z_v)", ylabel="pairs", yscale="log")
             ax.legend()
             figures.append((_save(fig, tmp, "link_scores.png", plt), "Link score histogram"))
-        pred_path = io.join_path(output, "outputs", "predictions", f"run_date={manifest['run_date']}") if output else ""
-        if pred_path and io.path_exists(pred_path):
+        pred_path = storage.join_path(output, "outputs", "predictions", f"run_date={manifest['run_date']}") if output else ""
+        if pred_path and storage.path_exists(pred_path):
             counts = spark.read.parquet(pred_path).groupBy("label").count().orderBy("label").collect()
             fig, ax = plt.subplots(figsize=(5, 3.5))
             ax.bar([str(r["label"]) for r in counts], [r["count"] for r in counts])
             ax.set(title="predicted class distribution", xlabel="class", ylabel="vertices")
             figures.append((_save(fig, tmp, "prediction_classes.png", plt), "Predicted classes"))
         (tmp / "index.html").write_text(_html(manifest, card, figures))
-        io.upload_dir(tmp, io.join_path(run_dir, "report"))
+        storage.upload_dir(tmp, storage.join_path(run_dir, "report"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    page = io.join_path(run_dir, "report", "index.html")
+    page = storage.join_path(run_dir, "report", "index.html")
     log.info("report written to %s (%d plots)", page, len(figures))
     return page
 
@@ -116,10 +116,10 @@ def _card(manifest: dict[str, Any]) -> dict[str, Any] | None:
     model_dir = (manifest.get("model") or {}).get("dir")
     if not model_dir:
         return None
-    path = io.join_path(model_dir, "model.json")
-    if not io.path_exists(path):
+    path = storage.join_path(model_dir, "model.json")
+    if not storage.path_exists(path):
         return None
-    return json.loads(io.read_text(path))
+    return json.loads(storage.read_text(path))
 
 
 def _fit_check(manifest: dict[str, Any], card: dict[str, Any] | None) -> dict[str, Any]:

@@ -13,9 +13,9 @@ import scipy.sparse as sp
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from lepton_spark import io
+from lepton_spark import storage
 from lepton_spark.errors import InvalidInputError, UsageError
-from lepton_spark.pipeline.runner import RunContext, stage_df
+from lepton_spark.pipeline.context import RunContext, stage_df
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def read_graph(ctx: RunContext) -> tuple[DataFrame, DataFrame]:
-    vertices, edges = io.read_graph(ctx.spark, ctx.graph_dir)
+    vertices, edges = storage.read_graph(ctx.spark, ctx.graph_dir)
     if "features" not in vertices.columns:
         raise InvalidInputError(f"graph {ctx.graph_dir}/vertices: no 'features' column")
     return vertices, edges
@@ -42,15 +42,15 @@ def local_graph(spark: SparkSession, vertices: DataFrame, edges: DataFrame,
     vt = et = None
     if graph_dir:
         try:
-            vt = io.read_parquet_arrow(io.join_path(graph_dir, "vertices"), vcols)
-            et = io.read_parquet_arrow(io.join_path(graph_dir, "edges"), ecols)
+            vt = storage.read_parquet_arrow(storage.join_path(graph_dir, "vertices"), vcols)
+            et = storage.read_parquet_arrow(storage.join_path(graph_dir, "edges"), ecols)
         except (OSError, ValueError, TypeError) as exc:  # e.g. no pyarrow file system for the URI
             log.info("train: reading %s with pyarrow failed (%s); collecting through Spark", graph_dir,
-                     io.first_line(exc))
+                     storage.first_line(exc))
             vt = et = None
     if vt is None or et is None:
-        vt = io.collect_arrow(vertices.select(*vcols))
-        et = io.collect_arrow(edges.select(*ecols))
+        vt = storage.collect_arrow(vertices.select(*vcols))
+        et = storage.collect_arrow(edges.select(*ecols))
     return _graph_arrays(vt, et)
 
 
@@ -103,11 +103,11 @@ def build_stage(ctx: RunContext) -> None:
         ctx.counts.update({"input_vertices": vertices.count(), "input_edges": edges.count(), "quarantine": {}})
         log.info("build: no raw inputs configured (build.vertices/build.edges); using graph %s", ctx.graph_dir)
         return
-    from lepton_spark.build import build_graph
+    from lepton_spark.ingest import build_graph
 
-    out = io.join_path(ctx.run_dir, "graph")
+    out = storage.join_path(ctx.run_dir, "graph")
     report = build_graph(ctx.spark, b, out)
-    ctx.graph_dir = io.join_path(out, "graph")
+    ctx.graph_dir = storage.join_path(out, "graph")
     ctx.counts.update({"input_vertices": report["counts"]["vertices_in"],
                        "input_edges": report["counts"]["edges_in"],
                        "graph_vertices": report["counts"]["vertices_out"],
@@ -126,7 +126,7 @@ def train_stage(ctx: RunContext) -> None:
             raise UsageError("train.enabled is false but pipeline.model_dir is not set")
         log.info("train: disabled; reusing model %s", ctx.model_dir)
         return
-    model_dir = io.join_path(ctx.run_dir, "model")
+    model_dir = storage.join_path(ctx.run_dir, "model")
     summary = train_model(ctx.spark, ctx.cfg, ctx.graph_dir, model_dir, hparams=_hparams(ctx))
     ctx.model_dir = model_dir
     keys = ("train_acc", "val_acc", "test_acc", "epochs_run", "majority_rate", "underfit", "feature_norm")
@@ -142,7 +142,7 @@ def train_model(spark: SparkSession, cfg: Any, graph_dir: str, model_dir: str,
     from lepton_spark.models.artifact import data_fingerprint
     from lepton_spark.models.trainer import train
 
-    vertices, edges = io.read_graph(spark, graph_dir)
+    vertices, edges = storage.read_graph(spark, graph_dir)
     n = vertices.count()
     hp = dict(hparams or {})
     if n > cfg.train.local_max_nodes:
@@ -177,7 +177,7 @@ def _save(model: Any, model_dir: str, metrics: dict[str, Any], fingerprint: dict
     tmp = Path(tempfile.mkdtemp(prefix="lepton-model-"))
     try:
         save_model(model, tmp, metrics=metrics, fingerprint=fingerprint)
-        io.upload_dir(tmp, model_dir)
+        storage.upload_dir(tmp, model_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -191,14 +191,14 @@ def load_model_checked(model_dir: str, num_features: int, num_classes: int | Non
     if "://" in local:
         tmp = Path(tempfile.mkdtemp(prefix="lepton-model-"))
         for name in ("model.json", "model.npz"):
-            fs, p = io._fs(io.join_path(model_dir, name))
+            fs, p = storage.filesystem(storage.join_path(model_dir, name))
             with fs.open_input_stream(p) as f:
                 (tmp / name).write_bytes(f.read())
         local = str(tmp)
     try:
         return load_model(local, num_features=num_features, num_classes=num_classes)
     except (ValueError, OSError, KeyError) as exc:
-        raise InvalidInputError(f"model {model_dir}: {io.first_line(exc)}") from None
+        raise InvalidInputError(f"model {model_dir}: {storage.first_line(exc)}") from None
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -216,7 +216,7 @@ def propagate_stage(ctx: RunContext) -> None:
     vertices, edges = read_graph(ctx)
     from lepton_spark.graph.propagation import check_features, check_weights
 
-    meta = io.read_graph_meta(ctx.graph_dir)
+    meta = storage.read_graph_meta(ctx.graph_dir)
     if meta.get("validated") and meta.get("num_vertices") and meta.get("num_features"):
         dim = int(meta["num_features"])  # build (or sample) already rejected bad features and weights
     else:  # a graph not made by build may hold bad features or weights: two scans, clear errors
@@ -236,7 +236,7 @@ def propagate_stage(ctx: RunContext) -> None:
 
     out = model.forward_spark(
         GraphFrame(vertices, edges),
-        propagate_options={"checkpoint": io.join_path(ctx.work_dir, "propagate"), "on_round": on_round,
+        propagate_options={"checkpoint": storage.join_path(ctx.work_dir, "propagate"), "on_round": on_round,
                            "config": ctx.cfg.graph, "operators": ctx.operators, "operator_key": ctx.graph_dir},
     )
     if getattr(model, "task", "node") == "link":  # a link model has no class predictions: embeddings only
@@ -260,7 +260,7 @@ def analytics_stage(ctx: RunContext) -> None:
     tables = vertex_analytics(vertices, edges, reset=a.pagerank_reset, pagerank_iters=a.pagerank_iters,
                               pagerank_tol=a.pagerank_tol, lpa_iters=a.lpa_iters, components=a.components,
                               local_max_edges=a.local_max_edges, config=ctx.cfg.graph,
-                              symmetric=bool(io.read_graph_meta(ctx.graph_dir).get("symmetric", False)),
+                              symmetric=bool(storage.read_graph_meta(ctx.graph_dir).get("symmetric", False)),
                               operators=ctx.operators, operator_key=ctx.graph_dir)
     for table, df in tables.items():
         stage_df(ctx, df, table)

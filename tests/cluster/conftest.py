@@ -49,8 +49,8 @@ def spark_env(**extra: str) -> dict[str, str]:
         PYSPARK_PYTHON=sys.executable,
         PYSPARK_DRIVER_PYTHON=sys.executable,
         SPARK_NO_DAEMONIZE="1",
-        **extra,
     )
+    env.update(extra)  # callers may override the defaults above (e.g. PYSPARK_PYTHON of a packed env)
     return env
 
 
@@ -144,6 +144,17 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return whl
 
 
+@pytest.fixture(scope="session")
+def packed_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``env.tar.gz`` built by the README's command (``deploy/pack_env.sh``, venv-pack) with this Python."""
+    out = tmp_path_factory.mktemp("packed-env") / "env.tar.gz"
+    r = subprocess.run(["bash", str(ROOT / "deploy" / "pack_env.sh"), str(out)], cwd=ROOT, capture_output=True,
+                       text=True, env={**os.environ, "PYTHON": sys.executable}, timeout=900)
+    assert r.returncode == 0, f"deploy/pack_env.sh failed:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    print(r.stdout.strip().splitlines()[-1])  # "pack-env: wrote ... in Ns" (shown with -s / on failure)
+    return out
+
+
 # --------------------------------------------------------------------------------- standalone cluster
 
 
@@ -177,8 +188,12 @@ class Cluster:
         return m.group(1) if m else None
 
     def submit(self, name: str, args: list[str], *, conf: dict[str, str] | None = None,
-               py_files: Path | None = None, env: dict[str, str] | None = None) -> Proc:
-        """spark-submit ``args`` (script + its arguments) to this cluster, in client mode."""
+               py_files: Path | None = None, env: dict[str, str] | None = None,
+               archives: str | None = None) -> Proc:
+        """spark-submit ``args`` (script + its arguments) to this cluster, in client mode.
+
+        ``archives`` is passed as ``--archives`` (e.g. ``env.tar.gz#env``: unpacked as ``./env`` in
+        every executor's working directory)."""
         settings = {
             "spark.driver.host": LOOPBACK,
             "spark.driver.bindAddress": LOOPBACK,
@@ -194,6 +209,8 @@ class Cluster:
             cmd += ["--conf", f"{k}={v}"]
         if py_files:
             cmd += ["--py-files", str(py_files)]
+        if archives:
+            cmd += ["--archives", archives]
         return self.procs.start(name, cmd + args, spark_env(**(env or {})))
 
 

@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -171,3 +172,39 @@ def test_driver_loss_resume_and_executor_loss(spark, setup, wheel, standalone: C
     _assert_same_tables(spark, out, undisturbed, tables=("embeddings", "predictions"))
     assert (out / "runs" / DATE / "_manifest.json").read_text() != manifest  # a new manifest
     assert not work.exists() or not any(work.iterdir())
+
+
+def test_packed_env_on_cluster(spark, tmp_path, packed_env: Path, standalone: Cluster) -> None:
+    """The nightly submitted with ``--archives env.tar.gz#env`` and ``spark.pyspark.python=./env/bin/python``
+    and no ``--py-files``: the executors' Python workers run the archive's interpreter (their
+    ``sys.executable`` and ``sys.prefix`` lie in the archive unpacked in the executor's working
+    directory), import numpy and scipy from it, and the job publishes what local mode publishes."""
+    cfg = _config(tmp_path)
+    graph = _planted_graph(tmp_path / "planted")
+    overrides = [f"pipeline.graph_dir={graph}", "pipeline.stages=[build,train,propagate]"]
+    local = tmp_path / "local"
+    run_pipeline(spark, load_config(cfg, overrides), output=str(local), run_date=DATE)
+    out, probe = tmp_path / "archive", tmp_path / "probe.json"
+    python = "./env/bin/python"
+    proc = standalone.submit(
+        "nightly-archive",
+        [str(ROOT / "tests" / "cluster" / "_archive_job.py"), str(probe), "--config", str(cfg), "--run-date", DATE,
+         "--output", str(out), *[a for o in overrides for a in ("--set", o)]],
+        archives=f"{packed_env}#env",
+        conf={"spark.pyspark.python": python, "spark.pyspark.driver.python": sys.executable,
+              "spark.executorEnv.PYSPARK_PYTHON": python},
+        env={"PYSPARK_PYTHON": python, "PYSPARK_DRIVER_PYTHON": sys.executable},
+    )
+    _finish(proc)
+    rows = json.loads(probe.read_text())
+    assert len(rows) == 4
+    work = standalone.procs.root.resolve()
+    for row in rows:
+        exe = Path(os.path.normpath(row["executable"]))
+        assert exe != Path(sys.executable) and exe.parts[-3:] == ("env", "bin", "python"), row
+        assert exe.is_relative_to(work), row  # unpacked under a worker's work dir, not the driver's venv
+        prefix = Path(row["prefix"])
+        assert prefix == exe.parent.parent and (prefix / "pyvenv.cfg").is_file(), row
+        for module in ("numpy", "scipy"):
+            assert Path(row[module]).is_relative_to(prefix / "lib"), row
+    _assert_same_tables(spark, out, local, tables=("embeddings", "predictions"))

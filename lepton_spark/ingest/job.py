@@ -23,7 +23,7 @@ Raw ids are compared in the type the inputs share (:func:`key_kind`): as longs w
 dst columns are all integral (no string casts on the hot path), as doubles when all are numeric (a
 float id 1.0 matches an integer endpoint 1; a NaN id is a null id), otherwise as trimmed strings (so
 ``7`` in a CSV edge file matches the integer id 7). They are mapped to dense longs
-(:mod:`lepton_spark.build.ids`); ``mapping/`` keeps ``(id, raw_id)``. Up to ``build.broadcast_ids_max``
+(:mod:`lepton_spark.ingest.ids`); ``mapping/`` keeps ``(id, raw_id)``. Up to ``build.broadcast_ids_max``
 vertices the id map is broadcast to the edge partitions, so the lookups shuffle no edge.
 """
 
@@ -34,16 +34,17 @@ import time
 import uuid
 from typing import Any
 
+import numpy as np
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lepton_spark import io
-from lepton_spark.build.features import FLOAT_ARRAY, features_column, try_float, try_int
-from lepton_spark.build.ids import dense_ids
-from lepton_spark.build.transform import normalize_features, transform_edges
+from lepton_spark import storage
 from lepton_spark.config import BuildConfig
 from lepton_spark.errors import InvalidInputError, UsageError
+from lepton_spark.ingest.features import FLOAT_ARRAY, features_column, try_float, try_int
+from lepton_spark.ingest.ids import dense_ids
+from lepton_spark.ingest.transform import normalize_features, transform_edges
 from lepton_spark.session import shuffle_partitions
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def _count(df: DataFrame, what: str) -> int:
     try:
         return df.count()
     except Exception as exc:  # noqa: BLE001 - corrupt input surfaces as any Spark error at the first action
-        raise InvalidInputError(f"{what}: cannot read: {io.first_line(exc)}") from None
+        raise InvalidInputError(f"{what}: cannot read: {storage.first_line(exc)}") from None
 
 
 def _require(df: DataFrame, cols: list[str], where: str) -> None:
@@ -133,7 +134,7 @@ def _write(df: DataFrame, path: str) -> None:
     df.write.mode("overwrite").parquet(path)
 
 
-def build_graph(spark: SparkSession, cfg: BuildConfig, output: str, *, fail_after: str = "") -> dict[str, Any]:
+def build_graph(spark: SparkSession, cfg: BuildConfig, output: str) -> dict[str, Any]:
     """Run the whole build (see module docstring); returns the build report (also written as JSON)."""
     t0 = time.perf_counter()
     if not cfg.vertices or not cfg.edges:
@@ -141,8 +142,8 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str, *, fail_afte
     if not output:
         raise UsageError("build needs --output")
     opts = {"csv_header": cfg.csv_header, "csv_delimiter": cfg.csv_delimiter}
-    raw_v = io.read_table(spark, cfg.vertices, cfg.format, what="vertices", **opts)
-    raw_e = io.read_table(spark, cfg.edges, cfg.format, what="edges", **opts)
+    raw_v = storage.read_table(spark, cfg.vertices, cfg.format, what="vertices", **opts)
+    raw_e = storage.read_table(spark, cfg.edges, cfg.format, what="edges", **opts)
     _require(raw_v, [cfg.id_col], f"vertices {cfg.vertices}")
     _require(raw_e, [cfg.src_col, cfg.dst_col], f"edges {cfg.edges}")
     if cfg.weight_col in raw_e.columns and not isinstance(
@@ -230,32 +231,31 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str, *, fail_afte
     staging = _staging_path(output)
     try:
         vertices = vertices.repartition(shuffle_partitions(spark), "id").sortWithinPartitions("id")
-        _write(vertices, io.join_path(staging, "graph", "vertices"))
+        _write(vertices, storage.join_path(staging, "graph", "vertices"))
         log.info("build: vertices written at %.1fs", time.perf_counter() - t0)
-        if fail_after == "vertices":
-            raise RuntimeError("fault injected after writing graph/vertices (pipeline.fail_after)")
         # written as the merge left them (partitioned by its shuffle); a sort by (src, dst) cost 7 s of 55 at
         # 10M edges and nothing reads the files in order
-        _write(edges, io.join_path(staging, "graph", "edges"))
+        _write(edges, storage.join_path(staging, "graph", "edges"))
         log.info("build: edges written at %.1fs", time.perf_counter() - t0)
-        _write(mapped.select("id", F.col("_key").alias("raw_id")), io.join_path(staging, "mapping"))
+        _write(mapped.select("id", F.col("_key").alias("raw_id")), storage.join_path(staging, "mapping"))
         for rule, count in quarantine.items():
             src = v if rule in VERTEX_RULES else e
             cols = raw_v.columns if rule in VERTEX_RULES else raw_e.columns
             rejected = src.filter(F.col("_reason") == rule).select(*[F.col(f"`{c}`") for c in cols],
                                                                     F.col("_reason").alias("reason"))
-            _write(rejected.coalesce(1), io.join_path(staging, "quarantine", rule))
+            _write(rejected.coalesce(1), storage.join_path(staging, "quarantine", rule))
             log.info("build: quarantined %d rows under %s", count, rule)
         log.info("build: mapping and quarantine written at %.1fs", time.perf_counter() - t0)
-        gv = spark.read.parquet(io.join_path(staging, "graph", "vertices"))
-        ge = spark.read.parquet(io.join_path(staging, "graph", "edges"))
-        report = _report(spark, cfg, gv, ge, n_in, m_in, n_kept, quarantine, dim, t0)
-        io.write_json(io.join_path(staging, "graph", "_graph.json"), report["graph"])
-        io.write_json(io.join_path(staging, "build_report.json"), report)
+        gv = spark.read.parquet(storage.join_path(staging, "graph", "vertices"))
+        ge = spark.read.parquet(storage.join_path(staging, "graph", "edges"))
+        report = _report(spark, cfg, gv, ge, n_in, m_in, n_kept, quarantine, dim, t0,
+                         graph_path=storage.join_path(staging, "graph"))
+        storage.write_json(storage.join_path(staging, "graph", "_graph.json"), report["graph"])
+        storage.write_json(storage.join_path(staging, "build_report.json"), report)
         _publish(staging, output)
     except BaseException:
-        if io.path_exists(staging):
-            io.delete_path(staging)
+        if storage.path_exists(staging):
+            storage.delete_path(staging)
         raise
     log.info("build: %d vertices, %d edges published to %s in %.1fs", report["graph"]["num_vertices"],
              report["graph"]["num_edges"], output, report["seconds"])
@@ -286,16 +286,49 @@ def _staging_path(output: str) -> str:
 def _publish(staging: str, output: str) -> None:
     """Swap the staging directory into place: old output aside, staging in, old removed."""
     old = None
-    if io.path_exists(output):
+    if storage.path_exists(output):
         old = f"{output.rstrip('/')}.old-{uuid.uuid4().hex[:12]}"
-        io.move(output, old)
-    io.move(staging, output)
+        storage.move(output, old)
+    storage.move(staging, output)
     if old:
-        io.delete_path(old)
+        storage.delete_path(old)
+
+
+#: up to this many edges the build report counts components on the driver (scipy over the written
+#: files, read with pyarrow): on a small graph the Spark block engine's packing and rounds cost
+#: seconds of job overhead for milliseconds of work (the analytics' local_max_edges rule, same default)
+LOCAL_COMPONENTS_MAX_EDGES = 2_000_000
+
+
+def _count_components(spark: SparkSession, cfg: BuildConfig, vertices: DataFrame, edges: DataFrame, m: int,
+                      graph_path: str | None) -> int:
+    """Weakly connected components (isolated vertices count one each)."""
+    if graph_path and m <= LOCAL_COMPONENTS_MAX_EDGES:
+        try:
+            ids = storage.read_parquet_arrow(storage.join_path(graph_path, "vertices"), ["id"]).column("id")
+            et = storage.read_parquet_arrow(storage.join_path(graph_path, "edges"), ["src", "dst"])
+        except (OSError, ValueError, TypeError) as exc:  # no pyarrow file system for the URI: Spark below
+            log.info("build: reading %s with pyarrow failed (%s); counting components on Spark", graph_path,
+                     storage.first_line(exc))
+        else:
+            import scipy.sparse as sp
+            from scipy.sparse.csgraph import connected_components
+
+            n = len(ids)  # build's ids are dense 0..n-1
+            a = sp.coo_matrix((np.ones(et.num_rows, dtype=np.int8),
+                               (et.column("src").to_numpy(), et.column("dst").to_numpy())), shape=(n, n))
+            return int(connected_components(a, directed=True, connection="weak")[0])
+    from lepton_spark.graph.programs import BlockEngine, components_program, indexed_graph
+
+    # a symmetrised graph's directed edge blocks serve as its undirected ones (no second packing)
+    with BlockEngine(indexed_graph(vertices.select("id"), edges.select("src", "dst")),
+                     symmetric=cfg.symmetrize) as engine:
+        return engine.run(components_program(), 2**31 - 2).select("value").distinct().count()
 
 
 def _report(spark: SparkSession, cfg: BuildConfig, vertices: DataFrame, edges: DataFrame, n_in: int, m_in: int,
-            n_kept: int, quarantine: dict[str, int], dim: int, t0: float) -> dict[str, Any]:
+            n_kept: int, quarantine: dict[str, int], dim: int, t0: float,
+            graph_path: str | None = None) -> dict[str, Any]:
     from lepton_spark.analytics.degrees import degree_stats
 
     n = vertices.count()
@@ -306,12 +339,7 @@ def _report(spark: SparkSession, cfg: BuildConfig, vertices: DataFrame, edges: D
     degrees = degree_stats(vertices, edges)
     components = None
     if m <= cfg.report_components_max_edges:
-        from lepton_spark.graph.programs import BlockEngine, components_program, indexed_graph
-
-        # a symmetrised graph's directed edge blocks serve as its undirected ones (no second packing)
-        with BlockEngine(indexed_graph(vertices.select("id"), edges.select("src", "dst")),
-                         symmetric=cfg.symmetrize) as engine:
-            components = engine.run(components_program(), 2**31 - 2).select("value").distinct().count()
+        components = _count_components(spark, cfg, vertices, edges, m, graph_path)
     return {
         "inputs": {"vertices": cfg.vertices, "edges": cfg.edges, "format": cfg.format},
         "counts": {"vertices_in": n_in, "vertices_out": n, "edges_in": m_in, "edges_out": m,

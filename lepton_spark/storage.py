@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 FORMATS = ("parquet", "csv", "json")
 
 
-def _fs(path: str) -> tuple[Any, str]:
+def filesystem(path: str) -> tuple[Any, str]:
     """(pyarrow FileSystem, path inside it) for a local path or URI."""
     import pyarrow.fs as pafs
 
@@ -34,21 +34,21 @@ def _fs(path: str) -> tuple[Any, str]:
 def path_exists(path: str) -> bool:
     import pyarrow.fs as pafs
 
-    fs, p = _fs(path)
+    fs, p = filesystem(path)
     return fs.get_file_info(p).type != pafs.FileType.NotFound
 
 
 def is_dir(path: str) -> bool:
     import pyarrow.fs as pafs
 
-    fs, p = _fs(path)
+    fs, p = filesystem(path)
     return fs.get_file_info(p).type == pafs.FileType.Directory
 
 
 def delete_path(path: str) -> None:
     import pyarrow.fs as pafs
 
-    fs, p = _fs(path)
+    fs, p = filesystem(path)
     info = fs.get_file_info(p)
     if info.type == pafs.FileType.Directory:
         fs.delete_dir(p)
@@ -60,7 +60,7 @@ def listdir(path: str) -> list[str]:
     """Entries directly under a directory (full paths)."""
     import pyarrow.fs as pafs
 
-    fs, p = _fs(path)
+    fs, p = filesystem(path)
     return [i.path for i in fs.get_file_info(pafs.FileSelector(p, recursive=False))]
 
 
@@ -71,15 +71,15 @@ def remove_if_empty(path: str) -> None:
 
 def move(src: str, dst: str) -> None:
     """Rename ``src`` to ``dst`` (atomic on local filesystems and HDFS)."""
-    fs, s = _fs(src)
-    _, d = _fs(dst)
+    fs, s = filesystem(src)
+    _, d = filesystem(dst)
     fs.create_dir(str(Path(d).parent) if "://" not in dst else d.rsplit("/", 1)[0], recursive=True)
     fs.move(s, d)
 
 
 def write_text(path: str, text: str) -> None:
     """Write a small text file atomically (temp file, then rename)."""
-    fs, p = _fs(path)
+    fs, p = filesystem(path)
     parent = p.rsplit("/", 1)[0]
     fs.create_dir(parent, recursive=True)
     tmp = f"{parent}/.{p.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
@@ -93,14 +93,14 @@ def upload_dir(local_dir: str | Path, dest: str) -> None:
     for f in sorted(Path(local_dir).iterdir()):
         if not f.is_file():
             continue
-        fs, p = _fs(join_path(dest, f.name))
+        fs, p = filesystem(join_path(dest, f.name))
         fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
         with fs.open_output_stream(p) as out:
             out.write(f.read_bytes())
 
 
 def read_text(path: str) -> str:
-    fs, p = _fs(path)
+    fs, p = filesystem(path)
     with fs.open_input_stream(p) as f:
         return f.read().decode()
 
@@ -172,7 +172,7 @@ def first_line(exc: BaseException) -> str:
 
 
 def read_graph(spark: SparkSession, graph_dir: str) -> tuple[DataFrame, DataFrame]:
-    """Read ``<graph_dir>/vertices`` and ``<graph_dir>/edges`` (project layout, DESIGN §3)."""
+    """Read ``<graph_dir>/vertices`` and ``<graph_dir>/edges`` (project layout, docs/architecture.md §3)."""
     if not path_exists(graph_dir):
         raise InvalidInputError(f"graph {graph_dir}: no such directory")
     vertices = read_table(spark, join_path(graph_dir, "vertices"), what="graph vertices")
@@ -192,7 +192,7 @@ def read_parquet_arrow(path: str, columns: list[str]) -> Any:
     """
     import pyarrow.dataset as ds
 
-    fs, p = _fs(path)
+    fs, p = filesystem(path)
     return ds.dataset(p, filesystem=fs, format="parquet").to_table(columns=columns)
 
 

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 
-from lepton_spark.build import BuildFailed, build_graph
 from lepton_spark.cli import main
 from lepton_spark.config import BuildConfig
+from lepton_spark.ingest import BuildFailed, build_graph
 
 NAN = float("nan")
 
@@ -172,6 +172,23 @@ def test_string_ids_round_trip_and_rebuild_replaces(spark, tmp_path: Path) -> No
     report = json.loads((out / "build_report.json").read_text())
     assert report["connected_components"] == 1 and report["degree"]["max"] == 38
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("symmetrize", [True, False])
+def test_report_components_driver_and_spark_paths_agree(spark, tmp_path: Path, monkeypatch, symmetrize) -> None:
+    """Weak components by hand: {a, b, c} (a directed path), {d, e}, {f} and {g} isolated -> 4."""
+    from lepton_spark.ingest import job
+
+    ids = list("abcdefg")
+    vpath = _write(tmp_path, "v", pa.table({"id": ids, "features": [[1.0]] * 7}))
+    epath = _write(tmp_path, "e", pa.table({"src": ["a", "b", "e"], "dst": ["b", "c", "d"]}))
+    counts = []
+    for local_max in (job.LOCAL_COMPONENTS_MAX_EDGES, 0):  # the driver (scipy), then the Spark block engine
+        monkeypatch.setattr(job, "LOCAL_COMPONENTS_MAX_EDGES", local_max)
+        report = build_graph(spark, _cfg(vpath, epath, report_components_max_edges=1000, symmetrize=symmetrize),
+                             str(tmp_path / f"out{local_max}"))
+        counts.append(report["connected_components"])
+    assert counts == [4, 4]
 
 
 # ------------------------------------------------------------------ bad-input corpus

@@ -1,7 +1,0 @@
-"""Raw vertex/edge tables -> validated, normalised graph in the project layout (DESIGN §3)."""
-
-from __future__ import annotations
-
-from lepton_spark.build.job import BuildFailed, build_graph
-
-__all__ = ["BuildFailed", "build_graph"]

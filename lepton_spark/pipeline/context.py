@@ -1,0 +1,63 @@
+"""What one nightly run carries from stage to stage (:class:`RunContext`) and how a stage stages a table.
+
+Stages (:mod:`lepton_spark.pipeline.stages`) and the runner (:mod:`lepton_spark.pipeline.runner`) both
+import this module; it imports neither, so the pipeline's dependencies point one way.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+from lepton_spark import storage
+from lepton_spark.config import Config
+from lepton_spark.pipeline import publish
+from lepton_spark.pipeline.faults import fail_after
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunContext:
+    spark: SparkSession
+    cfg: Config
+    output: str
+    run_date: str
+    run_id: str
+    resume: bool
+    graph_dir: str = ""
+    model_dir: str = ""
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    round_seconds: dict[str, list[float]] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, int] = field(default_factory=dict)
+    resumed: list[str] = field(default_factory=list)  # stages skipped: completed earlier with the same inputs
+    recomputed: dict[str, list[str]] = field(default_factory=dict)  # stage -> inputs that changed
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> its input fingerprint
+    engine: str = "builtin"  # what the GraphFrame API resolves to in this session (graph.engine)
+    # edge blocks packed by one stage and reused by the next (propagate -> analytics), keyed by graph dir
+    operators: Any = None
+
+    @property
+    def run_dir(self) -> str:
+        return storage.join_path(self.output, "runs", self.run_date)
+
+    @property
+    def work_dir(self) -> str:
+        return storage.join_path(self.output, "_work", self.run_id)
+
+    def fault(self, point: str) -> None:
+        """Test-only fault point (``LEPTON_FAIL_AFTER``, see :mod:`lepton_spark.pipeline.faults`)."""
+        fail_after(point)
+
+
+def stage_df(ctx: RunContext, df: DataFrame, table: str) -> None:
+    """Stage one output table for this run (published only after all stages succeed)."""
+    publish.stage_table(df, ctx.output, ctx.run_id, table, ctx.run_date)
+    rows = ctx.spark.read.parquet(publish.staged_dir(ctx.output, ctx.run_id, table, ctx.run_date)).count()
+    ctx.tables[table] = rows
+    ctx.counts[f"{table}_rows"] = rows
+    log.info("staged %s: %d rows", table, rows)
