@@ -6,9 +6,13 @@ File operations go through ``pyarrow.fs`` so the same code handles local paths a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import shutil
+import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +209,36 @@ def read_graph_meta(graph_dir: str) -> dict[str, Any]:
         return json.loads(read_text(p))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"{p}: not valid JSON ({exc})") from None
+
+
+@contextlib.contextmanager
+def local_copy(path: str) -> Iterator[Path | None]:
+    """A local directory or file with the content of ``path`` (downloaded when it is a URI)."""
+    if not path or not path_exists(path):
+        yield None
+        return
+    if "://" not in path or path.startswith("file://"):
+        yield Path(path.removeprefix("file://"))
+        return
+    import pyarrow.fs as pafs
+
+    fs, root = filesystem(path)
+    tmp = Path(tempfile.mkdtemp(prefix="lepton-copy-"))
+    try:
+        name = root.rstrip("/").rsplit("/", 1)[-1]
+        if fs.get_file_info(root).type == pafs.FileType.File:
+            infos = [fs.get_file_info(root)]
+            base = root.rsplit("/", 1)[0]
+        else:
+            infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+            base = root
+        for info in infos:
+            if info.type != pafs.FileType.File:
+                continue
+            dest = tmp / name / info.path[len(base):].lstrip("/") if base == root else tmp / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with fs.open_input_stream(info.path) as src:
+                dest.write_bytes(src.read())
+        yield tmp / name
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

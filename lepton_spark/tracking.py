@@ -30,7 +30,7 @@ import logging
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -155,39 +155,6 @@ def run_metrics(manifest: Mapping[str, Any], card: Mapping[str, Any] | None) -> 
     return out
 
 
-@contextlib.contextmanager
-def _local_copy(path: str) -> Iterator[Path | None]:
-    """A local directory or file with the content of ``path`` (downloaded when it is a URI)."""
-    if not path or not storage.path_exists(path):
-        yield None
-        return
-    if "://" not in path or path.startswith("file://"):
-        yield Path(path.removeprefix("file://"))
-        return
-    import pyarrow.fs as pafs
-
-    fs, root = storage.filesystem(path)
-    tmp = Path(tempfile.mkdtemp(prefix="lepton-mlflow-"))
-    try:
-        name = root.rstrip("/").rsplit("/", 1)[-1]
-        if fs.get_file_info(root).type == pafs.FileType.File:
-            infos = [fs.get_file_info(root)]
-            base = root.rsplit("/", 1)[0]
-        else:
-            infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-            base = root
-        for info in infos:
-            if info.type != pafs.FileType.File:
-                continue
-            dest = tmp / name / info.path[len(base):].lstrip("/") if base == root else tmp / name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with fs.open_input_stream(info.path) as src:
-                dest.write_bytes(src.read())
-        yield tmp / name
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 class MlflowTracker:
     """Tracks one pipeline run in MLflow (see the module docstring); a context manager around the run."""
 
@@ -291,7 +258,7 @@ class MlflowTracker:
         rid = self.mlflow_run_id
         model_dir = (manifest.get("model") or {}).get("dir") or ""
         card = None
-        with _local_copy(storage.join_path(model_dir, "model.json") if model_dir else "") as card_path:
+        with storage.local_copy(storage.join_path(model_dir, "model.json") if model_dir else "") as card_path:
             if card_path is not None:
                 card = json.loads(card_path.read_text())
                 self.client.log_artifact(rid, str(card_path), "model_card")
@@ -306,14 +273,14 @@ class MlflowTracker:
             tags["lepton_model_type"] = str(card.get("model_type", ""))
         self.client.log_batch(rid, tags=[_tag(k, v) for k, v in tags.items()])
         run_dir = storage.join_path(output.rstrip("/"), "runs", str(manifest.get("run_date", "")))
-        with _local_copy(storage.join_path(run_dir, "report")) as report:
+        with storage.local_copy(storage.join_path(run_dir, "report")) as report:
             if report is not None:
                 self.client.log_artifacts(rid, str(report), "report")
-        with _local_copy(storage.join_path(run_dir, "_manifest.json")) as path:
+        with storage.local_copy(storage.join_path(run_dir, "_manifest.json")) as path:
             if path is not None:
                 self.client.log_artifact(rid, str(path), "manifest")
         if model_dir:
-            with _local_copy(model_dir) as local_model:
+            with storage.local_copy(model_dir) as local_model:
                 if local_model is not None:
                     self._log_pyfunc(rid, local_model)
         self.client.set_terminated(rid, status="FINISHED")

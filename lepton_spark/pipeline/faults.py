@@ -4,7 +4,8 @@ Points, each checked once the named step has fully completed:
 
 - ``stage:<name>``   after a stage's completion marker is written (``stage:build`` ... ``stage:embed``);
 - ``publish:<table>`` after one table's partition was swapped in (before the next table and the manifest);
-- ``round:<k>``      after propagation round ``k`` of a forward pass completed and was recorded.
+- ``round:<k>``      after round ``k`` of a stage's Spark forward pass (propagate, links) completed and was
+                     recorded.
 
 The variable lives outside the config on purpose: the config digest is part of the run id, so a fault
 that changed the config would give the crashed run and its rerun different run ids and the rerun

@@ -16,13 +16,11 @@ score histograms of both tables for the run report).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lepton_spark import storage
 from lepton_spark.errors import InvalidInputError, UsageError
 from lepton_spark.pipeline import publish
 from lepton_spark.pipeline.context import RunContext, stage_df
@@ -43,46 +41,21 @@ def score_histogram(df: DataFrame, bins: int = HISTOGRAM_BINS) -> list[int]:
     return counts.tolist()
 
 
-def _feature_dim(ctx: RunContext, vertices: DataFrame, edges: DataFrame) -> tuple[int, int | None]:
-    """(feature length, vertex count or None) from a validated graph's metadata, else two scans."""
-    from lepton_spark.graph.propagation import check_features, check_weights
-
-    meta = storage.read_graph_meta(ctx.graph_dir)
-    if meta.get("validated") and meta.get("num_vertices") and meta.get("num_features"):
-        return int(meta["num_features"]), int(meta["num_vertices"])
-    n, dim = check_features(vertices, "features")
-    check_weights(edges)
-    if n == 0:
-        raise InvalidInputError(f"graph {ctx.graph_dir}: no vertices")
-    return dim, n
-
-
 def links_stage(ctx: RunContext) -> None:
     """Stage ``edge_scores`` and ``link_predictions`` (module docstring)."""
-    from lepton_spark.graph import GraphFrame
     from lepton_spark.links.spark import edge_scores, link_predictions
-    from lepton_spark.pipeline.stages import load_model_checked, read_graph
+    from lepton_spark.pipeline.stages import forward_on_spark, graph_dims, load_model_checked, read_graph
 
     if not ctx.model_dir:
         raise UsageError("links needs a model: run the train stage or set pipeline.model_dir / --model")
     cfg = ctx.cfg.links
     vertices, edges = read_graph(ctx)
-    dim, n = _feature_dim(ctx, vertices, edges)
+    dim, n = graph_dims(ctx, vertices, edges)
     model = load_model_checked(ctx.model_dir, dim, None)
     if getattr(model, "task", "node") != "link":
         raise InvalidInputError(f"model {ctx.model_dir} is a {model.model_type} model (node classification); "
                                 "the links stage needs a link model (model.type gae)")
-    rounds: list[float] = []
-    ctx.round_seconds["links"] = rounds
-
-    def on_round(k: int, info: dict[str, Any]) -> None:
-        rounds.append(round(info["seconds"], 3))
-
-    emb = model.forward_spark(
-        GraphFrame(vertices, edges),
-        propagate_options={"checkpoint": storage.join_path(ctx.work_dir, "links"), "on_round": on_round,
-                           "config": ctx.cfg.graph, "operators": ctx.operators, "operator_key": ctx.graph_dir},
-    ).persist()
+    emb = forward_on_spark(ctx, model, vertices, edges, "links").persist()
     try:
         if n is None:
             n = emb.count()

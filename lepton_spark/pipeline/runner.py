@@ -272,11 +272,7 @@ def _manifest(ctx: RunContext, stages: list[str], published: list[str], seconds:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "stages": stages,
         # true rows and a content fingerprint read back from the published files (also after a resume)
-        "tables": {t: {"path": publish.partition_dir(ctx.output, t, ctx.run_date),
-                       "run_id": publish.published_by(ctx.output, t, ctx.run_date),
-                       "write_token": (publish.publication(ctx.output, t, ctx.run_date) or ("", ""))[1],
-                       **table_fingerprint(publish.partition_dir(ctx.output, t, ctx.run_date))}
-                   for t in published},
+        "tables": {t: _table_entry(ctx, t) for t in published},
         "resumed_stages": ctx.resumed,
         "recomputed": ctx.recomputed,
         "stage_inputs": ctx.inputs,
@@ -291,6 +287,14 @@ def _manifest(ctx: RunContext, stages: list[str], published: list[str], seconds:
         "spark_version": ctx.spark.version,
         "engine": ctx.engine,
     }
+
+
+def _table_entry(ctx: RunContext, table: str) -> dict[str, Any]:
+    """A published table in the manifest: path, the run and write that published it, and its true rows
+    and content fingerprint read back from the files (so also right after a resume)."""
+    path = publish.partition_dir(ctx.output, table, ctx.run_date)
+    run_id, token = publish.publication(ctx.output, table, ctx.run_date) or (None, "")
+    return {"path": path, "run_id": run_id, "write_token": token, **table_fingerprint(path)}
 
 
 def _log_summary(manifest: dict[str, Any]) -> None:

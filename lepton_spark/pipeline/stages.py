@@ -186,22 +186,12 @@ def load_model_checked(model_dir: str, num_features: int, num_classes: int | Non
     """Load the artifact (sha256 + shapes verified); corrupt or mismatched artifacts raise InvalidInputError."""
     from lepton_spark.models.artifact import load_model
 
-    local = model_dir.removeprefix("file://")
-    tmp = None
-    if "://" in local:
-        tmp = Path(tempfile.mkdtemp(prefix="lepton-model-"))
-        for name in ("model.json", "model.npz"):
-            fs, p = storage.filesystem(storage.join_path(model_dir, name))
-            with fs.open_input_stream(p) as f:
-                (tmp / name).write_bytes(f.read())
-        local = str(tmp)
-    try:
-        return load_model(local, num_features=num_features, num_classes=num_classes)
-    except (ValueError, OSError, KeyError) as exc:
-        raise InvalidInputError(f"model {model_dir}: {storage.first_line(exc)}") from None
-    finally:
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
+    with storage.local_copy(model_dir) as local:  # a URI is downloaded to a temp dir (removed after)
+        try:
+            return load_model(local or model_dir.removeprefix("file://"), num_features=num_features,
+                              num_classes=num_classes)
+        except (ValueError, OSError, KeyError) as exc:
+            raise InvalidInputError(f"model {model_dir}: {storage.first_line(exc)}") from None
 
 
 def predictions_from(out: DataFrame) -> DataFrame:
@@ -210,35 +200,51 @@ def predictions_from(out: DataFrame) -> DataFrame:
     return out.select("id", label.alias("label"), F.col("probs").cast("array<float>").alias("probs"))
 
 
-def propagate_stage(ctx: RunContext) -> None:
-    if not ctx.model_dir:
-        raise UsageError("propagate needs a model: run the train stage or set pipeline.model_dir / --model")
-    vertices, edges = read_graph(ctx)
+def graph_dims(ctx: RunContext, vertices: DataFrame, edges: DataFrame) -> tuple[int, int | None]:
+    """(feature length, vertex count or None) of the run's graph, for loading a model against it.
+
+    A graph whose ``_graph.json`` says ``validated`` (build or sample already rejected bad features and
+    weights) is taken at its word; any other graph gets two scans with clear errors (exit 3).
+    """
     from lepton_spark.graph.propagation import check_features, check_weights
 
     meta = storage.read_graph_meta(ctx.graph_dir)
     if meta.get("validated") and meta.get("num_vertices") and meta.get("num_features"):
-        dim = int(meta["num_features"])  # build (or sample) already rejected bad features and weights
-    else:  # a graph not made by build may hold bad features or weights: two scans, clear errors
-        n, dim = check_features(vertices, "features")
-        check_weights(edges)
-        if n == 0:
-            raise InvalidInputError(f"graph {ctx.graph_dir}: no vertices")
-    model = load_model_checked(ctx.model_dir, dim, None)
+        return int(meta["num_features"]), int(meta["num_vertices"])
+    n, dim = check_features(vertices, "features")
+    check_weights(edges)
+    if n == 0:
+        raise InvalidInputError(f"graph {ctx.graph_dir}: no vertices")
+    return dim, n
+
+
+def forward_on_spark(ctx: RunContext, model: Any, vertices: DataFrame, edges: DataFrame, stage: str) -> DataFrame:
+    """``model.forward_spark`` over the run's graph: round seconds recorded under ``stage``, round state
+    checkpointed under ``_work/<run id>/<stage>`` (resume), the run's shared edge blocks, and the
+    ``round:<k>`` fault points."""
     from lepton_spark.graph import GraphFrame
 
     rounds: list[float] = []
-    ctx.round_seconds["propagate"] = rounds
+    ctx.round_seconds[stage] = rounds
 
     def on_round(k: int, info: dict[str, Any]) -> None:
         rounds.append(round(info["seconds"], 3))
         ctx.fault(f"round:{len(rounds)}")
 
-    out = model.forward_spark(
+    return model.forward_spark(
         GraphFrame(vertices, edges),
-        propagate_options={"checkpoint": storage.join_path(ctx.work_dir, "propagate"), "on_round": on_round,
+        propagate_options={"checkpoint": storage.join_path(ctx.work_dir, stage), "on_round": on_round,
                            "config": ctx.cfg.graph, "operators": ctx.operators, "operator_key": ctx.graph_dir},
     )
+
+
+def propagate_stage(ctx: RunContext) -> None:
+    if not ctx.model_dir:
+        raise UsageError("propagate needs a model: run the train stage or set pipeline.model_dir / --model")
+    vertices, edges = read_graph(ctx)
+    dim, _ = graph_dims(ctx, vertices, edges)
+    model = load_model_checked(ctx.model_dir, dim, None)
+    out = forward_on_spark(ctx, model, vertices, edges, "propagate")
     if getattr(model, "task", "node") == "link":  # a link model has no class predictions: embeddings only
         ctx.counts.setdefault("skipped_tables", {})["predictions"] = \
             f"{model.model_type} is a link model: no class predictions (see the links stage)"
