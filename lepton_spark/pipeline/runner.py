@@ -31,7 +31,7 @@ Between two table swaps of one publish a reader of ``outputs/`` can see the new 
 next to the previous run's partition of another. Each partition names the run that wrote it
 (``_LEPTON_RUN``), and the manifest, written after the last swap, lists every table with its run id,
 row count and content fingerprint: a reader that needs one consistent set of tables reads the
-manifest first (see :func:`read_output`'s ``run_id``).
+manifest first, or reads through :func:`read_output` with ``consistent=True``.
 """
 
 from __future__ import annotations
