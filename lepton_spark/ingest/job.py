@@ -300,7 +300,7 @@ def _publish(staging: str, output: str) -> None:
 LOCAL_COMPONENTS_MAX_EDGES = 2_000_000
 
 
-def _count_components(spark: SparkSession, cfg: BuildConfig, vertices: DataFrame, edges: DataFrame, m: int,
+def _count_components(cfg: BuildConfig, vertices: DataFrame, edges: DataFrame, m: int,
                       graph_path: str | None) -> int:
     """Weakly connected components (isolated vertices count one each)."""
     if graph_path and m <= LOCAL_COMPONENTS_MAX_EDGES:
@@ -339,7 +339,7 @@ def _report(spark: SparkSession, cfg: BuildConfig, vertices: DataFrame, edges: D
     degrees = degree_stats(vertices, edges)
     components = None
     if m <= cfg.report_components_max_edges:
-        components = _count_components(spark, cfg, vertices, edges, m, graph_path)
+        components = _count_components(cfg, vertices, edges, m, graph_path)
     return {
         "inputs": {"vertices": cfg.vertices, "edges": cfg.edges, "format": cfg.format},
         "counts": {"vertices_in": n_in, "vertices_out": n, "edges_in": m_in, "edges_out": m,
