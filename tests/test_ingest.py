@@ -307,3 +307,19 @@ def test_numeric_ids_match_across_types(spark, tmp_path: Path, id_type, end_type
     mapping = {r["id"]: float(r["raw_id"]) for r in _read(out, "mapping")}
     edges = {(mapping[r["src"]], mapping[r["dst"]]) for r in _read(out, "graph/edges")}
     assert (10.0, 20.0) in edges and (40.0, 30.0) in edges
+
+
+# ------------------------------------------------------------------ the degree summary
+
+def test_symmetric_degree_summary_equals_the_general_one(spark) -> None:
+    from lepton_spark.analytics.degrees import degree_stats
+
+    # symmetric with a self-loop (2 -> 2), a multi-degree hub (0) and an isolated vertex (5)
+    pairs = [(0, 1), (0, 2), (0, 3), (1, 2), (2, 2), (3, 4)]
+    rows = sorted({(a, b) for a, b in pairs} | {(b, a) for a, b in pairs})
+    edges = spark.createDataFrame(rows, "src long, dst long")
+    vertices = spark.createDataFrame([(i,) for i in range(6)], "id long")
+    general = degree_stats(vertices, edges)
+    assert degree_stats(vertices, edges, symmetric=True) == general
+    # by hand: 0 -> 6, 1 -> 4, 2 -> 6 (1, 0 both ways + the loop counted in src and dst), 3 -> 4, 4 -> 2, 5 -> 0
+    assert (general["min"], general["max"], general["isolated"], general["median"]) == (0, 6, 1, 4.0)

@@ -8,19 +8,24 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 
-def degree_stats(vertices: DataFrame, edges: DataFrame) -> dict[str, Any]:
+def degree_stats(vertices: DataFrame, edges: DataFrame, symmetric: bool = False) -> dict[str, Any]:
     """min / median / mean / p99 / max of the (out+in) degree over *all* vertices, and isolated count.
 
     Vertices with no incident edge count as degree 0 (GraphFrames' ``degrees`` omits them; a summary
     should not). Quantiles are exact (``percentile``), fine for the sizes a summary is run on; use
-    ``approx`` for billions of edges.
+    ``approx`` for billions of edges. ``symmetric``: every (u, v) has its (v, u), each once (a built,
+    symmetrised graph), so in-degree = out-degree and the degree is twice the count of ``src`` (a
+    self-loop is its own reverse and counts 2, as it does in src + dst): half the rows to aggregate.
     """
-    deg = (
-        edges.select(F.col("src").alias("id"))
-        .unionAll(edges.select(F.col("dst").alias("id")))
-        .groupBy("id")
-        .agg(F.count(F.lit(1)).alias("degree"))
-    )
+    if symmetric:
+        deg = edges.groupBy(F.col("src").alias("id")).agg((F.count(F.lit(1)) * 2).alias("degree"))
+    else:
+        deg = (
+            edges.select(F.col("src").alias("id"))
+            .unionAll(edges.select(F.col("dst").alias("id")))
+            .groupBy("id")
+            .agg(F.count(F.lit(1)).alias("degree"))
+        )
     full = vertices.select("id").join(deg, "id", "left").fillna(0, subset=["degree"])
     row = full.agg(
         F.count(F.lit(1)).alias("n"),

@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 VERTEX_RULES = ("null_id", "duplicate_vertex", "bad_features", "bad_label", "bad_split")
 EDGE_RULES = ("null_endpoint", "bad_weight", "dangling_edge")
 SPLITS = ("train", "val", "test")
+#: the edge merge's reducers hold their partition in numpy (~32 bytes a row): at most this many rows each
+MERGE_ROWS_PER_PARTITION = 4_000_000
 
 
 class BuildFailed(InvalidInputError):
@@ -98,10 +100,20 @@ def _require(df: DataFrame, cols: list[str], where: str) -> None:
             raise InvalidInputError(f"{where}: required column {c!r} not found (columns: {', '.join(df.columns)})")
 
 
-def _vertex_reasons(v: DataFrame, cfg: BuildConfig, feats: Column | None, dim: int) -> DataFrame:
+def _duplicate_keys(v: DataFrame) -> int:
+    """How many non-null keys occur more than once: one aggregate over the keys alone (the features are
+    not read), so the window that picks the first row of each key runs only when there is one."""
+    return v.filter(F.col("_key").isNotNull()).groupBy("_key").count().filter(F.col("count") > 1).count()
+
+
+def _vertex_reasons(v: DataFrame, cfg: BuildConfig, feats: Column | None, dim: int,
+                    has_duplicates: bool = True) -> DataFrame:
     """Add ``_reason`` (first failed vertex rule, or null) and the cleaned columns."""
-    dup = F.row_number().over(Window.partitionBy("_key").orderBy("_order")) > 1
-    v = v.withColumn("_dup", F.when(F.col("_key").isNull(), F.lit(False)).otherwise(dup))
+    if has_duplicates:
+        dup = F.row_number().over(Window.partitionBy("_key").orderBy("_order")) > 1
+        v = v.withColumn("_dup", F.when(F.col("_key").isNull(), F.lit(False)).otherwise(dup))
+    else:
+        v = v.withColumn("_dup", F.lit(False))
     reason = F.when(F.col("_key").isNull(), F.lit("null_id")).when(F.col("_dup"), F.lit("duplicate_vertex"))
     if feats is not None:
         bad = (
@@ -172,11 +184,18 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str) -> dict[str,
         s = F.when(s.isin("validation", "valid"), F.lit("val")).otherwise(s)
         v = v.withColumn("_split", F.when(s.isin(*SPLITS), s))
     dim = _feature_dim(v) if feats is not None else 0
-    v = _vertex_reasons(v, cfg, feats, dim).localCheckpoint(eager=True)
-    v_counts = {r["_reason"]: r["count"] for r in v.groupBy("_reason").count().collect()}
+    duplicates = _duplicate_keys(v)
+    v = _vertex_reasons(v, cfg, feats, dim, has_duplicates=duplicates > 0)
+    if duplicates:  # the window's choice is computed once and reused by every pass below
+        v = v.localCheckpoint(eager=True)
+    # the rejected rows are few (at most build.max_quarantine_fraction of a publishable build): they are
+    # kept for the counts and the quarantine tables, and the accepted rows are read again where needed --
+    # cheaper than caching the whole table with its features (10 of 60 s at 1M vertices)
+    rejected_v = v.filter(F.col("_reason").isNotNull()).localCheckpoint(eager=True)
+    v_counts = _reason_counts(rejected_v, n_in)
     log.info("build: %d vertex rows validated in %.1fs", n_in, time.perf_counter() - t0)
     if v_counts.get("duplicate_vertex") and cfg.duplicate_vertices == "fail":
-        example = v.filter(F.col("_reason") == "duplicate_vertex").select("_key").first()
+        example = rejected_v.filter(F.col("_reason") == "duplicate_vertex").select("_key").first()
         raise BuildFailed(f"vertices {cfg.vertices}: {v_counts['duplicate_vertex']} duplicate vertex ids "
                           f"(e.g. {example['_key']!r}); set build.duplicate_vertices: keep_first to quarantine them")
     good_v = v.filter(F.col("_reason").isNull())
@@ -202,8 +221,10 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str) -> dict[str,
         bad_w = F.col("_w").isNull() | F.isnan("_w") | (F.abs("_w") == F.lit(float("inf"))) | (F.col("_w") < 0)
         reason = reason.when(bad_w, F.lit("bad_weight"))
     reason = reason.when(F.col("_sid").isNull() | F.col("_did").isNull(), F.lit("dangling_edge"))
-    e = e.withColumn("_reason", reason).localCheckpoint(eager=True)
-    e_counts = {r["_reason"]: r["count"] for r in e.groupBy("_reason").count().collect()}
+    e = e.withColumn("_reason", reason)
+    rejected_e = e.filter(F.col("_reason").isNotNull()).select(
+        *[F.col(f"`{c}`") for c in raw_e.columns], "_reason").localCheckpoint(eager=True)
+    e_counts = _reason_counts(rejected_e, m_in)
     log.info("build: ids mapped, %d edge rows validated at %.1fs", m_in, time.perf_counter() - t0)
     quarantine = {k: int(c) for k, c in {**v_counts, **e_counts}.items() if k is not None}
     _check_fraction(cfg, n_in, m_in, v_counts, e_counts)
@@ -225,12 +246,14 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str) -> dict[str,
     edges_in = e.filter(F.col("_reason").isNull()).select(
         F.col("_sid").alias("src"), F.col("_did").alias("dst"), F.col("_w").cast("double").alias("weight"), "_order")
     edges = transform_edges(edges_in, vertices, self_loops=cfg.self_loops, symmetrize=cfg.symmetrize,
-                            merge=cfg.merge_duplicates, edge_norm=cfg.edge_norm)
+                            merge=cfg.merge_duplicates, edge_norm=cfg.edge_norm,
+                            num_partitions=max(shuffle_partitions(spark), -(-m_in // MERGE_ROWS_PER_PARTITION)))
 
     # ---- write to staging, then publish
     staging = _staging_path(output)
     try:
-        vertices = vertices.repartition(shuffle_partitions(spark), "id").sortWithinPartitions("id")
+        # written in the input's partitioning: every reader indexes vertices by id itself (a repartition
+        # by id and sort cost 9 s of 60 at 1M vertices x 64 features and nothing read the files in order)
         _write(vertices, storage.join_path(staging, "graph", "vertices"))
         log.info("build: vertices written at %.1fs", time.perf_counter() - t0)
         # written as the merge left them (partitioned by its shuffle); a sort by (src, dst) cost 7 s of 55 at
@@ -239,7 +262,7 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str) -> dict[str,
         log.info("build: edges written at %.1fs", time.perf_counter() - t0)
         _write(mapped.select("id", F.col("_key").alias("raw_id")), storage.join_path(staging, "mapping"))
         for rule, count in quarantine.items():
-            src = v if rule in VERTEX_RULES else e
+            src = rejected_v if rule in VERTEX_RULES else rejected_e
             cols = raw_v.columns if rule in VERTEX_RULES else raw_e.columns
             rejected = src.filter(F.col("_reason") == rule).select(*[F.col(f"`{c}`") for c in cols],
                                                                     F.col("_reason").alias("reason"))
@@ -260,6 +283,13 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str) -> dict[str,
     log.info("build: %d vertices, %d edges published to %s in %.1fs", report["graph"]["num_vertices"],
              report["graph"]["num_edges"], output, report["seconds"])
     return report
+
+
+def _reason_counts(rejected: DataFrame, total: int) -> dict[str | None, int]:
+    """Rows per rule (``None``: the accepted rows, ``total`` minus the rejected ones)."""
+    counts: dict[str | None, int] = {r["_reason"]: int(r["count"]) for r in rejected.groupBy("_reason").count().collect()}
+    counts[None] = total - sum(counts.values())
+    return counts
 
 
 def _describe(counts: dict[Any, int]) -> str:
@@ -336,7 +366,7 @@ def _report(spark: SparkSession, cfg: BuildConfig, vertices: DataFrame, edges: D
     labels = vertices.agg(F.max("label").alias("mx")).first()["mx"]
     num_classes = cfg.num_classes or (int(labels) + 1 if labels is not None else 0)
     splits = {r["split"]: int(r["count"]) for r in vertices.groupBy("split").count().collect() if r["split"]}
-    degrees = degree_stats(vertices, edges)
+    degrees = degree_stats(vertices, edges, symmetric=bool(cfg.symmetrize))
     components = None
     if m <= cfg.report_components_max_edges:
         components = _count_components(cfg, vertices, edges, m, graph_path)
