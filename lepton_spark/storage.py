@@ -130,10 +130,18 @@ def collect_arrow(df: DataFrame) -> Any:
 
 
 def create_df(spark: SparkSession, table: Any, schema: Any = None) -> DataFrame:
-    """DataFrame from a pyarrow Table (directly on Spark >= 4; through pandas + Arrow on 3.5)."""
+    """DataFrame from a pyarrow Table (directly on Spark >= 4; through pandas + Arrow on 3.5).
+
+    Spark makes one partition per Arrow batch of ``spark.sql.execution.arrow.maxRecordsPerBatch``
+    rows (100 tasks for 1M rows); they are coalesced (no shuffle) to one per task slot.
+    """
+    from lepton_spark.session import task_slots
+
     if int(spark.version.split(".")[0]) >= 4:
-        return spark.createDataFrame(table, schema=schema)
-    return spark.createDataFrame(table.to_pandas(), schema=schema)
+        df = spark.createDataFrame(table, schema=schema)
+    else:
+        df = spark.createDataFrame(table.to_pandas(), schema=schema)
+    return df.coalesce(task_slots(spark))
 
 
 def read_table(

@@ -88,22 +88,30 @@ def apply_dense(
     output_col: str = "features",
 ) -> DataFrame:
     """``act(X @ W + b)`` on the features column, per Arrow batch (W None: only bias + activation)."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
-    W64 = None if W is None else np.asarray(W, dtype=np.float64)
-    b64 = None if b is None else np.asarray(b, dtype=np.float64).reshape(-1)
-    if W64 is not None and W64.ndim != 2:
-        raise ValueError(f"apply_dense: W must be 2-D, got shape {W64.shape}")
-    out_dim = W64.shape[1] if W64 is not None else (b64.shape[0] if b64 is not None else None)
+    fn = DenseFn(W, b, activation)
+    return map_features(df, fn, input_col=input_col, output_col=output_col, out_dim=fn.out_dim)
 
-    def dense(x: np.ndarray) -> np.ndarray:
+
+class DenseFn:
+    """The numpy function ``x -> act(x @ W + b)`` of :func:`apply_dense` (float64 inside; picklable, so
+    it can be shipped to executors or composed with other per-row functions)."""
+
+    def __init__(self, W: np.ndarray | None, b: np.ndarray | None = None, activation: str = "identity") -> None:
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
+        self.W = None if W is None else np.asarray(W, dtype=np.float64)
+        self.b = None if b is None else np.asarray(b, dtype=np.float64).reshape(-1)
+        if self.W is not None and self.W.ndim != 2:
+            raise ValueError(f"apply_dense: W must be 2-D, got shape {self.W.shape}")
+        self.activation = activation
+        self.out_dim = self.W.shape[1] if self.W is not None else (self.b.shape[0] if self.b is not None else None)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
         z = x.astype(np.float64)
-        if W64 is not None:
-            if z.shape[1] != W64.shape[0]:
-                raise ValueError(f"apply_dense: features have {z.shape[1]} dims, W expects {W64.shape[0]}")
-            z = z @ W64
-        if b64 is not None:
-            z = z + b64
-        return activate(z, activation)
-
-    return map_features(df, dense, input_col=input_col, output_col=output_col, out_dim=out_dim)
+        if self.W is not None:
+            if z.shape[1] != self.W.shape[0]:
+                raise ValueError(f"apply_dense: features have {z.shape[1]} dims, W expects {self.W.shape[0]}")
+            z = z @ self.W
+        if self.b is not None:
+            z = z + self.b
+        return activate(z, self.activation)

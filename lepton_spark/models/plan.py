@@ -343,6 +343,19 @@ class LocalOps:
 # --------------------------------------------------------------------------------------------------
 # Spark
 # --------------------------------------------------------------------------------------------------
+class _Compose:
+    """Picklable composition of per-row numpy functions, applied in order (float32 between steps, as
+    separate ``map_features`` passes would hand them on)."""
+
+    def __init__(self, fns: list[Any]) -> None:
+        self.fns = fns
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        for fn in self.fns:
+            x = np.asarray(fn(x), dtype=np.float32)
+        return x
+
+
 class SparkOps:
     """:class:`Ops` on Spark DataFrames via :mod:`lepton_spark.graph` (imported lazily).
 
@@ -373,6 +386,9 @@ class SparkOps:
         self.operators = self.propagate_options.pop("operators", None) or engine.OperatorCache()
         self.operator_key = self.propagate_options.pop("operator_key", None)
         self._raw: Any = None
+        # id(output table) -> (output, input, numpy fn) for every per-row step (map, dense): result()
+        # follows them back so the probabilities are computed in the same pass as the embedding
+        self._rowwise: dict[int, tuple[Any, Any, Any]] = {}
 
     # tables ---------------------------------------------------------------------------------------
     def features(self) -> Any:
@@ -425,12 +441,31 @@ class SparkOps:
         return FeatureSummary.merge([FeatureSummary.from_record(r.asDict()) for r in rows])
 
     def map(self, table: Any, fn: Any, out_dim: int | None) -> Any:
-        return self.engine.map_features(table, fn, input_col="features", output_col="features",
-                                        out_dim=None if out_dim is None else int(out_dim))
+        out = self.engine.map_features(table, fn, input_col="features", output_col="features",
+                                       out_dim=None if out_dim is None else int(out_dim))
+        self._rowwise[id(out)] = (out, table, fn)
+        return out
 
     def dense(self, table: Any, W: np.ndarray | None, b: np.ndarray | None, activation: str) -> Any:
-        return self.engine.apply_dense(table, W, b, activation=activation, input_col="features",
-                                       output_col="features")
+        from lepton_spark.graph.dense import DenseFn
+
+        fn = DenseFn(W, b, activation)
+        out = self.engine.map_features(table, fn, input_col="features", output_col="features", out_dim=fn.out_dim)
+        self._rowwise[id(out)] = (out, table, fn)
+        return out
+
+    def _rowwise_chain(self, start: Any, end: Any) -> list[Any] | None:
+        """The per-row functions that turn table ``start`` into table ``end`` (None: ``end`` is not
+        derived from ``start`` by per-row steps alone)."""
+        fns: list[Any] = []
+        t = end
+        while t is not start:
+            step = self._rowwise.get(id(t))
+            if step is None or step[0] is not t:
+                return None
+            t, fn = step[1], step[2]
+            fns.append(fn)
+        return fns[::-1]
 
     # rounds ---------------------------------------------------------------------------------------
     def propagate(self, table: Any, edges: Any, rounds: int, agg: str = "sum") -> Any:
@@ -488,7 +523,17 @@ class SparkOps:
         return out.filter(F.col("id") >= 0)
 
     def result(self, embedding: Any | None, probs: Any) -> Any:
+        """``(id, embedding, probs)``. When the probabilities are per-row functions of the embedding (SGC,
+        SIGN, GCN's last layer) they are computed in the same ``mapInArrow`` pass that carries the
+        embedding: no second evaluation of the embedding's lineage and no join on ``id`` (at 1M x 64
+        the join's shuffle was most of the 10 s the propagate stage spent writing its two tables)."""
         F = self.F
+        if embedding is not None:
+            chain = self._rowwise_chain(embedding, probs)
+            if chain:
+                fused = self.engine.map_features(embedding.select("id", "features"), _Compose(chain),
+                                                 input_col="features", output_col="probs")
+                return fused.select("id", F.col("features").alias("embedding"), "probs")
         p = probs.select("id", F.col("features").alias("probs"))
         if embedding is None:
             return p
