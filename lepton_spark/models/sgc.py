@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from lepton_spark.graph.kernels import threaded_spmm
 from lepton_spark.models.base import Context, GraphModel
 from lepton_spark.models.layers import Dense, Layer
 from lepton_spark.models.normalize import sym_propagation
@@ -65,7 +66,7 @@ class SGC(GraphModel):
         P = sym_propagation(A)
         Z = self._normalized(X)
         for _ in range(self.K):
-            Z = P @ Z
+            Z = P @ Z if sp.issparse(Z) else threaded_spmm(P, Z)  # dense rows: split over the driver's cores
         return _as_rows(Z)
 
     def _prepare(self, A: Any, X: Any) -> Context:
