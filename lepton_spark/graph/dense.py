@@ -15,26 +15,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from lepton_spark.graph.arrow import list_to_matrix, matrix_to_list
-
-ACTIVATIONS = ("identity", "relu", "softmax", "l2", "log_softmax")
-
-
-def activate(z: np.ndarray, activation: str) -> np.ndarray:
-    """Row-wise activation on a float matrix (the same function the local models use)."""
-    if activation == "identity":
-        return z
-    if activation == "relu":
-        return np.maximum(z, 0.0)
-    if activation in ("softmax", "log_softmax"):
-        shifted = z - z.max(axis=1, keepdims=True)
-        if activation == "log_softmax":
-            return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        e = np.exp(shifted)
-        return e / e.sum(axis=1, keepdims=True)
-    if activation == "l2":
-        norm = np.linalg.norm(z, axis=1, keepdims=True)
-        return z / np.maximum(norm, 1e-12)
-    raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
+from lepton_spark.graph.functional import activate, check_activation
 
 
 def _output_schema(df: DataFrame, output_col: str) -> T.StructType:
@@ -87,7 +68,11 @@ def apply_dense(
     input_col: str = "features",
     output_col: str = "features",
 ) -> DataFrame:
-    """``act(X @ W + b)`` on the features column, per Arrow batch (W None: only bias + activation)."""
+    """``act(X @ W + b)`` on the features column, per Arrow batch (W None: only bias + activation).
+
+    ``activation`` is one of :data:`lepton_spark.graph.functional.ACTIVATIONS`, applied by
+    :func:`~lepton_spark.graph.functional.activate` (the function the local models and the numpy twin use).
+    """
     fn = DenseFn(W, b, activation)
     return map_features(df, fn, input_col=input_col, output_col=output_col, out_dim=fn.out_dim)
 
@@ -97,8 +82,7 @@ class DenseFn:
     it can be shipped to executors or composed with other per-row functions)."""
 
     def __init__(self, W: np.ndarray | None, b: np.ndarray | None = None, activation: str = "identity") -> None:
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
+        check_activation(activation)
         self.W = None if W is None else np.asarray(W, dtype=np.float64)
         self.b = None if b is None else np.asarray(b, dtype=np.float64).reshape(-1)
         if self.W is not None and self.W.ndim != 2:

@@ -48,15 +48,8 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from lepton_spark.models.layers import (
-    Adam,
-    GraphOperators,
-    Layer,
-    Params,
-    l2_penalty,
-    softmax,
-    softmax_cross_entropy,
-)
+from lepton_spark.graph.functional import accuracy, softmax
+from lepton_spark.models.layers import Adam, GraphOperators, Layer, Params, l2_penalty, softmax_cross_entropy
 from lepton_spark.models.normalize import (
     FEATURE_NORMS,
     FeatureNorm,
@@ -112,10 +105,6 @@ class Context:
                 else self._rows_of(self.x, rows)
             self._takes[key] = Context(x, None)
         return self._takes[key]
-
-
-def _accuracy(logits: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(np.argmax(logits, axis=1) == y)) if y.size else float("nan")
 
 
 def _as_index(mask: np.ndarray | None, n: int, what: str) -> np.ndarray:
@@ -437,14 +426,14 @@ class GraphModel:
             opt.step(params, grads)
             hist["epoch"].append(epoch)
             hist["train_loss"].append(loss)
-            hist["train_acc"].append(_accuracy(tr_logits, y[train_idx]))
+            hist["train_acc"].append(accuracy(tr_logits, y[train_idx]))
             if not have_val:
                 hist["val_loss"].append(float("nan"))
                 hist["val_acc"].append(float("nan"))
                 continue
             v_logits = self._eval_logits(params, layers, ctx, val_idx)
             v_loss = softmax_cross_entropy(v_logits, y[val_idx])[0]
-            v_acc = _accuracy(v_logits, y[val_idx])
+            v_acc = accuracy(v_logits, y[val_idx])
             hist["val_loss"].append(v_loss)
             hist["val_acc"].append(v_acc)
             if self.early_stopping == "kipf":
@@ -481,8 +470,8 @@ class GraphModel:
         self.history_ = hist
         self.best_epoch_ = int(best_epoch)
         self.stopped_early_ = stopped
-        self.train_accuracy_ = _accuracy(self._eval_logits(self.params_, layers, ctx, train_idx), y[train_idx])
-        self.val_accuracy_ = (_accuracy(self._eval_logits(self.params_, layers, ctx, val_idx), y[val_idx])
+        self.train_accuracy_ = accuracy(self._eval_logits(self.params_, layers, ctx, train_idx), y[train_idx])
+        self.val_accuracy_ = (accuracy(self._eval_logits(self.params_, layers, ctx, val_idx), y[val_idx])
                               if have_val else float("nan"))
 
     # ---------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from lepton_spark.graph.functional import L2_EPS, l2_norms, relu
 from lepton_spark.models.normalize import mean_propagation, sym_propagation
 
 log = logging.getLogger(__name__)
@@ -177,22 +178,24 @@ class Dropout(Layer):
 
 
 class ReLU(Layer):
+    """``max(x, 0)`` (:func:`lepton_spark.graph.functional.relu`)."""
+
     def forward(self, params, x, *, graph, training, rng):
-        return np.maximum(x, 0.0), x > 0
+        return relu(x), x > 0
 
     def backward(self, params, cache, dout, grads, need_dx=True):
         return dout * cache if need_dx else None
 
 
 class L2Normalize(Layer):
-    """Row L2 normalisation ``y = x / max(||x||, eps)`` (GraphSAGE's per-layer normalisation)."""
+    """Row L2 normalisation ``y = x / max(||x||, eps)`` (GraphSAGE's per-layer normalisation;
+    :func:`lepton_spark.graph.functional.l2_normalize`, which the Spark path and the twin apply)."""
 
-    eps = 1e-12
+    eps = L2_EPS
 
     def forward(self, params, x, *, graph, training, rng):
-        norm = np.sqrt((x * x).sum(axis=1, keepdims=True))
-        norm = np.maximum(norm, self.eps)
-        y = x / norm
+        norm = l2_norms(x, self.eps)
+        y = x / norm  # functional.l2_normalize, keeping the norms for the backward pass
         return y, (y, norm)
 
     def backward(self, params, cache, dout, grads, need_dx=True):
@@ -413,13 +416,6 @@ class HopLinear(Layer):
 # --------------------------------------------------------------------------------------------------
 # loss and optimiser
 # --------------------------------------------------------------------------------------------------
-def softmax(z: np.ndarray) -> np.ndarray:
-    """Row softmax, numerically stable."""
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     """Mean softmax cross-entropy over the given rows and its gradient wrt ``logits``."""
     n = logits.shape[0]

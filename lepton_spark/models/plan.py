@@ -28,11 +28,10 @@ from typing import Any, Protocol
 import numpy as np
 import scipy.sparse as sp
 
+from lepton_spark.graph.functional import activate
 from lepton_spark.models.normalize import FeatureSummary, row_normalize_f32, standardize_f32
 
 log = logging.getLogger(__name__)
-
-ACTIVATIONS = ("identity", "relu", "softmax", "l2")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -103,22 +102,6 @@ class SumBlocks:
         return out
 
 
-def activate_f32(y: np.ndarray, activation: str) -> np.ndarray:
-    """The activations of ``apply_dense`` on a float32 batch (mirrors the engine primitive)."""
-    if activation == "identity":
-        return y
-    if activation == "relu":
-        return np.maximum(y, 0.0)
-    if activation == "softmax":
-        z = y - y.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
-    if activation == "l2":
-        n = np.sqrt((y * y).sum(axis=1, keepdims=True))
-        return np.divide(y, n, out=np.zeros_like(y), where=n > 0)
-    raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
-
-
 # --------------------------------------------------------------------------------------------------
 # the interface
 # --------------------------------------------------------------------------------------------------
@@ -145,7 +128,9 @@ class Ops(Protocol):
         """Apply a picklable ``fn(float32 batch) -> batch`` to the features (``out_dim`` None = same)."""
 
     def dense(self, table: Any, W: np.ndarray | None, b: np.ndarray | None, activation: str) -> Any:
-        """``act(X @ W + b)`` per batch (``W``/``b`` optional)."""
+        """``act(X @ W + b)`` per batch (``W``/``b`` optional; ``activation`` one of
+        :data:`lepton_spark.graph.functional.ACTIVATIONS`, both backends apply
+        :func:`~lepton_spark.graph.functional.activate`)."""
 
     def propagate(self, table: Any, edges: Any, rounds: int, agg: str = "sum") -> Any:
         """``rounds`` propagation rounds (sum or mean over in-edges; no in-edges -> zero vector)."""
@@ -275,7 +260,7 @@ class LocalOps:
             y = y @ np.asarray(W, dtype=np.float32)
         if b is not None:
             y = y + np.asarray(b, dtype=np.float32)
-        return LocalTable(table.ids, activate_f32(y.astype(np.float32), activation).astype(np.float32))
+        return LocalTable(table.ids, activate(y.astype(np.float32), activation).astype(np.float32))
 
     def propagate(self, table: LocalTable, edges: LocalEdges, rounds: int, agg: str = "sum") -> LocalTable:
         if agg not in ("sum", "mean"):

@@ -37,8 +37,7 @@ import logging
 import time
 from typing import Any
 
-import numpy as np
-
+from lepton_spark.graph.functional import accuracy
 from lepton_spark.models.appnp import APPNP
 from lepton_spark.models.base import GraphModel
 from lepton_spark.models.plan import LabelledRows, Ops, SparkOps
@@ -88,10 +87,6 @@ def collect_labelled(ops: Ops, model: GraphModel, splits: tuple[str, ...] = SPLI
     return rows
 
 
-def _accuracy(probs: np.ndarray, y: np.ndarray) -> float | None:
-    return float(np.mean(np.argmax(probs, axis=1) == y)) if y.size else None
-
-
 def train_from_ops(ops: Ops, model: GraphModel, *, seed: int = 0, num_classes: int | None = None,
                    splits: tuple[str, ...] = SPLITS) -> tuple[GraphModel, dict[str, Any]]:
     """Collect labelled rows (:func:`collect_labelled`), ``fit_precomputed`` on the train/val rows,
@@ -109,7 +104,7 @@ def train_from_ops(ops: Ops, model: GraphModel, *, seed: int = 0, num_classes: i
         prows = ops.collect_labelled([probs_t], splits)
         probs, ylab, split = prows.Z, prows.y, prows.split
         mlp_probs = model.predict_proba_precomputed(rows.Z)
-        mlp_acc = {f"mlp_only_{s}_acc": _accuracy(mlp_probs[rows.mask(s)], rows.y[rows.mask(s)])
+        mlp_acc = {f"mlp_only_{s}_acc": accuracy(mlp_probs[rows.mask(s)], rows.y[rows.mask(s)])
                    for s in splits}
     else:
         probs, ylab, split = model.predict_proba_precomputed(rows.Z), rows.y, rows.split
@@ -129,7 +124,7 @@ def train_from_ops(ops: Ops, model: GraphModel, *, seed: int = 0, num_classes: i
     }
     for s in splits:
         m = split == s
-        metrics[f"{s}_acc"] = _accuracy(probs[m], ylab[m])
+        metrics[f"{s}_acc"] = accuracy(probs[m], ylab[m])
     metrics.update(mlp_acc)
     metrics["feature_norm"] = model.feature_norm_
     metrics.update(underfit_check(model.model_type, metrics["train_acc"], rows.y[train],

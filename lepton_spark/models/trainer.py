@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from lepton_spark.graph.functional import accuracy
 from lepton_spark.models.base import GraphModel, json_clean
 from lepton_spark.models.layers import softmax_cross_entropy
 from lepton_spark.models.registry import MODEL_TYPES, create_model
@@ -69,10 +70,6 @@ SGC_WD_GRID: tuple[float, ...] = tuple(float(f"{10 ** (-6 + 0.25 * k):.3g}") for
 def preset_hparams(model_type: str, dataset: str | None = None) -> dict[str, Any]:
     """The preset overrides for ``model_type`` on ``dataset`` (empty dict = model defaults)."""
     return dict(PRESETS.get(model_type, {}).get((dataset or "").lower(), {}))
-
-
-def _acc(logits_or_probs: np.ndarray, y: np.ndarray) -> float | None:
-    return float(np.mean(np.argmax(logits_or_probs, axis=1) == y)) if y.size else None
 
 
 _clean = json_clean  # the one JSON cleaner of metrics lives in models.base
@@ -111,7 +108,7 @@ def evaluate(model: GraphModel, A: Any, X: Any, y: np.ndarray, masks: Mapping[st
     for name, mask in masks.items():
         idx = np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask)
         yy = np.asarray(y)[idx]
-        out[f"{name}_acc"] = _acc(probs[idx], yy)
+        out[f"{name}_acc"] = accuracy(probs[idx], yy)
         out[f"{name}_loss"] = (softmax_cross_entropy(np.log(np.maximum(probs[idx], 1e-300)), yy)[0]
                                if idx.size else None)
     return out
