@@ -1,4 +1,4 @@
-"""The estimator base class: hyper-parameters, the numpy training loop, local and Spark forward paths.
+"""The model contract: hyper-parameters, structure, forward/backward passes, local and Spark inference.
 
 A model is a list of :mod:`~lepton_spark.models.layers` (propagation + dense transform + activation)
 over a flat ``params_`` dict. Subclasses define
@@ -10,19 +10,13 @@ over a flat ``params_`` dict. Subclasses define
 * ``forward_plan(ops, with_embedding)`` – the same forward pass as a propagation plan (see
   :mod:`lepton_spark.models.plan`), which ``forward_spark`` runs on Spark.
 
-Training (``fit``) is full-batch Adam on the softmax cross-entropy of the training rows plus
-``weight_decay/2·||W||²`` on the parameters named by ``weight_decay_on``, with dropout and one of the
-early-stopping rules:
-
-* ``"kipf"`` – Kipf & Welling: stop once the validation loss exceeds the mean of the previous
-  ``patience`` epochs; keep the final weights;
-* ``"patience"`` – stop after ``patience`` epochs without improvement of ``monitor`` (``val_loss``,
-  ``val_acc`` or ``val_acc_loss`` = either improves; the best is ranked by accuracy then loss) and
-  restore the best weights when ``restore_best``;
-* ``"none"`` – run all ``epochs``.
-
-Everything random (initialisation, dropout) comes from ``np.random.default_rng(seed)``, so a fit is
-deterministic for a given seed.
+This class computes the training objective of a set of rows and its gradient
+(``_loss_and_grads``: softmax cross-entropy plus ``weight_decay/2·||W||²`` on the parameters named by
+``weight_decay_on``); the training loop itself – full-batch Adam, dropout, the early-stopping rules
+``kipf`` / ``patience`` / ``none`` with ``monitor`` and ``restore_best`` – is
+:mod:`lepton_spark.models.loop`, which ``fit`` and ``fit_precomputed`` call
+(:func:`~lepton_spark.models.loop.fit_classifier`). Everything random (initialisation, dropout) comes
+from ``np.random.default_rng(seed)``, so a fit is deterministic for a given seed.
 
 Feature normalisation: the ``feature_norm`` hyper-parameter (``auto`` by default, or ``row``,
 ``standard``, ``none``) is resolved ONCE on the training features (rule in
@@ -48,8 +42,9 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from lepton_spark.graph.functional import accuracy, softmax
-from lepton_spark.models.layers import Adam, GraphOperators, Layer, Params, l2_penalty, softmax_cross_entropy
+from lepton_spark.graph.functional import softmax
+from lepton_spark.models.layers import GraphOperators, Layer, Params, l2_penalty, softmax_cross_entropy
+from lepton_spark.models.loop import EARLY_STOPPING, MONITORS, fit_classifier
 from lepton_spark.models.normalize import (
     FEATURE_NORMS,
     FeatureNorm,
@@ -61,8 +56,6 @@ from lepton_spark.models.plan import LocalForward, LocalOps, Ops, RowNormalize, 
 
 log = logging.getLogger(__name__)
 
-EARLY_STOPPING = ("kipf", "patience", "none")
-MONITORS = ("val_loss", "val_acc", "val_acc_loss")
 DECAY_ON = ("first", "weights", "all")
 
 _SKIPPED = object()
@@ -364,8 +357,8 @@ class GraphModel:
         self.resolve_feature_norm(X)  # statistics over ALL rows of X (labelled or not)
         ctx = self._prepare(A, X)
         n = int(X.shape[0])
-        self._fit_context(ctx, np.asarray(y), _as_index(train_mask, n, "train"),
-                          _as_index(val_mask, n, "val"), seed, num_classes)
+        fit_classifier(self, ctx, np.asarray(y), _as_index(train_mask, n, "train"), _as_index(val_mask, n, "val"),
+                       seed, num_classes)
         # the normalised inputs (for SGC: the propagated features) of this (A, X): a forward pass over
         # the same objects right after the fit (the trainer's evaluation) reuses them; release_inputs()
         self._inputs_cache = (A, X, ctx)
@@ -392,87 +385,9 @@ class GraphModel:
             self._set_feature_norm(FeatureNorm(self.feature_norm))
         ctx = self._row_context(Z)
         n = ctx.num_rows
-        self._fit_context(ctx, np.asarray(y), _as_index(train_mask, n, "train"),
-                          _as_index(val_mask, n, "val"), seed, num_classes)
+        fit_classifier(self, ctx, np.asarray(y), _as_index(train_mask, n, "train"), _as_index(val_mask, n, "val"),
+                       seed, num_classes)
         return self
-
-    def _fit_context(self, ctx: Context, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
-                     seed: int, num_classes: int | None) -> None:
-        if train_idx.size == 0:
-            raise ValueError("no training rows")
-        labelled = y[y >= 0]
-        c = int(num_classes) if num_classes is not None else int(labelled.max()) + 1
-        if (y[train_idx] < 0).any() or (val_idx.size and (y[val_idx] < 0).any()):
-            raise ValueError("train/val rows must all be labelled (label >= 0)")
-        d = self._input_dim(ctx)
-        stats = getattr(self, "feature_mean_", None)
-        if stats is not None and stats.shape[0] != d:
-            raise ValueError(f"feature statistics cover {stats.shape[0]} features but the input has {d}")
-        rng = np.random.default_rng(seed)
-        layers = self._build_layers(d, c)
-        params: Params = {}
-        for layer in layers:
-            params.update(layer.init(rng))
-        opt = Adam(self.lr)
-        hist: dict[str, list[float]] = {k: [] for k in
-                                        ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")}
-        have_val = val_idx.size > 0
-        min_loss, max_acc = np.inf, -np.inf  # for the patience counter
-        best_key: tuple[float, ...] | None = None  # ranking of the stored best weights
-        best_params, best_epoch, wait = params, -1, 0
-        stopped = False
-        for epoch in range(self.epochs):
-            loss, grads, tr_logits = self._loss_and_grads(params, layers, ctx, y, train_idx, rng)
-            opt.step(params, grads)
-            hist["epoch"].append(epoch)
-            hist["train_loss"].append(loss)
-            hist["train_acc"].append(accuracy(tr_logits, y[train_idx]))
-            if not have_val:
-                hist["val_loss"].append(float("nan"))
-                hist["val_acc"].append(float("nan"))
-                continue
-            v_logits = self._eval_logits(params, layers, ctx, val_idx)
-            v_loss = softmax_cross_entropy(v_logits, y[val_idx])[0]
-            v_acc = accuracy(v_logits, y[val_idx])
-            hist["val_loss"].append(v_loss)
-            hist["val_acc"].append(v_acc)
-            if self.early_stopping == "kipf":
-                w = self.patience
-                vl = hist["val_loss"]
-                if epoch > w and vl[-1] > float(np.mean(vl[-(w + 1) : -1])):
-                    stopped = True
-                    break
-            elif self.early_stopping == "patience":
-                key = (-v_loss,) if self.monitor == "val_loss" else (v_acc, -v_loss)
-                if best_key is None or key > best_key:
-                    best_key, best_params, best_epoch = key, dict(params), epoch
-                if self.monitor == "val_loss":
-                    improved = v_loss < min_loss
-                elif self.monitor == "val_acc":
-                    improved = v_acc > max_acc
-                else:
-                    improved = v_acc > max_acc or v_loss < min_loss
-                min_loss, max_acc = min(min_loss, v_loss), max(max_acc, v_acc)
-                if improved:
-                    wait = 0
-                else:
-                    wait += 1
-                    if wait >= self.patience:
-                        stopped = True
-                        break
-        if self.early_stopping == "patience" and have_val and self.restore_best and best_epoch >= 0:
-            params = best_params
-        else:
-            best_epoch = hist["epoch"][-1]
-        self.params_ = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
-        self.n_features_in_ = d
-        self.n_classes_ = c
-        self.history_ = hist
-        self.best_epoch_ = int(best_epoch)
-        self.stopped_early_ = stopped
-        self.train_accuracy_ = accuracy(self._eval_logits(self.params_, layers, ctx, train_idx), y[train_idx])
-        self.val_accuracy_ = (accuracy(self._eval_logits(self.params_, layers, ctx, val_idx), y[val_idx])
-                              if have_val else float("nan"))
 
     # ---------------------------------------------------------------------------------------------
     # inference

@@ -46,7 +46,6 @@ from lepton_spark.links.metrics import average_precision, roc_auc
 from lepton_spark.links.split import EdgeSplit, split_edges
 from lepton_spark.models.base import Context, GraphModel, json_clean
 from lepton_spark.models.layers import (
-    Adam,
     Dense,
     Dropout,
     GraphConv,
@@ -57,6 +56,7 @@ from lepton_spark.models.layers import (
     glorot,
     l2_penalty,
 )
+from lepton_spark.models.loop import LINK_MONITOR, Patience, StoppingRule, run
 from lepton_spark.models.normalize import sym_propagation
 from lepton_spark.models.plan import LocalForward, LocalOps, Ops, SparkOps
 
@@ -454,49 +454,39 @@ class GAE(GraphModel):
 
     def _train(self, ctx: Context, d: int, target: Any, mode: str, seed: int,
                evals: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
-        """The training loop shared by :meth:`fit` and :meth:`fit_pairs` (``target``: a
-        :class:`ReconTarget`, or for ``pairs`` the positive pairs and the negative pool)."""
+        """Train with the shared loop (:func:`lepton_spark.models.loop.run`) for :meth:`fit` and
+        :meth:`fit_pairs` (``target``: a :class:`ReconTarget`, or for ``pairs`` the positive pairs and the
+        negative pool). Each epoch's validation AUC/AP are those of the embedding it trained on (before
+        its update); ``early_stopping="patience"`` keeps the weights with the best AUC + AP."""
         rng = np.random.default_rng(seed)
         layers = self._build_layers(d, 0)
         params = self._init_params(layers, rng)
-        opt = Adam(self.lr)
-        hist: dict[str, list[float]] = {"epoch": [], "train_loss": [], "val_auc": [], "val_ap": []}
         vpos, vneg = evals["val"]
         have_val = len(vpos) > 0 and len(vneg) > 0
-        best: tuple[float, dict[str, np.ndarray], int] | None = None
-        wait, stopped = 0, False
-        for epoch in range(self.epochs):
+
+        def objective(p: Params) -> tuple[float, Params, np.ndarray]:
             if mode == "pairs":
                 pos, pool = target
                 m = max(1, int(np.ceil(self.neg_ratio * len(pos))))
                 neg = np.stack([rng.choice(pool, m), rng.choice(pool, m)], axis=1)
                 neg = neg[neg[:, 0] != neg[:, 1]]
-                loss, grads, emb = self._objective(params, layers, ctx, (pos, neg), rng, mode)
-            else:
-                loss, grads, emb = self._objective(params, layers, ctx, target, rng, mode)
-            hist["epoch"].append(epoch)
-            hist["train_loss"].append(float(loss))
+                return self._objective(p, layers, ctx, (pos, neg), rng, mode)
+            return self._objective(p, layers, ctx, target, rng, mode)
+
+        def evaluate(p: Params, emb: np.ndarray) -> dict[str, float]:
             auc, ap = link_metrics(emb, vpos, vneg) if have_val else (float("nan"), float("nan"))
-            hist["val_auc"].append(auc)
-            hist["val_ap"].append(ap)
-            if self.early_stopping == "patience" and have_val:
-                if best is None or auc + ap > best[0]:
-                    best, wait = (auc + ap, dict(params), epoch), 0
-                else:
-                    wait += 1
-                    if wait >= self.patience:
-                        stopped = True
-                        break
-            opt.step(params, grads)
-        best_epoch = hist["epoch"][-1]
-        if best is not None:
-            params, best_epoch = best[1], best[2]
-        self.params_ = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+            return {"val_auc": auc, "val_ap": ap}
+
+        rule = (Patience(self.patience, LINK_MONITOR, restore_best=True)
+                if self.early_stopping == "patience" and have_val else StoppingRule())
+        fit = run(params, epochs=self.epochs, lr=self.lr, objective=objective, evaluate=evaluate,
+                  metrics=("val_auc", "val_ap"), rule=rule, evaluate_before_step=True)
+        self.params_ = {k: np.asarray(v, dtype=np.float64) for k, v in fit.params.items()}
         self.n_features_in_ = d
         self.n_classes_ = 0
-        self.history_ = hist
-        self.best_epoch_ = int(best_epoch)
-        self.stopped_early_ = stopped
+        self.history_ = fit.history
+        self.best_epoch_ = fit.best_epoch
+        self.stopped_early_ = fit.stopped
         self.loss_mode_ = mode
         Z = self._embedding(np.asarray(self._run(self.params_, layers, ctx, training=False, rng=None)[0]))
         self.link_metrics_ = {}

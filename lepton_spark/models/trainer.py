@@ -1,4 +1,12 @@
-"""Training entry points: ``train`` (what the CLI calls), presets, weight-decay tuning, Planetoid helper.
+"""Training: the entry points (``train``, what the CLI calls; presets, weight-decay tuning, Planetoid
+helper) and, in :mod:`lepton_spark.models.loop`, the loop they run.
+
+The loop – full-batch Adam epochs, the per-epoch history and the early-stopping rules ``kipf``,
+``patience`` and ``none`` – lives in :mod:`lepton_spark.models.loop` (re-exported here: :func:`run`,
+:func:`fit_classifier`, :func:`stopping_rule`, :class:`StoppingRule`, :class:`KipfStopping`,
+:class:`Patience`). It is a module of its own because the models call it (``GraphModel.fit``,
+``GAE.fit``) while this module builds models through the registry: one module holding both would be
+an import cycle (models -> trainer -> registry -> models).
 
 ``train(model_type, A, X, y, masks, hparams, seed) -> (model, metrics)`` fits a model on the driver
 from the RAW graph (``A[u, v]`` = weight of ``u -> v``, raw features ``X``; the model normalises both
@@ -45,9 +53,26 @@ import numpy as np
 from lepton_spark.graph.functional import accuracy
 from lepton_spark.models.base import GraphModel, json_clean
 from lepton_spark.models.layers import softmax_cross_entropy
+from lepton_spark.models.loop import (
+    EARLY_STOPPING,
+    MONITORS,
+    FitResult,
+    KipfStopping,
+    Patience,
+    StoppingRule,
+    fit_classifier,
+    run,
+    stopping_rule,
+)
 from lepton_spark.models.registry import MODEL_TYPES, create_model
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "EARLY_STOPPING", "MONITORS", "PRESETS", "SGC_WD_GRID", "FitResult", "KipfStopping", "Patience", "StoppingRule",
+    "evaluate", "fit_classifier", "majority_rate", "planetoid_inputs", "preset_hparams", "run", "stopping_rule",
+    "train", "train_planetoid", "tune_weight_decay", "underfit_check",
+]
 
 #: model type -> dataset -> hyper-parameter overrides (on top of the model defaults).
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
