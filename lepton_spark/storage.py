@@ -2,6 +2,18 @@
 
 File operations go through ``pyarrow.fs`` so the same code handles local paths and Hadoop-style URIs
 (``hdfs://``, ``s3://``, ``gs://``) from the driver, without touching the JVM (Spark Connect safe).
+
+The two atomic publication primitives of the project live here, and every writer uses them:
+
+* :func:`atomic_write` (and :func:`write_bytes`, :func:`write_text`, :func:`write_json` on top of it)
+  -- one file, written to a hidden temporary file beside it and renamed over it: markers, manifests,
+  round state, the model artifact, graph exports;
+* :func:`replace_dir` -- a whole directory swapped in: the current one renamed aside, the new one
+  renamed in, the old one deleted: the nightly's table partitions (``pipeline.publish``), the built
+  graph (``ingest``), the bundled samples (``datasets.planetoid``).
+
+A rename is atomic on local file systems and HDFS; on object stores it is a copy, and there the
+nightly's manifest, written last, is the commit point readers should trust (docs/architecture.md §6).
 """
 
 from __future__ import annotations
@@ -9,16 +21,18 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-from pyspark.sql import DataFrame, SparkSession
+from typing import IO, TYPE_CHECKING, Any
 
 from lepton_spark.errors import InvalidInputError
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only: writing files needs no Spark
+    from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +95,81 @@ def move(src: str, dst: str) -> None:
     fs.move(s, d)
 
 
-def write_text(path: str, text: str) -> None:
-    """Write a small text file atomically (temp file, then rename)."""
-    fs, p = filesystem(path)
-    parent = p.rsplit("/", 1)[0]
+def _local(path: str | Path) -> Path | None:
+    """The local path of ``path`` (a plain path or ``file://`` URI), None for other URIs."""
+    if isinstance(path, Path):
+        return path
+    if "://" in path and not path.startswith("file://"):
+        return None
+    return Path(path.removeprefix("file://"))
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Write one file atomically: ``write(stream)`` fills a hidden temporary file beside ``path``
+    (``.<name>.<uuid>.tmp``, in the same directory, created if missing), which is then renamed over
+    ``path``. A reader, or a crash at any moment, sees the previous file or the complete new one,
+    never part of one; a crash can leave only the hidden temporary file behind. A local file is
+    flushed to disk (``fsync``) before the rename, so a power cut cannot leave a renamed but empty
+    file. When ``write`` (or the rename) fails, the temporary file is removed and the error raised.
+    """
+    local = _local(path)
+    if local is not None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = str(local.parent / f".{local.name}.{uuid.uuid4().hex}.tmp")
+        # O_EXCL: a fresh file, never another writer's; mode 0666 minus the umask, like every other output
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, local)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return
+    fs, p = filesystem(str(path))
+    parent, name = p.rsplit("/", 1)
     fs.create_dir(parent, recursive=True)
-    tmp = f"{parent}/.{p.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
-    with fs.open_output_stream(tmp) as out:
-        out.write(text.encode())
-    fs.move(tmp, p)
+    tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with fs.open_output_stream(tmp) as out:
+            write(out)
+        fs.move(tmp, p)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.delete_file(tmp)
+        raise
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a file atomically (:func:`atomic_write`)."""
+    atomic_write(path, lambda out: out.write(data))
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file (UTF-8) atomically (:func:`atomic_write`)."""
+    write_bytes(path, text.encode())
+
+
+def replace_dir(new: str, final: str, aside: str | None = None) -> None:
+    """Swap the directory ``new`` in at ``final``: the current ``final`` (if any) is renamed to
+    ``aside`` (default: ``<final>.old-<random>`` beside it), ``new`` is renamed to ``final``, and the
+    old directory is deleted last.
+
+    A reader of ``final`` sees the old complete directory or the new one. A crash between the two
+    renames leaves ``final`` absent, the old content at ``aside`` and ``new`` in place; a crash after
+    them leaves only ``aside`` to delete. Callers pick ``aside`` where their clean-up looks (the
+    nightly: ``<output>/_trash/<run id>/...``).
+    """
+    old = None
+    if path_exists(final):
+        old = aside or f"{final.rstrip('/')}.old-{uuid.uuid4().hex[:12]}"
+        move(final, old)
+    move(new, final)
+    if old:
+        delete_path(old)
 
 
 def upload_dir(local_dir: str | Path, dest: str) -> None:

@@ -17,6 +17,7 @@ from xml.sax.saxutils import escape, quoteattr
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from lepton_spark import storage
 from lepton_spark.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def _fmt(value: Any) -> str:
 
 
 def write_graphml(path: Path, nodes: list[dict], links: list[dict]) -> None:
+    """The sample as GraphML at ``path`` (written atomically)."""
     keys = [k for k in nodes[0] if k != "id"] if nodes else []
     types = {k: ("double" if isinstance(nodes[0][k], float) else "long" if isinstance(nodes[0][k], int)
                  else "string") for k in keys}
@@ -70,10 +72,11 @@ def write_graphml(path: Path, nodes: list[dict], links: list[dict]) -> None:
         out.append(f'    <edge id="e{i}" source="{e["src"]}" target="{e["dst"]}">'
                    f'<data key="weight">{e["weight"]!r}</data></edge>')
     out += ["  </graph>", "</graphml>"]
-    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    storage.write_text(path, "\n".join(out) + "\n")
 
 
 def write_gexf(path: Path, nodes: list[dict], links: list[dict]) -> None:
+    """The sample as GEXF 1.3 at ``path`` (written atomically)."""
     keys = [k for k in nodes[0] if k != "id"] if nodes else []
     types = {k: ("double" if isinstance(nodes[0][k], float) else "long" if isinstance(nodes[0][k], int)
                  else "string") for k in keys}
@@ -91,13 +94,13 @@ def write_gexf(path: Path, nodes: list[dict], links: list[dict]) -> None:
     for i, e in enumerate(links):
         out.append(f'      <edge id="{i}" source="{e["src"]}" target="{e["dst"]}" weight="{e["weight"]!r}"/>')
     out += ["    </edges>", "  </graph>", "</gexf>"]
-    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    storage.write_text(path, "\n".join(out) + "\n")
 
 
 def export_graph(vertices: DataFrame, edges: DataFrame, output: str, fmt: str = "graphml", *,
                  max_vertices: int = 2000, max_edges: int = 20000, pagerank_iters: int = 20, lpa_iters: int = 5,
                  local_max_edges: int = 2_000_000) -> dict[str, Any]:
-    """Write the sample to ``output`` (a local file; written beside and renamed, so never half-written)."""
+    """Write the sample to ``output`` (a local file, written atomically: never half-written)."""
     if fmt not in FORMATS:
         raise UsageError(f"export: format must be graphml or gexf, got {fmt!r}")
     if max_vertices <= 0 or max_edges < 0:
@@ -106,9 +109,6 @@ def export_graph(vertices: DataFrame, edges: DataFrame, output: str, fmt: str = 
                                      pagerank_iters=pagerank_iters, lpa_iters=lpa_iters,
                                      local_max_edges=local_max_edges)
     path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    (write_graphml if fmt == "graphml" else write_gexf)(tmp, nodes, links)
-    tmp.replace(path)
+    (write_graphml if fmt == "graphml" else write_gexf)(path, nodes, links)
     log.info("exported %d vertices, %d edges to %s (%s)", len(nodes), len(links), path, fmt)
     return {"vertices": len(nodes), "edges": len(links), "output": str(path), "format": fmt}

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from lepton_spark import storage
+
 log = logging.getLogger(__name__)
 
 DATASETS = ("cora", "citeseer")
@@ -214,7 +216,8 @@ def write_graph(graph: PlanetoidGraph, out_dir: str | Path, source: str | Path |
     """Write the graph as ``vertices/`` and ``edges/`` Parquet plus ``_graph.json``; deterministic.
 
     Written with pyarrow (one file per table, fixed row order) so regenerating the bundled sample
-    gives identical data. The directory is replaced atomically (written beside it, then renamed).
+    gives identical data. The directory is written beside ``out_dir`` and swapped in with
+    :func:`lepton_spark.storage.replace_dir`.
     """
     import hashlib
     import json
@@ -250,13 +253,7 @@ def write_graph(graph: PlanetoidGraph, out_dir: str | Path, source: str | Path |
             for p in sorted(Path(source).glob(f"ind.{graph.name}.*"))
         }
     (tmp / "_graph.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.rename(out)
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)  # left by an interrupted earlier call
+    storage.replace_dir(str(tmp), str(out), aside=str(old))
     return meta

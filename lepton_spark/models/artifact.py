@@ -21,7 +21,8 @@ normalisation -- and the weights' sha256, so editing the card is detected like e
 non-finite weights, loads without pickle, checks
 every array's shape against both the card and the architecture the hyper-parameters imply, and –
 when given – the graph's feature count and class count. Every refusal is a ``ValueError`` naming the
-file and the mismatch. Both files are written atomically (temp file + rename), the card last.
+file and the mismatch. Both files are written atomically (:func:`lepton_spark.storage.atomic_write`: temp file, fsync,
+rename), the card last.
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from lepton_spark import storage
 from lepton_spark.models.base import GraphModel
 from lepton_spark.models.registry import MODEL_TYPES, create_model
 
@@ -153,20 +153,6 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _metrics_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
     hist = metrics.get("history") or {}
     final = {k: metrics.get(k) for k in ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss")}
@@ -192,7 +178,7 @@ def save_model(model: GraphModel, out_dir: str | Path, *, metrics: Mapping[str, 
     if norm.mode == "standard":
         arrays[FEATURE_MEAN] = np.ascontiguousarray(norm.mean, dtype=np.float64)
         arrays[FEATURE_SCALE] = np.ascontiguousarray(norm.scale, dtype=np.float64)
-    _atomic_write(npz_path, lambda fh: np.savez(fh, **arrays))
+    storage.atomic_write(npz_path, lambda fh: np.savez(fh, **arrays))
     digest = sha256_file(npz_path)
     layers = []
     for layer in model.layers():
@@ -225,7 +211,7 @@ def save_model(model: GraphModel, out_dir: str | Path, *, metrics: Mapping[str, 
     card = _jsonable(card)
     card["card_sha256"] = card_digest(card)
     text = json.dumps(card, indent=2, sort_keys=False, allow_nan=False) + "\n"
-    _atomic_write(card_path, lambda fh: fh.write(text.encode("utf-8")))
+    storage.atomic_write(card_path, lambda fh: fh.write(text.encode("utf-8")))
     log.info("saved %s model to %s (sha256 %s)", model.model_type, out, digest[:12])
     return card
 

@@ -72,18 +72,13 @@ def published_by(output: str, table: str, run_date: str) -> str | None:
 
 
 def publish_table(output: str, run_id: str, table: str, run_date: str) -> None:
-    """Swap the staged partition in place of the published one (see module docstring)."""
+    """Swap the staged partition in place of the published one (:func:`lepton_spark.storage.replace_dir`;
+    the previous partition goes aside under ``_trash/<run id>/``, see the module docstring)."""
     staged = staged_dir(output, run_id, table, run_date)
     if not storage.path_exists(storage.join_path(staged, RUN_MARKER)):
         raise RuntimeError(f"table {table} for {run_date} was not staged by run {run_id}")
-    final = partition_dir(output, table, run_date)
-    old = None
-    if storage.path_exists(final):
-        old = storage.join_path(output, "_trash", run_id, uuid.uuid4().hex[:8], table)
-        storage.move(final, old)
-    storage.move(staged, final)
-    if old:
-        storage.delete_path(old)
+    aside = storage.join_path(output, "_trash", run_id, uuid.uuid4().hex[:8], table)  # clean_staging's
+    storage.replace_dir(staged, partition_dir(output, table, run_date), aside=aside)
     log.info("published %s run_date=%s", table, run_date)
 
 

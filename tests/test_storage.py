@@ -1,0 +1,195 @@
+"""lepton_spark.storage: the one atomic file writer and the one directory swap.
+
+Each test states the crash-consistency property it pins: what a reader (or a crash at a given point)
+can observe. The non-local branch of ``atomic_write`` runs on a pyarrow SubTreeFileSystem standing in
+for a remote store (same code path as ``hdfs://`` / ``s3://``), with no Spark.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pytest
+
+from lepton_spark import storage
+
+
+def _hidden(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if p.name.startswith("."))
+
+
+class Boom(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------------------------------
+# atomic_write
+# --------------------------------------------------------------------------------------------------
+def test_atomic_write_creates_parents_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b" / "f.json"
+    storage.write_json(str(target), {"b": 1, "a": [1.5]})
+    assert target.read_text() == '{\n  "a": [\n    1.5\n  ],\n  "b": 1\n}\n'  # indent 2, sorted keys
+    assert _hidden(target.parent) == []
+
+
+def test_atomic_write_reader_sees_old_content_until_the_rename(tmp_path: Path) -> None:
+    target = tmp_path / "marker"
+    target.write_text("old\n")
+    seen_during_write = []
+
+    def write(out):
+        out.write(b"new")
+        seen_during_write.append(target.read_text())  # the new bytes go elsewhere until complete
+        out.write(b"\n")
+
+    storage.atomic_write(target, write)
+    assert seen_during_write == ["old\n"]
+    assert target.read_text() == "new\n"
+
+
+def test_atomic_write_failure_keeps_old_file_and_removes_temp(tmp_path: Path) -> None:
+    target = tmp_path / "model.json"
+    target.write_text("old")
+
+    def write(out):
+        out.write(b"half")
+        raise Boom
+
+    with pytest.raises(Boom):
+        storage.atomic_write(target, write)
+    assert target.read_text() == "old"
+    assert _hidden(tmp_path) == []
+
+
+def test_atomic_write_mode_follows_umask(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        storage.write_text(str(tmp_path / "f"), "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f").stat().st_mode & 0o777 == 0o640  # 0666 & ~027
+
+
+def test_atomic_write_file_uri_is_local(tmp_path: Path) -> None:
+    storage.write_bytes(f"file://{tmp_path}/x.bin", b"\x00\x01")
+    assert (tmp_path / "x.bin").read_bytes() == b"\x00\x01"
+
+
+@pytest.fixture
+def remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``fake://`` URIs on a file system that is not the local one (the pyarrow-stream branch)."""
+    fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
+    real = storage.filesystem
+
+    def filesystem(path: str):
+        if path.startswith("fake://"):
+            return fs, path[len("fake://") :]
+        return real(path)
+
+    monkeypatch.setattr(storage, "filesystem", filesystem)
+    return tmp_path
+
+
+def test_atomic_write_remote_branch(remote: Path) -> None:
+    (remote / "bucket").mkdir()
+    (remote / "bucket" / "f.txt").write_text("old")
+    storage.write_text("fake://bucket/f.txt", "new")
+    assert (remote / "bucket" / "f.txt").read_text() == "new"
+    assert _hidden(remote / "bucket") == []
+    storage.write_text("fake://bucket/deeper/g.txt", "g")  # parents created
+    assert (remote / "bucket" / "deeper" / "g.txt").read_text() == "g"
+
+
+def test_atomic_write_remote_failure_keeps_old_and_removes_temp(remote: Path) -> None:
+    (remote / "bucket").mkdir()
+    (remote / "bucket" / "f.txt").write_text("old")
+
+    def write(out):
+        out.write(b"half")
+        raise Boom
+
+    with pytest.raises(Boom):
+        storage.atomic_write("fake://bucket/f.txt", write)
+    assert (remote / "bucket" / "f.txt").read_text() == "old"
+    assert _hidden(remote / "bucket") == []
+
+
+# --------------------------------------------------------------------------------------------------
+# replace_dir
+# --------------------------------------------------------------------------------------------------
+def _dir(path: Path, **files: str) -> str:
+    path.mkdir(parents=True)
+    for name, text in files.items():
+        (path / name).write_text(text)
+    return str(path)
+
+
+def test_replace_dir_swaps_in_and_deletes_the_old(tmp_path: Path) -> None:
+    final = _dir(tmp_path / "out", a="old", only_old="x")
+    new = _dir(tmp_path / ".out.staging", a="new")
+    storage.replace_dir(new, final)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging, no .old- left
+    assert {p.name: p.read_text() for p in Path(final).iterdir()} == {"a": "new"}
+
+
+def test_replace_dir_without_previous(tmp_path: Path) -> None:
+    new = _dir(tmp_path / "staged", a="new")
+    final = tmp_path / "outputs" / "t" / "run_date=2026-01-01"  # parents created
+    storage.replace_dir(new, str(final))
+    assert (final / "a").read_text() == "new" and not Path(new).exists()
+
+
+def test_replace_dir_default_aside_is_beside_final(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    final = _dir(tmp_path / "graph", a="old")
+    new = _dir(tmp_path / "g2", a="new")
+    deleted = []
+    monkeypatch.setattr(storage, "delete_path", deleted.append)
+    storage.replace_dir(new, final)
+    assert len(deleted) == 1 and deleted[0].startswith(f"{final}.old-")
+    assert Path(deleted[0], "a").read_text() == "old"
+
+
+def test_replace_dir_crash_between_renames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The documented crash state: final absent, the old content at aside, the new one still staged."""
+    final = _dir(tmp_path / "out", a="old")
+    new = _dir(tmp_path / "staged", a="new")
+    aside = str(tmp_path / "_trash" / "run" / "out")
+    real_move, calls = storage.move, []
+
+    def move(src: str, dst: str) -> None:
+        calls.append((src, dst))
+        if len(calls) == 2:
+            raise Boom
+        real_move(src, dst)
+
+    monkeypatch.setattr(storage, "move", move)
+    with pytest.raises(Boom):
+        storage.replace_dir(new, final, aside=aside)
+    assert calls == [(final, aside), (new, final)]
+    assert not Path(final).exists()
+    assert (Path(aside) / "a").read_text() == "old" and (Path(new) / "a").read_text() == "new"
+
+
+def test_publish_table_sets_old_partition_aside_in_trash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nightly's swap: the previous partition goes to _trash/<run id>/ (what clean_staging removes)."""
+    from lepton_spark.pipeline import publish
+
+    out = str(tmp_path)
+    final = Path(publish.partition_dir(out, "pagerank", "2026-01-01"))
+    _dir(final, **{"part-0.parquet": "old", publish.RUN_MARKER: "run0\nt0\n"})
+    staged = Path(publish.staged_dir(out, "run1", "pagerank", "2026-01-01"))
+    _dir(staged, **{"part-0.parquet": "new", publish.RUN_MARKER: "run1\nt1\n"})
+    deleted = []
+    monkeypatch.setattr(storage, "delete_path", deleted.append)
+    publish.publish_table(out, "run1", "pagerank", "2026-01-01")
+    assert publish.publication(out, "pagerank", "2026-01-01") == ("run1", "t1")
+    assert len(deleted) == 1 and deleted[0].startswith(f"{out}/_trash/run1/")
+    assert Path(deleted[0], "part-0.parquet").read_text() == "old"
+
+
+def test_write_json_round_trip(tmp_path: Path) -> None:
+    storage.write_json(str(tmp_path / "m.json"), {"x": [1, 2], "when": tmp_path})  # default=str
+    assert json.loads(storage.read_text(str(tmp_path / "m.json"))) == {"x": [1, 2], "when": str(tmp_path)}
