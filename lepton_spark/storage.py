@@ -104,13 +104,14 @@ def _local(path: str | Path) -> Path | None:
     return Path(path.removeprefix("file://"))
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> None:
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object], *, fsync: bool = True) -> None:
     """Write one file atomically: ``write(stream)`` fills a hidden temporary file beside ``path``
     (``.<name>.<uuid>.tmp``, in the same directory, created if missing), which is then renamed over
     ``path``. A reader, or a crash at any moment, sees the previous file or the complete new one,
     never part of one; a crash can leave only the hidden temporary file behind. A local file is
     flushed to disk (``fsync``) before the rename, so a power cut cannot leave a renamed but empty
-    file. When ``write`` (or the rename) fails, the temporary file is removed and the error raised.
+    file (``fsync=False`` skips that for large scratch files a rerun recomputes). When ``write`` (or
+    the rename) fails, the temporary file is removed and the error raised.
     """
     local = _local(path)
     if local is not None:
@@ -122,7 +123,8 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> None
             with os.fdopen(fd, "wb") as fh:
                 write(fh)
                 fh.flush()
-                os.fsync(fh.fileno())
+                if fsync:
+                    os.fsync(fh.fileno())
             os.replace(tmp, local)
         except BaseException:
             if os.path.exists(tmp):
@@ -143,9 +145,9 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> None
         raise
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
+def write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> None:
     """Write a file atomically (:func:`atomic_write`)."""
-    atomic_write(path, lambda out: out.write(data))
+    atomic_write(path, lambda out: out.write(data), fsync=fsync)
 
 
 def write_text(path: str | Path, text: str) -> None:

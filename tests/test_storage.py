@@ -193,3 +193,13 @@ def test_publish_table_sets_old_partition_aside_in_trash(tmp_path: Path, monkeyp
 def test_write_json_round_trip(tmp_path: Path) -> None:
     storage.write_json(str(tmp_path / "m.json"), {"x": [1, 2], "when": tmp_path})  # default=str
     assert json.loads(storage.read_text(str(tmp_path / "m.json"))) == {"x": [1, 2], "when": str(tmp_path)}
+
+
+def test_fsync_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd)))
+    storage.write_bytes(str(tmp_path / "durable"), b"x")
+    assert len(calls) == 1
+    storage.write_bytes(str(tmp_path / "scratch"), b"y", fsync=False)
+    assert len(calls) == 1 and (tmp_path / "scratch").read_bytes() == b"y"

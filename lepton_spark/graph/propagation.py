@@ -346,15 +346,11 @@ def _open_binary(path: str) -> Any:
 def _save_npy(path: str, arr: np.ndarray) -> None:
     import io as _io
 
-    from lepton_spark.storage import filesystem
+    from lepton_spark.storage import write_bytes
 
-    fs, p = filesystem(path)
-    fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
     buf = _io.BytesIO()
     np.save(buf, arr, allow_pickle=False)
-    with fs.open_output_stream(p + ".tmp") as f:
-        f.write(buf.getvalue())
-    fs.move(p + ".tmp", p)
+    write_bytes(path, buf.getvalue(), fsync=False)  # resume scratch: atomic, not worth an fsync per round
 
 
 # -------------------------------------------------------------------------------- partitioned plan

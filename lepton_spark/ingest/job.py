@@ -275,7 +275,7 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str) -> dict[str,
                          graph_path=storage.join_path(staging, "graph"))
         storage.write_json(storage.join_path(staging, "graph", "_graph.json"), report["graph"])
         storage.write_json(storage.join_path(staging, "build_report.json"), report)
-        _publish(staging, output)
+        storage.replace_dir(staging, output)  # old output aside (<output>.old-<uuid>), staging in, old removed
     except BaseException:
         if storage.path_exists(staging):
             storage.delete_path(staging)
@@ -311,17 +311,6 @@ def _staging_path(output: str) -> str:
     base = output.rstrip("/")
     parent, name = base.rsplit("/", 1) if "/" in base else (".", base)
     return f"{parent}/.{name}.staging-{uuid.uuid4().hex[:12]}"
-
-
-def _publish(staging: str, output: str) -> None:
-    """Swap the staging directory into place: old output aside, staging in, old removed."""
-    old = None
-    if storage.path_exists(output):
-        old = f"{output.rstrip('/')}.old-{uuid.uuid4().hex[:12]}"
-        storage.move(output, old)
-    storage.move(staging, output)
-    if old:
-        storage.delete_path(old)
 
 
 #: up to this many edges the build report counts components on the driver (scipy over the written
