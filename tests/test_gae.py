@@ -22,6 +22,7 @@ from lepton_spark.models.gae import (
     score_pairs,
     train_link_model,
 )
+from lepton_spark.models.layers import Adam
 
 
 # --------------------------------------------------------------------------------------------------
@@ -365,3 +366,28 @@ def test_score_pairs_is_sigmoid_of_inner_product() -> None:
     Z = np.array([[1.0, 0.0], [2.0, -1.0], [0.0, 50.0]])
     got = score_pairs(Z, np.array([[0, 1], [1, 2], [0, 2]]))
     np.testing.assert_allclose(got, [1 / (1 + np.exp(-2.0)), 1 / (1 + np.exp(50.0)), 0.5], rtol=1e-12)
+
+
+def test_adam_epsilon_hat_is_tensorflow1_update_form() -> None:
+    # tf.train.AdamOptimizer (the reference's optimizer): lr_t = lr sqrt(1 - b2^t) / (1 - b1^t),
+    # w -= lr_t m_t / (sqrt(v_t) + eps). Step 1 with gradient g: m = (1 - b1) g, v = (1 - b2) g^2, so
+    # the step is lr sqrt(1 - b2) g / (sqrt(1 - b2) |g| + eps); PyTorch's form: lr g / (|g| + eps).
+    lr, b2, eps = 0.01, 0.999, 1e-8
+    g = np.array([1e-7, -3e-9, 0.5, 0.0])
+    tf1, torch = {"w": np.zeros(4)}, {"w": np.zeros(4)}
+    Adam(lr, epsilon_hat=True).step(tf1, {"w": g})
+    Adam(lr).step(torch, {"w": g})
+    c = np.sqrt(1 - b2)
+    np.testing.assert_allclose(tf1["w"], -lr * c * g / (c * np.abs(g) + eps), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(torch["w"], -lr * g / (np.abs(g) + eps), rtol=1e-12, atol=0)
+    assert abs(tf1["w"][0]) < 0.3 * abs(torch["w"][0])  # tiny gradients: the forms differ ...
+    assert tf1["w"][2] == pytest.approx(torch["w"][2], rel=1e-6)  # ... large ones: the same step
+    # later steps, gradients far above eps: the same trajectory as PyTorch's form without eps
+    rng = np.random.default_rng(0)
+    a, b = Adam(lr, epsilon_hat=True), Adam(lr, eps=0.0)
+    wa, wb = {"w": np.zeros(3)}, {"w": np.zeros(3)}
+    for _ in range(5):
+        grad = rng.normal(size=3)
+        a.step(wa, {"w": grad})
+        b.step(wb, {"w": grad})
+    np.testing.assert_allclose(wa["w"], wb["w"], rtol=1e-5)

@@ -9,14 +9,20 @@ Training (:meth:`GAE.fit`) follows the reference implementation (tkipf/gae) on t
 
 * the undirected pairs are split 85/5/10 with sampled negatives (:func:`lepton_spark.links.split
   .split_edges`, seeded); the encoder propagates over the TRAINING graph only (held-out pairs
-  removed in both directions) with ``Â = D^-1/2 (A_train + I) D^-1/2``;
+  removed in both directions) with ``Â = D^-1/2 (A_train + I) D^-1/2``; ``A_train`` keeps the
+  input's self-loops (a vertex with one gets 2 on the diagonal of ``A_train + I``), whereas the
+  reference deletes the diagonal before splitting (``train.py``, ``mask_test_edges``): to match it,
+  give a graph without self-loops (the ingest's default ``self_loops: drop``; ``bench/accuracy.py``
+  removes Citeseer's 124);
 * the target is ``A_label = binary(A_train) + I``; the loss is the reference's weighted binary
   cross-entropy over ALL ``n^2`` entries of ``Z Z^T``:
   ``norm * mean_ij [pos_weight * y_ij * softplus(-s_ij) + (1 - y_ij) * softplus(s_ij)]`` with
   ``pos_weight = (n^2 - E) / E`` and ``norm = n^2 / (2 (n^2 - E))``, ``E`` = stored entries of the
   binary training adjacency (each undirected pair twice, no diagonal);
 * full-batch Adam, lr 0.01, 200 epochs, no dropout, no weight decay, Glorot initialisation, no
-  early stopping; the model after the last epoch is kept.
+  early stopping; the model after the last epoch is kept. Adam takes TensorFlow 1's update form
+  (``eps`` 1e-8 added to ``sqrt(v)`` before the bias correction, :class:`~lepton_spark.models.layers.Adam`
+  ``epsilon_hat``) as the reference's ``tf.train.AdamOptimizer`` does; the other models keep the default form.
 
 The exact loss costs ``O(n^2 d)`` time per epoch (computed in row blocks, so memory stays
 ``O(n * block)``). Above ``full_max_nodes`` vertices (``loss="auto"``) an unbiased estimate replaces
@@ -480,7 +486,8 @@ class GAE(GraphModel):
         rule = (Patience(self.patience, LINK_MONITOR, restore_best=True)
                 if self.early_stopping == "patience" and have_val else StoppingRule())
         fit = run(params, epochs=self.epochs, lr=self.lr, objective=objective, evaluate=evaluate,
-                  metrics=("val_auc", "val_ap"), rule=rule, evaluate_before_step=True)
+                  metrics=("val_auc", "val_ap"), rule=rule, evaluate_before_step=True,
+                  adam_epsilon_hat=True)  # tkipf/gae's tf.train.AdamOptimizer (TF1 epsilon-hat form)
         self.params_ = {k: np.asarray(v, dtype=np.float64) for k, v in fit.params.items()}
         self.n_features_in_ = d
         self.n_classes_ = 0

@@ -445,10 +445,23 @@ def l2_penalty(params: Mapping[str, np.ndarray], names: Sequence[str], weight_de
 
 
 class Adam:
-    """Adam (Kingma & Ba 2015), PyTorch's update form; state is per parameter name."""
+    """Adam (Kingma & Ba 2015); state is per parameter name.
 
-    def __init__(self, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
+    Two update forms that differ only in where ``eps`` enters (the same for ``eps`` = 0):
+
+    * default, PyTorch's form (Algorithm 1 of the paper): ``w -= lr * m_hat / (sqrt(v_hat) + eps)``
+      with ``m_hat = m / (1 - beta1^t)``, ``v_hat = v / (1 - beta2^t)``;
+    * ``epsilon_hat=True``, TensorFlow 1's ``tf.train.AdamOptimizer`` (the formula before section 2.1
+      of the paper, ``eps`` = "epsilon hat"): ``lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t)``,
+      ``w -= lr_t * m / (sqrt(v) + eps)`` -- in the first form that is an effective
+      ``eps / sqrt(1 - beta2^t)`` (3.2e-7 at step 1, 2.3e-8 at step 200 for ``eps`` 1e-8), which
+      matters only for gradients that small.
+    """
+
+    def __init__(self, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 epsilon_hat: bool = False) -> None:
         self.lr, self.beta1, self.beta2, self.eps = float(lr), float(beta1), float(beta2), float(eps)
+        self.epsilon_hat = bool(epsilon_hat)
         self.t = 0
         self.m: Params = {}
         self.v: Params = {}
@@ -464,6 +477,10 @@ class Adam:
                 self.v[name] = np.zeros_like(g)
             self.m[name] = self.beta1 * self.m[name] + (1.0 - self.beta1) * g
             self.v[name] = self.beta2 * self.v[name] + (1.0 - self.beta2) * (g * g)
+            if self.epsilon_hat:
+                lr_t = self.lr * np.sqrt(c2) / c1
+                params[name] = params[name] - lr_t * self.m[name] / (np.sqrt(self.v[name]) + self.eps)
+                continue
             mhat = self.m[name] / c1
             vhat = self.v[name] / c2
             params[name] = params[name] - self.lr * mhat / (np.sqrt(vhat) + self.eps)

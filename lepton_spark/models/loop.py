@@ -172,13 +172,14 @@ class FitResult:
 
 def run(params: Params, *, epochs: int, lr: float, objective: Callable[[Params], tuple[float, Params, Any]],
         evaluate: Callable[[Params, Any], Mapping[str, float]], metrics: Sequence[str], rule: StoppingRule,
-        evaluate_before_step: bool = False) -> FitResult:
+        evaluate_before_step: bool = False, adam_epsilon_hat: bool = False) -> FitResult:
     """Full-batch Adam (learning rate ``lr``) for at most ``epochs`` epochs; see the module docstring.
 
     ``params`` (the initial weights) is updated in place, one new array per parameter and step.
     ``metrics`` names the keys of ``evaluate``'s result kept in the history, in order.
+    ``adam_epsilon_hat`` selects TF1's Adam update form (:class:`~lepton_spark.models.layers.Adam`).
     """
-    opt = Adam(lr)
+    opt = Adam(lr, epsilon_hat=adam_epsilon_hat)
     history: dict[str, list[float]] = {k: [] for k in ("epoch", "train_loss", *metrics)}
     stopped = False
     for epoch in range(epochs):
