@@ -11,6 +11,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
+from pyspark.sql import functions as F
 
 from lepton_spark.cli import main
 from lepton_spark.config import BuildConfig
@@ -123,6 +124,11 @@ def test_sym_normalisation_matches_scipy(spark, tmp_path: Path) -> None:
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     x = np.array([r["features"] for r in sorted(_read(out, "graph/vertices"), key=lambda r: r["id"])])
     np.testing.assert_allclose(x, (feats - feats.mean(0)) / feats.std(0), rtol=1e-5, atol=1e-5)
+    # the in-degree histogram the run report plots, recorded by the build, against the reference matrix
+    meta = json.loads((out / "graph" / "_graph.json").read_text())
+    indeg = np.count_nonzero(a, axis=0)  # a has the self-loops of A + I; the built edges have them too
+    want_hist = sorted((int(d), int(c)) for d, c in zip(*np.unique(indeg[indeg > 0], return_counts=True)))
+    assert [tuple(p) for p in meta["in_degree_histogram"]] == want_hist
 
 
 @pytest.mark.parametrize(("merge", "loops", "want"), [
@@ -323,3 +329,33 @@ def test_symmetric_degree_summary_equals_the_general_one(spark) -> None:
     assert degree_stats(vertices, edges, symmetric=True) == general
     # by hand: 0 -> 6, 1 -> 4, 2 -> 6 (1, 0 both ways + the loop counted in src and dst), 3 -> 4, 4 -> 2, 5 -> 0
     assert (general["min"], general["max"], general["isolated"], general["median"]) == (0, 6, 1, 4.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_degree_summary_from_histogram_equals_numpy(seed: int) -> None:
+    from lepton_spark.analytics.degrees import stats_from_histogram
+
+    rng = np.random.default_rng(seed)
+    degrees = np.concatenate([np.zeros(rng.integers(0, 5), dtype=np.int64), rng.zipf(2.0, 997) % 500])
+    values, counts = np.unique(degrees, return_counts=True)
+    got = stats_from_histogram(list(zip(values.tolist(), counts.tolist())))
+    # numpy's default percentile method is the linear interpolation Spark SQL's percentile uses
+    assert got["median"] == pytest.approx(np.percentile(degrees, 50), abs=1e-12)
+    assert got["p99"] == pytest.approx(np.percentile(degrees, 99), abs=1e-9)
+    assert got["mean"] == round(float(degrees.mean()), 4)
+    assert (got["min"], got["max"], got["isolated"]) == (degrees.min(), degrees.max(), int(np.sum(degrees == 0)))
+    assert stats_from_histogram([])["max"] == 0
+
+
+def test_degree_summary_matches_spark_percentile(spark) -> None:
+    from lepton_spark.analytics.degrees import degree_stats
+
+    rng = np.random.default_rng(3)
+    src, dst = rng.integers(0, 40, 150), rng.integers(0, 40, 150)
+    edges = spark.createDataFrame([(int(a), int(b)) for a, b in zip(src, dst)], "src long, dst long")
+    vertices = spark.createDataFrame([(i,) for i in range(45)], "id long")  # 40..44 isolated
+    deg = vertices.join(edges.select(F.col("src").alias("id")).unionAll(edges.select(F.col("dst").alias("id")))
+                        .groupBy("id").count(), "id", "left").fillna(0, subset=["count"])
+    want = deg.agg(F.expr("percentile(count, 0.5)").alias("m"), F.expr("percentile(count, 0.99)").alias("p")).first()
+    got = degree_stats(vertices, edges)
+    assert got["median"] == pytest.approx(want["m"], abs=1e-12) and got["p99"] == pytest.approx(want["p"], abs=1e-9)

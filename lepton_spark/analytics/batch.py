@@ -45,7 +45,12 @@ def vertex_analytics(vertices: DataFrame, edges: DataFrame, *, reset: float = 0.
         return _on_driver(vertices, edges, reset, pagerank_iters, pagerank_tol, lpa_iters, components)
     log.info("analytics: %s edges: on the Spark block engine",
              f"more than {local_max_edges}" if n_edges > local_max_edges else n_edges)
-    from lepton_spark.analytics.pagerank import MAX_ITER_FOR_TOL, PAGERANK, normalise_ranks
+    from lepton_spark.analytics.pagerank import (
+        MAX_ITER_FOR_TOL,
+        PAGERANK,
+        normalise_rank_array,
+        normalise_ranks,
+    )
     from lepton_spark.graph.programs import (
         BlockEngine,
         components_program,
@@ -60,8 +65,18 @@ def vertex_analytics(vertices: DataFrame, edges: DataFrame, *, reset: float = 0.
     with BlockEngine(ig, config=config, symmetric=symmetric, operators=operators,
                      operator_key=operator_key) as engine:
         tol = pagerank_tol if pagerank_tol > 0 else None
-        ranks = engine.run(pagerank_program(reset, None, tol), MAX_ITER_FOR_TOL if tol else pagerank_iters)
-        out["pagerank"] = normalise_ranks(ig.to_original(ranks.withColumnRenamed("value", PAGERANK), [PAGERANK], []))
+        prog, iters = pagerank_program(reset, None, tol), MAX_ITER_FOR_TOL if tol else pagerank_iters
+        scaled = None
+        if engine.plan == "broadcast":  # the ranks are on the driver: rescale them there
+            ids, state = engine.run_local(prog, iters)
+            scaled = normalise_rank_array(state)
+        if scaled is not None:
+            ranks = engine.to_df(ids, scaled).withColumnRenamed("value", PAGERANK)
+            out["pagerank"] = ig.to_original(ranks, [PAGERANK], [])
+        else:
+            ranks = engine.run(prog, iters) if engine.plan != "broadcast" else engine.to_df(ids, state)
+            out["pagerank"] = normalise_ranks(ig.to_original(ranks.withColumnRenamed("value", PAGERANK),
+                                                             [PAGERANK], []))
         if components:
             comp = engine.run(components_program(), 2**31 - 2).withColumnRenamed("value", "component")
             out["components"] = ig.to_original(comp, ["component"], [])

@@ -29,6 +29,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.storagelevel import StorageLevel
@@ -46,6 +47,16 @@ PAGERANK = "pagerank"
 WEIGHT = "weight"
 _OUT = "_outdeg"
 MAX_ITER_FOR_TOL = 10_000
+
+
+def normalise_rank_array(ranks: np.ndarray, personalised: bool = False) -> np.ndarray | None:
+    """:func:`normalise_ranks` of ranks held on the driver (None when they sum to 0, where the
+    DataFrame version gives nulls). One vector operation instead of an aggregation job and a join over
+    a DataFrame of driver rows (2 s of a nightly's analytics at 1M vertices)."""
+    total = float(np.sum(ranks))
+    if total == 0.0:
+        return None
+    return ranks * ((1.0 if personalised else float(len(ranks))) / total)
 
 
 def normalise_ranks(ranks: DataFrame, personalised: bool = False) -> DataFrame:

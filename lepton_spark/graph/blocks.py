@@ -223,10 +223,15 @@ class BroadcastOperator:
             dp_, dv = kernels.positions(lookup, dst)
             sv &= (sp_ >= 0) & (sp_ < n)
             dv &= (dp_ >= 0) & (dp_ < n)
-            out_rows, out_counts = np.unique(sp_[sv], return_counts=True)  # every edge leaving a vertex
+            every = sv.all()
+            out_counts = np.bincount(sp_ if every else sp_[sv])  # every edge leaving a vertex
+            out_rows = np.flatnonzero(out_counts)
+            out_counts = out_counts[out_rows]
             bad_weights = int(np.count_nonzero(~np.isfinite(wt)))
             ok = sv & dv
-            rows, indptr, indices, data = kernels.csr_from_pairs(dp_[ok], sp_[ok].astype(idx_t), wt[ok])
+            if not ok.all():
+                dp_, sp_, wt = dp_[ok], sp_[ok], wt[ok]
+            rows, indptr, indices, data = kernels.csr_from_pairs(dp_, sp_.astype(idx_t), wt)
             row = {"nnz": len(data), "out_rows": out_rows.astype(np.int64).tobytes(),
                    "out_counts": out_counts.astype(np.int64).tobytes(), "bad_weights": bad_weights}
             if exchange:
@@ -257,7 +262,7 @@ class BroadcastOperator:
                 int(pc.sum(files.column("bad_weights")).as_py() or 0), files.num_rows
             out_deg = np.zeros(n, dtype=np.float64)
             for r, c in zip(files.column("out_rows"), files.column("out_counts")):
-                np.add.at(out_deg, np.frombuffer(_buf(r), np.int64), np.frombuffer(_buf(c), np.int64))
+                out_deg[np.frombuffer(_buf(r), np.int64)] += np.frombuffer(_buf(c), np.int64)  # rows unique per block
         else:
             blocks, paths, out_deg = packed.mapInArrow(pack, _BLOCK_SCHEMA).persist(), None, None
             stats = blocks.agg(F.count(F.lit(1)).alias("b"), F.sum("nnz").alias("nnz"),
@@ -280,7 +285,7 @@ class BroadcastOperator:
             t = storage.collect_arrow(self.blocks.select("out_rows", "out_counts"))
             deg = np.zeros(self.n, dtype=np.float64)
             for r, c in zip(t.column("out_rows"), t.column("out_counts")):
-                np.add.at(deg, np.frombuffer(_buf(r), np.int64), np.frombuffer(_buf(c), np.int64))
+                deg[np.frombuffer(_buf(r), np.int64)] += np.frombuffer(_buf(c), np.int64)  # rows unique per block
             self._out_degrees = deg
         return self._out_degrees
 

@@ -30,7 +30,7 @@ def positions(ids: np.ndarray | None, values: np.ndarray) -> tuple[np.ndarray, n
     n = len(ids)
     if ids[0] == 0 and ids[-1] == n - 1:  # sorted unique ids 0..n-1: the position is the value itself
         valid = (values >= 0) & (values < n)
-        return np.where(valid, values, 0), valid
+        return (values if valid.all() else np.where(valid, values, 0)), valid
     pos = np.minimum(np.searchsorted(ids, values), len(ids) - 1)
     return pos, ids[pos] == values
 
@@ -41,9 +41,16 @@ def csr_from_pairs(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> tupl
     Duplicate (row, col) pairs are kept as separate entries (a multigraph sends one message per edge).
     """
     order = np.argsort(rows, kind="stable")
-    r = rows[order]
-    unique, starts = np.unique(r, return_index=True)
-    indptr = np.append(starts, len(r)).astype(np.int64)
+    if len(rows) and rows.dtype.kind in "iu" and rows.min() >= 0 and rows.max() < 4 * len(rows) + (1 << 20):
+        # dense row positions: counting them is O(n) where np.unique would sort the sorted rows again
+        # (sparse keys, such as the partitioned plan's, take np.unique: a count array would be huge)
+        counts = np.bincount(rows)
+        unique = np.flatnonzero(counts).astype(rows.dtype)
+        indptr = np.zeros(len(unique) + 1, dtype=np.int64)
+        np.cumsum(counts[unique], out=indptr[1:])
+    else:
+        unique, starts = np.unique(rows[order], return_index=True)
+        indptr = np.append(starts, len(rows)).astype(np.int64)
     return unique, indptr, cols[order], vals[order].astype(np.float32)
 
 

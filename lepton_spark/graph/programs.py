@@ -281,13 +281,25 @@ class BlockEngine:
 
         ``value`` is double (float64 states), long (int64) or array<int> (2-d int32 states).
         """
+        if self.plan == "partitioned":
+            return self._operator(prog).run(prog, max_iter)
+        ids, state = self.run_local(prog, max_iter)
+        return storage.create_df(self.spark, state_table(ids, state))
+
+    def run_local(self, prog: VertexProgram, max_iter: int) -> tuple[np.ndarray, np.ndarray]:
+        """Broadcast plan only: :meth:`run`'s result as driver arrays ``(ids, state)``, for a caller
+        that finishes the state on the driver (PageRank's rescaling) before it becomes a DataFrame."""
+        if self.plan != "broadcast":
+            raise ValueError("run_local: the partitioned plan's state is not on the driver (use run)")
         t0 = time.perf_counter()
         op = self._operator(prog)
-        if self.plan == "partitioned":
-            return op.run(prog, max_iter)
         ids = self.ids()
         state, rounds = run_broadcast(op, prog, ids, max_iter)
         log.info("%s[broadcast]: %d rounds in %.2fs", prog.name, rounds, time.perf_counter() - t0)
+        return ids, state
+
+    def to_df(self, ids: np.ndarray, state: np.ndarray) -> DataFrame:
+        """``DataFrame(id long, value)`` of driver arrays, as :meth:`run` returns it."""
         return storage.create_df(self.spark, state_table(ids, state))
 
     def close(self) -> None:

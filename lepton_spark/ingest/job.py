@@ -348,14 +348,15 @@ def _count_components(cfg: BuildConfig, vertices: DataFrame, edges: DataFrame, m
 def _report(spark: SparkSession, cfg: BuildConfig, vertices: DataFrame, edges: DataFrame, n_in: int, m_in: int,
             n_kept: int, quarantine: dict[str, int], dim: int, t0: float,
             graph_path: str | None = None) -> dict[str, Any]:
-    from lepton_spark.analytics.degrees import degree_stats
+    from lepton_spark.analytics.degrees import degree_histogram, stats_from_histogram
 
     n = vertices.count()
     m = edges.count()
     labels = vertices.agg(F.max("label").alias("mx")).first()["mx"]
     num_classes = cfg.num_classes or (int(labels) + 1 if labels is not None else 0)
     splits = {r["split"]: int(r["count"]) for r in vertices.groupBy("split").count().collect() if r["split"]}
-    degrees = degree_stats(vertices, edges, symmetric=bool(cfg.symmetrize))
+    histogram = degree_histogram(vertices, edges, symmetric=bool(cfg.symmetrize))
+    degrees = stats_from_histogram(histogram)
     components = None
     if m <= cfg.report_components_max_edges:
         components = _count_components(cfg, vertices, edges, m, graph_path)
@@ -375,6 +376,10 @@ def _report(spark: SparkSession, cfg: BuildConfig, vertices: DataFrame, edges: D
                   # every (u, v) has its (v, u), each once (duplicates merged): analytics reuse the
                   # directed edge blocks as the undirected ones
                   "symmetric": bool(cfg.symmetrize),
+                  # [[in-degree, vertices], ...] over the vertices with an in-edge (the run report's
+                  # plot); a symmetric graph's in-degree is half its degree
+                  **({"in_degree_histogram": [[d // 2, c] for d, c in histogram if d > 0]}
+                     if cfg.symmetrize else {}),
                   # features (one length, finite) and weights (finite, >= 0) passed the build's rules
                   "validated": True},
         "seconds": round(time.perf_counter() - t0, 3),

@@ -68,8 +68,11 @@ def write_report(spark: SparkSession, run_dir: str, output: str | None = None) -
             figures.append((_save(fig, tmp, "training_curve.png", plt), "Training curve"))
         graph_dir = manifest.get("graph_dir")
         if graph_dir and storage.path_exists(graph_dir):
-            _, edges = storage.read_graph(spark, graph_dir)
-            deg = edges.groupBy("dst").count().groupBy("count").count().orderBy("count").collect()
+            # the build records the histogram in _graph.json (symmetric graphs); else one Spark job
+            deg = storage.read_graph_meta(graph_dir).get("in_degree_histogram")
+            if deg is None:
+                _, edges = storage.read_graph(spark, graph_dir)
+                deg = edges.groupBy("dst").count().groupBy("count").count().orderBy("count").collect()
             if deg:
                 fig, ax = plt.subplots(figsize=(5, 3.5))
                 ax.loglog([r[0] for r in deg], [r[1] for r in deg], "o", markersize=3)
