@@ -194,9 +194,9 @@ def test_partitioned_plan_with_partials_cut_into_many_values(spark, monkeypatch)
 
     ``max`` because its combine is the one that tracks which rows a part has already set."""
     agg = "max"
-    from lepton_spark.graph import propagation
+    from lepton_spark.graph.propagation import partitioned_plan
 
-    monkeypatch.setattr(propagation, "_PARTIAL_VALUE_BYTES", 1)  # -> one row of a partial per value
+    monkeypatch.setattr(partitioned_plan, "_PARTIAL_VALUE_BYTES", 1)  # -> one row of a partial per value
     ids, x, src, dst, w = _random_case(17, sparse_ids=True)
     g = _graph(spark, ids, x, ids[src], ids[dst], w)
     got = _to_matrix(propagate(g, rounds=2, agg=agg, plan="partitioned", num_blocks=2), ids)
@@ -206,17 +206,17 @@ def test_partitioned_plan_with_partials_cut_into_many_values(spark, monkeypatch)
 def test_partitioned_round_reads_cached_edge_blocks_without_exchange_or_sort(spark, monkeypatch, capsys) -> None:
     """A round shuffles only the partials: the cached edge blocks are neither reshuffled nor re-sorted,
     also with fewer blocks (2) than spark.sql.shuffle.partitions (4 in the test session)."""
-    from lepton_spark.graph import propagation
+    from lepton_spark.graph.propagation import partitioned_plan
 
     rounds_seen = []
-    original = propagation._cogroup
+    original = partitioned_plan.cogroup
 
     def recording(left, right, fn, schema):
         out = original(left, right, fn, schema)
         rounds_seen.append(out)
         return out
 
-    monkeypatch.setattr(propagation, "_cogroup", recording)
+    monkeypatch.setattr(partitioned_plan, "cogroup", recording)
     ids, x, src, dst, w = _random_case(23)
     aqe = spark.conf.get("spark.sql.adaptive.enabled")
     spark.conf.set("spark.sql.adaptive.enabled", "false")  # the plan as planned, not re-optimised
@@ -235,10 +235,10 @@ def test_partitioned_round_reads_cached_edge_blocks_without_exchange_or_sort(spa
 
 def test_block_keys_give_every_block_its_own_partition(spark) -> None:
     """Spark's own hash partitioning into B partitions sends the B block labels to B different tasks."""
-    from lepton_spark.graph.propagation import _block_keys
+    from lepton_spark.graph.propagation.partitioned_plan import block_keys
 
     for blocks in (2, 3, 8):
-        keys = _block_keys(spark, blocks)
+        keys = block_keys(spark, blocks)
         df = spark.createDataFrame([(k,) for k in keys], "pid int").repartition(blocks, "pid")
         per_task = df.groupBy(F.spark_partition_id().alias("task")).count().collect()
         assert len(keys) == len(set(keys)) == blocks
