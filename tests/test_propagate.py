@@ -314,3 +314,50 @@ def test_sym_normalised_propagation_matches_scipy(spark, plan) -> None:
     A = sp.csr_matrix((w.astype(np.float64), (src, dst)), shape=(len(ids), len(ids)))
     P = sym_propagation(A)
     np.testing.assert_allclose(out, P @ (P @ x.astype(np.float64)), rtol=1e-5, atol=1e-5)
+
+
+def test_lineage_policy_due_rounds_and_one_fallback(spark, monkeypatch, caplog) -> None:
+    """The one lineage policy (propagation, vertex programs, Pregel): due every `interval` rounds (0: never);
+    a failed reliable checkpoint is logged once, then every cut is local."""
+    import logging
+
+    from lepton_spark.graph.propagation.rounds import LineagePolicy
+
+    assert [k for k in range(1, 7) if LineagePolicy(interval=2).due(k)] == [2, 4, 6]
+    assert not any(LineagePolicy(interval=0).due(k) for k in range(1, 5))
+    df = spark.range(5)
+
+    def broken(self, eager=True):
+        raise RuntimeError("java.lang.IllegalStateException: Checkpoint directory has not been set")
+
+    monkeypatch.setattr(type(df), "checkpoint", broken)
+    policy = LineagePolicy(reliable=True, what="test")
+    with caplog.at_level(logging.WARNING):
+        cuts = [policy.cut(df) for _ in range(3)]
+    assert [c.count() for c in cuts] == [5, 5, 5]
+    warnings_ = [r.getMessage() for r in caplog.records if "falling back to localCheckpoint" in r.getMessage()]
+    assert len(warnings_) == 1 and warnings_[0].startswith("test: reliable checkpoint failed (java.lang.Illegal")
+
+
+@pytest.mark.parametrize("plan", ["broadcast", "partitioned"])
+def test_resume_with_checkpoint_interval_and_mean(spark, tmp_path, plan) -> None:
+    """With checkpoint_interval=2 only rounds 2 and 4 (the last) are written: a failure in round 3 resumes
+    after round 2, and the partitioned plan's pending mean division survives the write and the read."""
+    ids, x, src, dst, w = _random_case(9)
+    g = _graph(spark, ids, x, src, dst, w)
+    ckpt = str(tmp_path / plan)
+
+    def boom(k, info):
+        if k == 3:
+            raise RuntimeError("injected failure in round 3")
+
+    with pytest.raises(RuntimeError, match="injected"):
+        propagate(g, rounds=4, agg="mean", plan=plan, checkpoint=ckpt, checkpoint_interval=2, on_round=boom,
+                  num_blocks=3)
+    assert sorted(p.name for p in (tmp_path / plan).glob("round-*")) == ["round-0002"]
+    resumed: list[int] = []
+    out = propagate(g, rounds=4, agg="mean", plan=plan, checkpoint=ckpt, checkpoint_interval=2, num_blocks=3,
+                    on_round=lambda k, info: resumed.append(k))
+    assert resumed == [3, 4]
+    np.testing.assert_allclose(_to_matrix(out, ids), kernels.reference_propagate(src, dst, w, x, 4, "mean"),
+                               rtol=1e-5, atol=1e-5)

@@ -34,7 +34,7 @@ from lepton_spark.config import GraphConfig
 from lepton_spark.graph import arrow, kernels
 from lepton_spark.graph.arrow import cell
 from lepton_spark.graph.propagation.partitioned_plan import block_keys, cogroup
-from lepton_spark.graph.propagation.rounds import cut
+from lepton_spark.graph.propagation.rounds import LineagePolicy
 from lepton_spark.session import task_slots
 
 if TYPE_CHECKING:
@@ -68,7 +68,8 @@ def _pack_edges(vertices: DataFrame, edges: DataFrame, blocks: int, keys: list[i
     """Cached edge blocks, one row per block (schema ``_EBLOCK``), partitioned and sorted by block."""
     block = (F.pmod(F.xxhash64("id"), F.lit(blocks)) + 1).cast("int")
     pid = F.element_at(F.array(*[F.lit(k) for k in keys]), block).cast("int")
-    vl = cut(vertices.select("id").withColumn("pid", pid).withColumn(
+    policy = LineagePolicy.for_session(vertices.sparkSession, what="blocks[partitioned]", logger=log)
+    vl = policy.cut(vertices.select("id").withColumn("pid", pid).withColumn(
         "local", (F.row_number().over(Window.partitionBy("pid").orderBy("id")) - 1).cast("int")))
     s = vl.select(F.col("id").alias("src"), F.col("pid").alias("spid"), F.col("local").alias("slocal"))
     d = vl.select(F.col("id").alias("dst"), F.col("pid").alias("dpid"), F.col("local").alias("dlocal"))
@@ -164,6 +165,7 @@ class PartitionedOperator:
 def _run(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_iter: int) -> DataFrame:
     from lepton_spark.graph.arrow import state_table
     t0 = time.perf_counter()
+    policy = LineagePolicy.for_session(spark, what=prog.name, logger=log)  # every round is cut
     dtype = np.dtype(prog.dtype)
     probe = prog.init(np.zeros(1, np.int64))
     width = probe.shape[1] if probe.ndim == 2 else 0
@@ -229,12 +231,12 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_i
         return step
 
     empty = spark.createDataFrame([], _MSG)
-    state = cut(cogroup(empty, eblocks, step_fn(True, max_iter == 0), _MSG))
+    state = policy.cut(cogroup(empty, eblocks, step_fn(True, max_iter == 0), _MSG))
     try:
         for it in range(1, max_iter + 1):
             tk = time.perf_counter()
             out = cogroup(state.repartition(blocks, "pid"), eblocks, step_fn(False, it == max_iter), _MSG)
-            state = cut(out)
+            state = policy.cut(out)
             d = state.filter(F.col("kind") == 0).agg(F.sum("delta").alias("d")).first()["d"] or 0.0
             log.info("%s[partitioned] round %d: delta %.6g, %.2fs", prog.name, it, d, time.perf_counter() - tk)
             if prog.converged(d):
@@ -250,7 +252,7 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_i
 
         value_t = T.ArrayType(T.IntegerType()) if width else (T.DoubleType() if dtype.kind == "f" else T.LongType())
         schema = T.StructType([T.StructField("id", T.LongType()), T.StructField("value", value_t)])
-        result = cut(own.mapInArrow(explode, schema))
+        result = policy.cut(own.mapInArrow(explode, schema))
     finally:
         state.unpersist()
     log.info("%s[partitioned]: done in %.2fs", prog.name, time.perf_counter() - t0)

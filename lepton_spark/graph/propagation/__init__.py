@@ -24,6 +24,7 @@ that a later call with the same inputs resumes after the last complete round) is
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from pyspark.sql import DataFrame, SparkSession
@@ -35,7 +36,7 @@ from lepton_spark.graph.propagation import broadcast_plan, partitioned_plan
 from lepton_spark.graph.propagation.broadcast_plan import OperatorCache
 from lepton_spark.graph.propagation.inputs import Inputs, check_features, check_weights, prepare
 from lepton_spark.graph.propagation.partitioned_plan import num_partitioned_blocks, sym_edges
-from lepton_spark.graph.propagation.rounds import RoundCallback, RoundStore
+from lepton_spark.graph.propagation.rounds import LineagePolicy, RoundCallback, Rounds, RoundStore
 from lepton_spark.graph.propagation.schemas import FEATURES_T
 from lepton_spark.session import is_connect, shuffle_partitions, task_slots
 
@@ -64,6 +65,49 @@ def _spark_version(spark: SparkSession) -> tuple[int, int]:
 def native_aggregate_available(spark: SparkSession) -> bool:
     """True when Spark has ``vector_sum``/``vector_avg`` on ``array<float>`` (Spark >= 4.3)."""
     return _spark_version(spark) >= (4, 3) and hasattr(F, "vector_sum")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One :func:`propagate` call's settings with the config's defaults filled in, checked on creation."""
+
+    rounds: int
+    agg: str
+    plan: str
+    native_aggregate: str
+    broadcast_max_bytes: int
+    checkpoint_interval: int
+    config: GraphConfig
+    num_blocks: int | None = None
+    checkpoint: str | None = None
+    normalize: str | None = None
+    on_round: RoundCallback | None = None
+    operators: OperatorCache | None = None
+    operator_key: Any = None
+
+    @classmethod
+    def resolve(cls, config: GraphConfig | None, *, plan: str | None, native_aggregate: str | None,
+                broadcast_max_bytes: int | None, checkpoint_interval: int | None, **settings: Any) -> RunSpec:
+        """The spec with every unset setting taken from ``config`` (default ``GraphConfig()``)."""
+        cfg = config or GraphConfig()
+        return cls(
+            plan=plan or cfg.plan,
+            native_aggregate=native_aggregate or cfg.native_aggregate,
+            broadcast_max_bytes=cfg.broadcast_max_bytes if broadcast_max_bytes is None else broadcast_max_bytes,
+            checkpoint_interval=checkpoint_interval or cfg.checkpoint_interval,
+            config=cfg,
+            **settings,
+        )
+
+    def __post_init__(self) -> None:
+        if self.agg not in kernels.AGGS:
+            raise ValueError(f"propagate: agg must be one of {', '.join(kernels.AGGS)}, got {self.agg!r}")
+        if self.plan not in PLANS:
+            raise ValueError(f"propagate: plan must be one of {', '.join(PLANS)}, got {self.plan!r}")
+        if self.rounds < 0:
+            raise ValueError(f"propagate: rounds must be >= 0, got {self.rounds}")
+        if self.normalize not in (None, "sym") or (self.normalize == "sym" and self.agg != "sum"):
+            raise ValueError(f"propagate: normalize must be None or 'sym' (with agg='sum'), got {self.normalize!r}")
 
 
 def propagate(
@@ -159,67 +203,69 @@ def propagate(
     >>> sorted((r["id"], r["features"]) for r in out.collect())
     [(0, [0.0, 0.0]), (1, [1.0, 0.0]), (2, [2.0, 2.5])]
     """
-    cfg = config or GraphConfig()
-    plan = plan or cfg.plan
-    native_mode = native_aggregate or cfg.native_aggregate
-    interval = checkpoint_interval or cfg.checkpoint_interval
-    max_bytes = cfg.broadcast_max_bytes if broadcast_max_bytes is None else broadcast_max_bytes
-    if agg not in kernels.AGGS:
-        raise ValueError(f"propagate: agg must be one of {', '.join(kernels.AGGS)}, got {agg!r}")
-    if plan not in PLANS:
-        raise ValueError(f"propagate: plan must be one of {', '.join(PLANS)}, got {plan!r}")
-    if rounds < 0:
-        raise ValueError(f"propagate: rounds must be >= 0, got {rounds}")
-    if normalize not in (None, "sym") or (normalize == "sym" and agg != "sum"):
-        raise ValueError(f"propagate: normalize must be None or 'sym' (with agg='sum'), got {normalize!r}")
+    spec = RunSpec.resolve(
+        config, rounds=rounds, agg=agg, plan=plan, native_aggregate=native_aggregate, num_blocks=num_blocks,
+        broadcast_max_bytes=broadcast_max_bytes, checkpoint=checkpoint, checkpoint_interval=checkpoint_interval,
+        on_round=on_round, operators=operators, normalize=normalize, operator_key=operator_key)
     inp = prepare(g, features, weight)
     try:
-        return _run(inp, rounds, agg, plan, cfg, native_mode, max_bytes, num_blocks, checkpoint, interval, on_round,
-                    operators, normalize, operator_key)
+        return _run(inp, spec)
     finally:
         inp.x0.unpersist()
 
 
-def _run(inp: Inputs, rounds: int, agg: str, plan: str, cfg: GraphConfig, native_mode: str, max_bytes: int,
-         num_blocks: int | None, checkpoint: str | None, interval: int, on_round: RoundCallback | None,
-         operators: OperatorCache | None = None, normalize: str | None = None,
-         operator_key: Any = None) -> DataFrame:
-    if rounds == 0 or inp.n == 0:
-        return inp.x0
+@dataclass(frozen=True)
+class PlanChoice:
+    """The physical plan of one call: its name, why it was chosen (logged) and its aggregation."""
+
+    name: str  # "broadcast" | "partitioned"
+    why: str
+    native: bool = False  # partitioned: Spark sums the partials (vector_sum)
+
+
+def choose_plan(inp: Inputs, spec: RunSpec) -> PlanChoice:
+    """Broadcast when the feature matrix (``n * d * 4`` bytes) fits ``broadcast_max_bytes``, else partitioned.
+
+    Spark Connect always gets the partitioned plan (a client closure cannot carry the features). A
+    forced plan is taken as is. ``native_aggregate="on"`` needs Spark >= 4.3 (ValueError otherwise)
+    and does not apply to ``max``.
+    """
     size = inp.n * inp.dim * 4
-    if plan == "auto":
+    if spec.plan == "auto":
         if is_connect(inp.spark):
             chosen, why = "partitioned", "Spark Connect: the feature matrix never rides in a client closure"
         else:
-            chosen = "broadcast" if size <= max_bytes else "partitioned"
+            chosen = "broadcast" if size <= spec.broadcast_max_bytes else "partitioned"
             why = (f"feature matrix {size / 2**20:.1f} MiB {'<=' if chosen == 'broadcast' else '>'} "
-                   f"{max_bytes / 2**20:.0f} MiB")
+                   f"{spec.broadcast_max_bytes / 2**20:.0f} MiB")
     else:
-        chosen, why = plan, "forced"
-    parts = cfg.num_partitions or shuffle_partitions(inp.spark)
-    native = False
-    if chosen == "partitioned":
-        available = native_aggregate_available(inp.spark)
-        if native_mode == "on" and not available:
-            raise ValueError(f"propagate: native vector aggregation needs Spark >= 4.3 (running {inp.spark.version})")
-        native = native_mode == "on" and agg != "max"
-    log.info("propagate: %s plan (%s), %d rounds, agg=%s", chosen, why, rounds, agg)
-    signature = {"n": inp.n, "dim": inp.dim, "rounds_plan": chosen, "agg": agg, "native": native,
-                 "normalize": normalize}
-    store = RoundStore(checkpoint, signature)
+        chosen, why = spec.plan, "forced"
     if chosen == "broadcast":
-        return broadcast_plan.run(inp, rounds, agg, parts, store, interval, on_round, cfg.local_exchange, operators,
-                                  normalize, operator_key)
-    factors = None
-    if normalize == "sym":
-        inp.edges, factors = sym_edges(inp.edges, inp.x0.select("id"))
+        return PlanChoice(chosen, why)
+    if spec.native_aggregate == "on" and not native_aggregate_available(inp.spark):
+        raise ValueError(f"propagate: native vector aggregation needs Spark >= 4.3 (running {inp.spark.version})")
+    return PlanChoice(chosen, why, native=spec.native_aggregate == "on" and spec.agg != "max")
+
+
+def _run(inp: Inputs, spec: RunSpec) -> DataFrame:
+    """Choose the plan once, then delegate to it with the round state it resumes from and cuts by."""
+    if spec.rounds == 0 or inp.n == 0:
+        return inp.x0
+    choice = choose_plan(inp, spec)
+    log.info("propagate: %s plan (%s), %d rounds, agg=%s", choice.name, choice.why, spec.rounds, spec.agg)
+    signature = {"n": inp.n, "dim": inp.dim, "rounds_plan": choice.name, "agg": spec.agg, "native": choice.native,
+                 "normalize": spec.normalize}
+    rounds = Rounds(spec.rounds, RoundStore(spec.checkpoint, signature),
+                    LineagePolicy.for_session(inp.spark, spec.checkpoint_interval), spec.on_round)
+    cfg = spec.config
+    if choice.name == "broadcast":
+        return broadcast_plan.run(inp, rounds, agg=spec.agg, parts=cfg.num_partitions or shuffle_partitions(inp.spark),
+                                  local_exchange=cfg.local_exchange, cache=spec.operators, normalize=spec.normalize,
+                                  operator_key=spec.operator_key)
     slots = cfg.num_partitions or task_slots(inp.spark)
-    blocks = num_blocks or num_partitioned_blocks(size, slots, cfg.block_max_bytes)
-    try:
-        return partitioned_plan.run(inp, rounds, agg, blocks, native, store, interval, on_round)
-    finally:
-        if factors is not None:
-            factors.unpersist()
+    blocks = spec.num_blocks or num_partitioned_blocks(inp.n * inp.dim * 4, slots, cfg.block_max_bytes)
+    return partitioned_plan.run(inp, rounds, agg=spec.agg, blocks=blocks, native=choice.native,
+                                normalize=spec.normalize)
 
 
 def spmm(entries: DataFrame, dense: DataFrame, *, row: str = "row", col: str = "col", value: str = "value",

@@ -22,12 +22,12 @@ import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame
 
-from lepton_spark import logs, storage
+from lepton_spark import storage
 from lepton_spark.errors import InvalidGraphError
 from lepton_spark.graph.arrow import list_to_matrix, matrix_to_list
 from lepton_spark.graph.blocks import BroadcastOperator
 from lepton_spark.graph.propagation.inputs import Inputs
-from lepton_spark.graph.propagation.rounds import RoundCallback, RoundStore
+from lepton_spark.graph.propagation.rounds import Rounds, RoundStore
 from lepton_spark.graph.propagation.schemas import RESULT
 
 log = logging.getLogger(__name__)
@@ -77,12 +77,38 @@ class OperatorCache:
         self._ops.clear()
 
 
-def run(inp: Inputs, rounds: int, agg: str, parts: int, store: RoundStore,
-        interval: int, on_round: RoundCallback | None, local_exchange: bool = True,
-        cache: OperatorCache | None = None, normalize: str | None = None,
-        operator_key: Any = None) -> DataFrame:
-    """``rounds`` rounds of the broadcast plan; DataFrame(id, features) of local rows."""
-    t0 = time.perf_counter()
+class _BroadcastRounds:
+    """The broadcast plan's rounds (a :class:`~.rounds.RoundPlan`): the state is the feature matrix on the driver."""
+
+    name = "broadcast"
+    lazy = False  # a step is the round's Spark job
+
+    def __init__(self, op: BroadcastOperator, agg: str, dinv: np.ndarray | None, rows: int) -> None:
+        self.op, self.agg, self.dinv, self.rows = op, agg, dinv, rows
+
+    def step(self, x: np.ndarray) -> np.ndarray:
+        if self.dinv is None:
+            return self.op.apply(x, self.agg)[0]
+        y = self.dinv * x  # D^-1/2 (A + I) D^-1/2 x, scaled on the driver around (A + I) y
+        return self.dinv * (self.op.apply(y, "sum")[0] + y)
+
+    def save(self, store: RoundStore, k: int, x: np.ndarray) -> np.ndarray:
+        store.write_array(k, "x.npy", x)
+        return x
+
+    def load(self, store: RoundStore, k: int) -> np.ndarray:
+        return store.read_array(k, "x.npy")
+
+    def cut(self, x: np.ndarray) -> np.ndarray:
+        return x  # a driver-side matrix has no lineage
+
+
+def _collect_features(inp: Inputs) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, x)``: the sorted vertex ids and their features as one float32 matrix on the driver.
+
+    Raises :class:`~lepton_spark.errors.InvalidGraphError` for duplicate ids (the broadcast operator
+    indexes vertices by their position among the sorted ids).
+    """
     table = storage.collect_arrow(inp.x0)
     ids = table.column("id").to_numpy()
     x = list_to_matrix(table.column("features"), inp.dim)
@@ -90,47 +116,41 @@ def run(inp: Inputs, rounds: int, agg: str, parts: int, store: RoundStore,
     ids, x = ids[order], np.ascontiguousarray(x[order])
     if len(ids) > 1 and np.any(ids[1:] == ids[:-1]):
         raise InvalidGraphError(f"propagate: {int(np.sum(ids[1:] == ids[:-1]))} duplicate vertex ids")
-    n = len(ids)
-    op = cache.get(inp.source_edges, ids, operator_key) if cache is not None and inp.source_edges is not None \
-        else None
-    reused = op is not None
-    if op is None:
-        op = BroadcastOperator.prepare(inp.spark, ids, inp.edges, parts, local_exchange=local_exchange,
-                                       message_bytes=x.nbytes)
-        if cache is not None and inp.source_edges is not None:
-            cache.put(inp.source_edges, op, operator_key)
-    log.info("propagate[broadcast]: %d vertices x %d dims, %d edges; %s in %.2fs", n, inp.dim, op.nnz,
+    return ids, x
+
+
+def _operator(inp: Inputs, ids: np.ndarray, message_bytes: int, parts: int, local_exchange: bool,
+              cache: OperatorCache | None, operator_key: Any) -> tuple[BroadcastOperator, bool]:
+    """The edges packed into broadcast blocks over ``ids``, from ``cache`` when it holds them: ``(op, reused)``."""
+    cacheable = cache is not None and inp.source_edges is not None
+    op = cache.get(inp.source_edges, ids, operator_key) if cacheable else None
+    if op is not None:
+        return op, True
+    op = BroadcastOperator.prepare(inp.spark, ids, inp.edges, parts, local_exchange=local_exchange,
+                                   message_bytes=message_bytes)
+    if cacheable:
+        cache.put(inp.source_edges, op, operator_key)
+    return op, False
+
+
+def run(inp: Inputs, rounds: Rounds, *, agg: str, parts: int, local_exchange: bool = True,
+        cache: OperatorCache | None = None, normalize: str | None = None, operator_key: Any = None) -> DataFrame:
+    """The broadcast plan: ``rounds`` over the edges packed once into ``parts`` blocks; DataFrame(id, features).
+
+    The result is local rows (built from the driver's matrix). Without ``cache`` the blocks are
+    unpersisted when the rounds end; with it the cache's owner closes them.
+    """
+    t0 = time.perf_counter()
+    ids, x = _collect_features(inp)
+    op, reused = _operator(inp, ids, x.nbytes, parts, local_exchange, cache, operator_key)
+    log.info("propagate[broadcast]: %d vertices x %d dims, %d edges; %s in %.2fs", len(ids), inp.dim, op.nnz,
              "edge blocks reused" if reused else "prepared", time.perf_counter() - t0)
-
-    dinv = None
-    if normalize == "sym":  # D^-1/2 (A + I) D^-1/2 with D the weighted in-degree plus the self-loop
-        dinv = (1.0 / np.sqrt(op.in_degrees() + 1.0)).astype(np.float32)[:, None]
-
-    def one_round(x: np.ndarray) -> np.ndarray:
-        if dinv is None:
-            return op.apply(x, agg)[0]
-        y = dinv * x
-        return dinv * (op.apply(y, "sum")[0] + y)
-
-    start = store.latest(rounds)
-    store.begin()
-    if start:
-        x = store.read_array(start, "x.npy")
-        log.info("propagate[broadcast]: resuming after round %d/%d from %s", start, rounds, store.root)
     try:
-        for k in range(start + 1, rounds + 1):
-            logs.set_round(k)
-            tk = time.perf_counter()
-            x = one_round(x)
-            secs = time.perf_counter() - tk
-            if store.root and (k % interval == 0 or k == rounds):
-                store.write_array(k, "x.npy", x)
-                store.complete(k)
-            log.info("propagate[broadcast] round %d/%d: %d rows, %.2fs", k, rounds, n, secs)
-            if on_round:
-                on_round(k, {"round": k, "rounds": rounds, "rows": n, "seconds": secs, "plan": "broadcast"})
+        dinv = None
+        if normalize == "sym":  # D^-1/2 (A + I) D^-1/2 with D the weighted in-degree plus the self-loop
+            dinv = (1.0 / np.sqrt(op.in_degrees() + 1.0)).astype(np.float32)[:, None]
+        x = rounds.run(_BroadcastRounds(op, agg, dinv, len(ids)), x)
     finally:
-        logs.set_round(None)
         if cache is None:
             op.close()
     out = pa.table({"id": pa.array(ids, pa.int64()), "features": matrix_to_list(x)})

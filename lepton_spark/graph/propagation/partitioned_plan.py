@@ -21,11 +21,13 @@ table :func:`sym_edges` builds.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -34,13 +36,12 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lepton_spark import logs
 from lepton_spark.errors import InvalidGraphError
 from lepton_spark.graph import arrow, kernels
 from lepton_spark.graph.arrow import cell, list_to_matrix, matrix_to_list
 from lepton_spark.graph.blocks import fault_sleep
 from lepton_spark.graph.propagation.inputs import Inputs
-from lepton_spark.graph.propagation.rounds import RoundCallback, RoundStore, cut
+from lepton_spark.graph.propagation.rounds import LineagePolicy, Rounds, RoundStore
 from lepton_spark.graph.propagation.schemas import (
     EBLOCK,
     EBLOCK_PA,
@@ -134,162 +135,244 @@ def num_partitioned_blocks(size: int, slots: int, max_block_bytes: int) -> int:
     return max(1, slots, math.ceil(size / max(1, max_block_bytes)))
 
 
-def run(inp: Inputs, rounds: int, agg: str, blocks: int, native: bool, store: RoundStore,
-        interval: int, on_round: RoundCallback | None) -> DataFrame:
-    """``rounds`` rounds of the partitioned plan in ``blocks`` blocks; DataFrame(id, features), cut."""
-    t0 = time.perf_counter()
-    dim = inp.dim
-    parts = blocks  # one block per partition: every task holds one block
-    keys = block_keys(inp.spark, blocks)
-    block = (F.pmod(F.xxhash64("id"), F.lit(blocks)) + 1).cast("int")
+# ----------------------------------------------------------------------------------- the edge blocks
+
+
+def _assign_blocks(x0: DataFrame, keys: list[int], policy: LineagePolicy) -> DataFrame:
+    """``x0`` with each vertex's block label ``pid`` (a hash of its id) and ``local`` index in its block, cut.
+
+    Block ``b`` is labelled ``keys[b]`` (:func:`block_keys`); ``local`` numbers a block's vertices
+    0.. in id order.
+    """
+    block = (F.pmod(F.xxhash64("id"), F.lit(len(keys))) + 1).cast("int")
     pid = F.element_at(F.array(*[F.lit(k) for k in keys]), block).cast("int")
-    vfull = cut(inp.x0.withColumn("pid", pid).withColumn(
+    return policy.cut(x0.withColumn("pid", pid).withColumn(
         "local", (F.row_number().over(Window.partitionBy("pid").orderBy("id")) - 1).cast("int")
     ))
-    vl = vfull.select("id", "pid", "local")
+
+
+def _pack_block(vt: pa.Table, et: pa.Table) -> pa.Table:
+    """One block's vertices ``(pid, id, local, indeg)`` and out-edges as one ``EBLOCK`` row.
+
+    The CSR rows are the edges' targets ordered by (target block, local index), the columns the
+    block's local source indices. Weights that are null (NaN here), NaN or infinite are counted in
+    ``bad_weights``, for the driver to reject the graph.
+    """
+    if vt.num_rows == 0:
+        return pa.Table.from_pylist([], schema=EBLOCK_PA)
+    order = np.argsort(vt.column("local").to_numpy(), kind="stable")
+    ids = vt.column("id").to_numpy()[order]
+    indeg = vt.column("indeg").to_numpy().astype(np.int32)[order]
+    if et.num_rows:
+        tgt_pid = et.column("dpid").to_numpy().astype(np.int64)
+        tgt_loc = et.column("dlocal").to_numpy().astype(np.int64)
+        key = tgt_pid * (1 << 32) + tgt_loc  # rows ordered by (target block, local index)
+        wt = et.column("weight").to_numpy(zero_copy_only=False)  # a null weight arrives as NaN
+        bad_weights = int(np.count_nonzero(~np.isfinite(wt)))
+        rows, indptr, indices, data = kernels.csr_from_pairs(
+            key, et.column("slocal").to_numpy().astype(np.int32), wt)
+        tgt, tgt_local = (rows >> 32).astype(np.int32), (rows & 0xFFFFFFFF).astype(np.int32)
+    else:
+        tgt = tgt_local = indices = np.zeros(0, np.int32)
+        bad_weights = 0
+        indptr, data = np.zeros(1, np.int64), np.zeros(0, np.float32)
+    row = {"pid": int(vt.column("pid")[0].as_py()), "n": len(ids), "ids": ids.astype(np.int64).tobytes(),
+           "indeg": indeg.tobytes(), "tgt": tgt.tobytes(), "tgt_local": tgt_local.tobytes(),
+           "indptr": indptr.tobytes(), "indices": indices.astype(np.int32).tobytes(),
+           "data": data.astype(np.float32).tobytes(), "bad_weights": bad_weights}
+    return pa.Table.from_pylist([row], schema=EBLOCK_PA)
+
+
+def _pack_edge_blocks(vl: DataFrame, edges: DataFrame, parts: int) -> DataFrame:
+    """The edge blocks (``EBLOCK`` rows) of the vertices ``vl`` (id, pid, local), persisted.
+
+    Edges whose src or dst is not a vertex are dropped by the joins. Cached partitioned and sorted by
+    pid: each round's cogroup reads it with no exchange and no sort. The partials are repartitioned
+    explicitly into the same partitions, so that co-partitioning never rests on how a Spark version
+    picks the partition count of the cogroup's shuffle.
+    """
     s = vl.select(F.col("id").alias("src"), F.col("pid").alias("spid"), F.col("local").alias("slocal"))
     d = vl.select(F.col("id").alias("dst"), F.col("pid").alias("dpid"), F.col("local").alias("dlocal"))
-    e = inp.edges.join(s, "src").join(d, "dst").select("spid", "slocal", "dpid", "dlocal", "weight")
+    e = edges.join(s, "src").join(d, "dst").select("spid", "slocal", "dpid", "dlocal", "weight")
     indeg = e.groupBy(F.col("dpid").alias("pid"), F.col("dlocal").alias("local")).agg(
         F.count(F.lit(1)).cast("int").alias("indeg"))
-    vside = vl.join(indeg, ["pid", "local"], "left").select("pid", "id", "local", F.coalesce("indeg", F.lit(0)).alias("indeg"))
-    eside = e.withColumnRenamed("spid", "pid")
+    vside = vl.join(indeg, ["pid", "local"], "left").select(
+        "pid", "id", "local", F.coalesce("indeg", F.lit(0)).alias("indeg"))
+    eblocks = cogroup(vside, e.withColumnRenamed("spid", "pid"), _pack_block, EBLOCK)
+    return eblocks.repartition(parts, "pid").sortWithinPartitions("pid").persist()
 
-    def pack(vt: pa.Table, et: pa.Table) -> pa.Table:
-        if vt.num_rows == 0:
-            return pa.Table.from_pylist([], schema=EBLOCK_PA)
-        order = np.argsort(vt.column("local").to_numpy(), kind="stable")
-        ids = vt.column("id").to_numpy()[order]
-        indeg_ = vt.column("indeg").to_numpy().astype(np.int32)[order]
-        if et.num_rows:
-            tgt_pid = et.column("dpid").to_numpy().astype(np.int64)
-            tgt_loc = et.column("dlocal").to_numpy().astype(np.int64)
-            key = tgt_pid * (1 << 32) + tgt_loc  # rows ordered by (target block, local index)
-            wt = et.column("weight").to_numpy(zero_copy_only=False)  # a null weight arrives as NaN
-            bad_weights = int(np.count_nonzero(~np.isfinite(wt)))
-            rows, indptr, indices, data = kernels.csr_from_pairs(
-                key, et.column("slocal").to_numpy().astype(np.int32), wt)
-            tgt, tgt_local = (rows >> 32).astype(np.int32), (rows & 0xFFFFFFFF).astype(np.int32)
-        else:
-            tgt = tgt_local = indices = np.zeros(0, np.int32)
-            bad_weights = 0
-            indptr, data = np.zeros(1, np.int64), np.zeros(0, np.float32)
-        row = {"pid": int(vt.column("pid")[0].as_py()), "n": len(ids), "ids": ids.astype(np.int64).tobytes(),
-               "indeg": indeg_.tobytes(), "tgt": tgt.tobytes(), "tgt_local": tgt_local.tobytes(),
-               "indptr": indptr.tobytes(), "indices": indices.astype(np.int32).tobytes(),
-               "data": data.astype(np.float32).tobytes(), "bad_weights": bad_weights}
-        return pa.Table.from_pylist([row], schema=EBLOCK_PA)
 
-    eblocks = cogroup(vside, eside, pack, EBLOCK)
-    # cached partitioned and sorted by pid: each round's cogroup reads it with no exchange and no sort.
-    # The partials are repartitioned explicitly into the same B partitions, so that co-partitioning
-    # never rests on how a Spark version picks the partition count of the cogroup's shuffle.
-    eblocks = eblocks.repartition(parts, "pid").sortWithinPartitions("pid").persist()
+def _count_blocks(eblocks: DataFrame) -> int:
+    """The number of edge blocks (the job that caches them); bad weights unpersist them and raise."""
     stats = eblocks.agg(F.count(F.lit(1)).alias("nb"), F.sum("bad_weights").alias("bad")).first()
-    nb = int(stats["nb"])
     if stats["bad"]:
         eblocks.unpersist()
         raise InvalidGraphError(f"propagate: {int(stats['bad'])} edges have a null, NaN or infinite weight")
-    log.info("propagate[partitioned]: %d vertices x %d dims in %d blocks (%d partitions), %s aggregation; "
-             "prepared in %.2fs", inp.n, dim, nb, parts, "native vector_sum" if native else "numpy",
-             time.perf_counter() - t0)
+    return int(stats["nb"])
 
-    delay = fault_sleep()
-    step_rows = max(1, _PARTIAL_VALUE_BYTES // (4 * dim))  # rows per binary partial value
 
-    def step_fn(final: bool, rows_mode: bool, finalize_mean: bool) -> Callable[[pa.Table, pa.Table], pa.Table]:
-        def step(incoming: pa.Table, eb: pa.Table) -> pa.Table:
-            if delay and not final:
-                time.sleep(delay)
-            if eb.num_rows == 0:
-                return pa.Table.from_pylist([], schema=RESULT_PA if final else
-                                            (PARTIAL_ROWS_PA if native else PARTIAL_BLOB_PA))
-            n = int(eb.column("n")[0].as_py())
-            ids = cell(eb, "ids", np.int64)
-            if rows_mode:
-                x = np.zeros((n, dim), dtype=np.float32)
-                if incoming.num_rows:
-                    x[incoming.column("local").to_numpy()] = list_to_matrix(incoming.column("features"), dim)
-            else:
-                locs = arrow.binary_cells(incoming.column("local"))
-                vals = arrow.binary_cells(incoming.column("values"))
-                partials = [(np.frombuffer(lb, np.int32), np.frombuffer(vb, np.float32).reshape(-1, dim))
-                             for lb, vb in zip(locs, vals)]
-                x = kernels.combine(n, dim, partials, agg)
-            if finalize_mean:
-                x = x / np.maximum(cell(eb, "indeg", np.int32), 1).astype(np.float32)[:, None]
-            if final:
-                return pa.table({"id": pa.array(ids), "features": matrix_to_list(x)})
-            indptr = cell(eb, "indptr", np.int64)
-            y = kernels.block_apply(indptr, cell(eb, "indices", np.int32), cell(eb, "data", np.float32), x,
-                                    "max" if agg == "max" else "sum")
-            tgt = cell(eb, "tgt", np.int32)
-            tgt_local = cell(eb, "tgt_local", np.int32)
-            if native:
-                return pa.table({"pid": pa.array(tgt), "local": pa.array(tgt_local),
-                                 "features": matrix_to_list(y)})
-            if not len(tgt):
-                return pa.Table.from_pylist([], schema=PARTIAL_BLOB_PA)
-            # partials per target block, as views of y, cut into values of about 64 KiB: the JVM copies
-            # many small binary values much faster than a few of hundreds of MB (measured 3.2 against
-            # 5-7 s per round at 1M vertices x 64 dims)
-            starts = np.flatnonzero(np.diff(tgt)) + 1
-            bounds = np.concatenate([[0], starts, [len(tgt)]]).astype(np.int64)
-            cuts = [np.arange(a + step_rows, b, step_rows) for a, b in itertools.pairwise(bounds)]
-            bounds = np.unique(np.concatenate([bounds, *cuts])).astype(np.int64)
-            return pa.table({
-                "pid": pa.array(tgt[bounds[:-1]], pa.int32()),
-                "local": arrow.binary_segments(tgt_local, bounds),
-                "values": arrow.binary_segments(y, bounds),
-            })
+# ----------------------------------------------------------------------------------------- a round
 
-        return step
 
-    x_rows = vfull.select("pid", "local", "features")
-    start = store.latest(rounds)
-    store.begin()
-    state: DataFrame = x_rows
-    state_rows_mode, state_mean = True, False
-    if start:
-        state = inp.spark.read.parquet(store.path(start, "state"))
-        state_rows_mode = native
-        state_mean = agg == "mean"
-        if not native:
-            state = state.select("pid", "local", "values")
-        log.info("propagate[partitioned]: resuming after round %d/%d from %s", start, rounds, store.root)
+@dataclass(frozen=True)
+class _State:
+    """The partials addressed to the blocks after a round, and how a block must read them."""
+
+    df: DataFrame  # pid + (local, features) rows, or (local, values) binary partials
+    rows: bool  # one row per vertex (the features at round 0, natively summed partials)
+    mean_pending: bool  # the block still divides by its in-degrees (agg mean)
+
+
+@dataclass(frozen=True)
+class _BlockStep:
+    """What one block does in a round (:meth:`apply` is the function of the round's cogroup).
+
+    It combines the partials addressed to it into its features (a row per vertex, or numpy add / max
+    of binary partials), divides by the in-degrees when a mean is pending, and then either returns
+    its features (``final``) or multiplies its CSR block and emits one partial per destination block.
+    """
+
+    dim: int
+    agg: str
+    native: bool
+    final: bool
+    rows: bool
+    mean_pending: bool
+    delay: float  # fault-injection sleep per task (tests only)
+    step_rows: int  # rows per binary partial value
+
+    def function(self) -> Callable[[pa.Table, pa.Table], pa.Table]:
+        """:meth:`apply` as a function of two parameters, for ``cogroup``.
+
+        PySpark counts a cogroup function's parameters with ``inspect.getfullargspec``, which counts
+        the ``self`` of a bound method or callable object: with three it would pass the group key too.
+        """
+        return functools.partial(_BlockStep.apply, self)
+
+    def apply(self, incoming: pa.Table, eb: pa.Table) -> pa.Table:
+        """The block's output for one round: its partials for the other blocks, or (final) its features."""
+        if self.delay and not self.final:
+            time.sleep(self.delay)
+        if eb.num_rows == 0:
+            return pa.Table.from_pylist([], schema=RESULT_PA if self.final else
+                                        (PARTIAL_ROWS_PA if self.native else PARTIAL_BLOB_PA))
+        x = self._features(incoming, eb)
+        if self.final:
+            return pa.table({"id": pa.array(cell(eb, "ids", np.int64)), "features": matrix_to_list(x)})
+        y = kernels.block_apply(cell(eb, "indptr", np.int64), cell(eb, "indices", np.int32),
+                                cell(eb, "data", np.float32), x, "max" if self.agg == "max" else "sum")
+        return self._partials(y, cell(eb, "tgt", np.int32), cell(eb, "tgt_local", np.int32))
+
+    def _features(self, incoming: pa.Table, eb: pa.Table) -> np.ndarray:
+        """The block's features: its incoming rows or partials combined, divided when a mean is pending."""
+        n, dim = int(eb.column("n")[0].as_py()), self.dim
+        if self.rows:
+            x = np.zeros((n, dim), dtype=np.float32)
+            if incoming.num_rows:
+                x[incoming.column("local").to_numpy()] = list_to_matrix(incoming.column("features"), dim)
+        else:
+            locs = arrow.binary_cells(incoming.column("local"))
+            vals = arrow.binary_cells(incoming.column("values"))
+            partials = [(np.frombuffer(lb, np.int32), np.frombuffer(vb, np.float32).reshape(-1, dim))
+                        for lb, vb in zip(locs, vals)]
+            x = kernels.combine(n, dim, partials, self.agg)
+        if self.mean_pending:
+            x = x / np.maximum(cell(eb, "indeg", np.int32), 1).astype(np.float32)[:, None]
+        return x
+
+    def _partials(self, y: np.ndarray, tgt: np.ndarray, tgt_local: np.ndarray) -> pa.Table:
+        """The product rows ``y`` as partials for their target blocks (rows, or binary values)."""
+        if self.native:
+            return pa.table({"pid": pa.array(tgt), "local": pa.array(tgt_local), "features": matrix_to_list(y)})
+        if not len(tgt):
+            return pa.Table.from_pylist([], schema=PARTIAL_BLOB_PA)
+        # partials per target block, as views of y, cut into values of about 64 KiB: the JVM copies
+        # many small binary values much faster than a few of hundreds of MB (measured 3.2 against
+        # 5-7 s per round at 1M vertices x 64 dims)
+        starts = np.flatnonzero(np.diff(tgt)) + 1
+        bounds = np.concatenate([[0], starts, [len(tgt)]]).astype(np.int64)
+        cuts = [np.arange(a + self.step_rows, b, self.step_rows) for a, b in itertools.pairwise(bounds)]
+        bounds = np.unique(np.concatenate([bounds, *cuts])).astype(np.int64)
+        return pa.table({
+            "pid": pa.array(tgt[bounds[:-1]], pa.int32()),
+            "local": arrow.binary_segments(tgt_local, bounds),
+            "values": arrow.binary_segments(y, bounds),
+        })
+
+
+class _PartitionedRounds:
+    """The partitioned plan's rounds (a :class:`~.rounds.RoundPlan`): the state is the partials in flight.
+
+    Lazy: a round only plans its cogroup; it runs in the job of the next lineage cut or save.
+    """
+
+    name = "partitioned"
+    lazy = True
+
+    def __init__(self, inp: Inputs, eblocks: DataFrame, parts: int, agg: str, native: bool,
+                 policy: LineagePolicy) -> None:
+        self.spark, self.eblocks, self.parts, self.policy = inp.spark, eblocks, parts, policy
+        self.dim, self.agg, self.native = inp.dim, agg, native
+        self.rows = inp.n  # vertices updated (as in the broadcast plan); counting partials would cost a job
+        self.delay = fault_sleep()
+        self.step_rows = max(1, _PARTIAL_VALUE_BYTES // (4 * inp.dim))
+
+    def _block_step(self, state: _State, final: bool) -> Callable[[pa.Table, pa.Table], pa.Table]:
+        return _BlockStep(self.dim, self.agg, self.native, final, state.rows, state.mean_pending, self.delay,
+                          self.step_rows).function()
+
+    def step(self, state: _State) -> _State:
+        out = cogroup(state.df.repartition(self.parts, "pid"), self.eblocks, self._block_step(state, False),
+                      PARTIAL_ROWS if self.native else PARTIAL_BLOB)
+        if self.native:
+            out = out.groupBy("pid", "local").agg(F.vector_sum("features").alias("features"))
+        return _State(out, rows=self.native, mean_pending=self.agg == "mean")
+
+    def save(self, store: RoundStore, k: int, state: _State) -> _State:
+        state.df.write.mode("overwrite").parquet(store.path(k, "state"))
+        return replace(state, df=self.spark.read.parquet(store.path(k, "state")))
+
+    def load(self, store: RoundStore, k: int) -> _State:
+        df = self.spark.read.parquet(store.path(k, "state"))
+        return _State(df if self.native else df.select("pid", "local", "values"), rows=self.native,
+                      mean_pending=self.agg == "mean")
+
+    def cut(self, state: _State) -> _State:
+        return replace(state, df=self.policy.cut(state.df))
+
+    def finish(self, state: _State) -> DataFrame:
+        """Every block's features after the last round: DataFrame(id, features), cut."""
+        result = cogroup(state.df.repartition(self.parts, "pid"), self.eblocks, self._block_step(state, True),
+                         RESULT)
+        return self.policy.cut(result)
+
+
+def run(inp: Inputs, rounds: Rounds, *, agg: str, blocks: int, native: bool,
+        normalize: str | None = None) -> DataFrame:
+    """The partitioned plan: ``rounds`` over the vertices hashed into ``blocks`` blocks; DataFrame(id, features).
+
+    ``native``: Spark sums the partials (``vector_sum``). ``normalize="sym"`` propagates over
+    :func:`sym_edges` of the edges. The result is cut (its lineage does not reach the rounds).
+    """
+    factors = None
+    edges = inp.edges
+    if normalize == "sym":
+        edges, factors = sym_edges(edges, inp.x0.select("id"))
     try:
-        for k in range(start + 1, rounds + 1):
-            logs.set_round(k)
-            tk = time.perf_counter()
-            out = cogroup(state.repartition(parts, "pid"), eblocks, step_fn(False, state_rows_mode, state_mean),
-                           PARTIAL_ROWS if native else PARTIAL_BLOB)
-            if native:
-                out = out.groupBy("pid", "local").agg(F.vector_sum("features").alias("features"))
-                state_rows_mode = True
-            else:
-                state_rows_mode = False
-            state_mean = agg == "mean"
-            if store.root and (k % interval == 0 or k == rounds):
-                out.write.mode("overwrite").parquet(store.path(k, "state"))
-                store.complete(k)
-                out = inp.spark.read.parquet(store.path(k, "state"))
-            elif k % interval == 0:
-                out = cut(out)
-            state = out
-            secs = time.perf_counter() - tk
-            # rows = vertices updated (as in the broadcast plan); counting the partials would cost a job.
-            # Rounds between lineage cuts are only planned here and run in the job of the next cut.
-            was_cut = k % interval == 0 or bool(store.root and k == rounds)
-            ran = "" if was_cut else " (planned; runs with the next lineage cut)"
-            log.info("propagate[partitioned] round %d/%d: %d rows, %.2fs%s", k, rounds, inp.n, secs, ran)
-            if on_round:
-                on_round(k, {"round": k, "rounds": rounds, "rows": inp.n, "seconds": secs, "plan": "partitioned"})
-        result = cogroup(state.repartition(parts, "pid"), eblocks, step_fn(True, state_rows_mode, state_mean),
-                          RESULT)
-        result = cut(result)
+        t0 = time.perf_counter()
+        parts = blocks  # one block per partition: every task holds one block
+        vfull = _assign_blocks(inp.x0, block_keys(inp.spark, blocks), rounds.policy)
+        eblocks = _pack_edge_blocks(vfull.select("id", "pid", "local"), edges, parts)
+        nb = _count_blocks(eblocks)
+        log.info("propagate[partitioned]: %d vertices x %d dims in %d blocks (%d partitions), %s aggregation; "
+                 "prepared in %.2fs", inp.n, inp.dim, nb, parts, "native vector_sum" if native else "numpy",
+                 time.perf_counter() - t0)
+        try:
+            plan = _PartitionedRounds(inp, eblocks, parts, agg, native, rounds.policy)
+            state = rounds.run(plan, _State(vfull.select("pid", "local", "features"), rows=True, mean_pending=False))
+            return plan.finish(state)
+        finally:
+            eblocks.unpersist()
     finally:
-        logs.set_round(None)
-        eblocks.unpersist()
-    return result
-
-
+        if factors is not None:
+            factors.unpersist()
