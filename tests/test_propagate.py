@@ -194,9 +194,9 @@ def test_partitioned_plan_with_partials_cut_into_many_values(spark, monkeypatch)
 
     ``max`` because its combine is the one that tracks which rows a part has already set."""
     agg = "max"
-    from lepton_spark.graph import propagation
+    from lepton_spark.graph.propagation import partitioned_plan
 
-    monkeypatch.setattr(propagation, "_PARTIAL_VALUE_BYTES", 1)  # -> one row of a partial per value
+    monkeypatch.setattr(partitioned_plan, "_PARTIAL_VALUE_BYTES", 1)  # -> one row of a partial per value
     ids, x, src, dst, w = _random_case(17, sparse_ids=True)
     g = _graph(spark, ids, x, ids[src], ids[dst], w)
     got = _to_matrix(propagate(g, rounds=2, agg=agg, plan="partitioned", num_blocks=2), ids)
@@ -206,17 +206,17 @@ def test_partitioned_plan_with_partials_cut_into_many_values(spark, monkeypatch)
 def test_partitioned_round_reads_cached_edge_blocks_without_exchange_or_sort(spark, monkeypatch, capsys) -> None:
     """A round shuffles only the partials: the cached edge blocks are neither reshuffled nor re-sorted,
     also with fewer blocks (2) than spark.sql.shuffle.partitions (4 in the test session)."""
-    from lepton_spark.graph import propagation
+    from lepton_spark.graph.propagation import partitioned_plan
 
     rounds_seen = []
-    original = propagation._cogroup
+    original = partitioned_plan.cogroup
 
     def recording(left, right, fn, schema):
         out = original(left, right, fn, schema)
         rounds_seen.append(out)
         return out
 
-    monkeypatch.setattr(propagation, "_cogroup", recording)
+    monkeypatch.setattr(partitioned_plan, "cogroup", recording)
     ids, x, src, dst, w = _random_case(23)
     aqe = spark.conf.get("spark.sql.adaptive.enabled")
     spark.conf.set("spark.sql.adaptive.enabled", "false")  # the plan as planned, not re-optimised
@@ -235,10 +235,10 @@ def test_partitioned_round_reads_cached_edge_blocks_without_exchange_or_sort(spa
 
 def test_block_keys_give_every_block_its_own_partition(spark) -> None:
     """Spark's own hash partitioning into B partitions sends the B block labels to B different tasks."""
-    from lepton_spark.graph.propagation import _block_keys
+    from lepton_spark.graph.propagation.partitioned_plan import block_keys
 
     for blocks in (2, 3, 8):
-        keys = _block_keys(spark, blocks)
+        keys = block_keys(spark, blocks)
         df = spark.createDataFrame([(k,) for k in keys], "pid int").repartition(blocks, "pid")
         per_task = df.groupBy(F.spark_partition_id().alias("task")).count().collect()
         assert len(keys) == len(set(keys)) == blocks
@@ -314,3 +314,50 @@ def test_sym_normalised_propagation_matches_scipy(spark, plan) -> None:
     A = sp.csr_matrix((w.astype(np.float64), (src, dst)), shape=(len(ids), len(ids)))
     P = sym_propagation(A)
     np.testing.assert_allclose(out, P @ (P @ x.astype(np.float64)), rtol=1e-5, atol=1e-5)
+
+
+def test_lineage_policy_due_rounds_and_one_fallback(spark, monkeypatch, caplog) -> None:
+    """The one lineage policy (propagation, vertex programs, Pregel): due every `interval` rounds (0: never);
+    a failed reliable checkpoint is logged once, then every cut is local."""
+    import logging
+
+    from lepton_spark.graph.propagation.rounds import LineagePolicy
+
+    assert [k for k in range(1, 7) if LineagePolicy(interval=2).due(k)] == [2, 4, 6]
+    assert not any(LineagePolicy(interval=0).due(k) for k in range(1, 5))
+    df = spark.range(5)
+
+    def broken(self, eager=True):
+        raise RuntimeError("java.lang.IllegalStateException: Checkpoint directory has not been set")
+
+    monkeypatch.setattr(type(df), "checkpoint", broken)
+    policy = LineagePolicy(reliable=True, what="test")
+    with caplog.at_level(logging.WARNING):
+        cuts = [policy.cut(df) for _ in range(3)]
+    assert [c.count() for c in cuts] == [5, 5, 5]
+    warnings_ = [r.getMessage() for r in caplog.records if "falling back to localCheckpoint" in r.getMessage()]
+    assert len(warnings_) == 1 and warnings_[0].startswith("test: reliable checkpoint failed (java.lang.Illegal")
+
+
+@pytest.mark.parametrize("plan", ["broadcast", "partitioned"])
+def test_resume_with_checkpoint_interval_and_mean(spark, tmp_path, plan) -> None:
+    """With checkpoint_interval=2 only rounds 2 and 4 (the last) are written: a failure in round 3 resumes
+    after round 2, and the partitioned plan's pending mean division survives the write and the read."""
+    ids, x, src, dst, w = _random_case(9)
+    g = _graph(spark, ids, x, src, dst, w)
+    ckpt = str(tmp_path / plan)
+
+    def boom(k, info):
+        if k == 3:
+            raise RuntimeError("injected failure in round 3")
+
+    with pytest.raises(RuntimeError, match="injected"):
+        propagate(g, rounds=4, agg="mean", plan=plan, checkpoint=ckpt, checkpoint_interval=2, on_round=boom,
+                  num_blocks=3)
+    assert sorted(p.name for p in (tmp_path / plan).glob("round-*")) == ["round-0002"]
+    resumed: list[int] = []
+    out = propagate(g, rounds=4, agg="mean", plan=plan, checkpoint=ckpt, checkpoint_interval=2, num_blocks=3,
+                    on_round=lambda k, info: resumed.append(k))
+    assert resumed == [3, 4]
+    np.testing.assert_allclose(_to_matrix(out, ids), kernels.reference_propagate(src, dst, w, x, 4, "mean"),
+                               rtol=1e-5, atol=1e-5)

@@ -49,6 +49,17 @@ def binary_cells(col: pa.Array | pa.ChunkedArray) -> list[pa.Buffer]:
     return [ch[i].as_buffer() for ch in chunks for i in range(len(ch))]
 
 
+def cell(table: pa.Table, name: str, dtype: type) -> np.ndarray:
+    """The first value of binary column ``name`` as a numpy array of ``dtype``, zero-copy.
+
+    The block engines store one block per row (ids, CSR arrays, targets as raw bytes); this is the one
+    reader of such a cell, for the propagation plans and the vertex programs alike.
+    """
+    value = table.column(name)[0]
+    buf = value.as_buffer() if hasattr(value, "as_buffer") else pa.py_buffer(value.as_py())
+    return np.frombuffer(buf, dtype=dtype)
+
+
 # one Arrow chunk's binary data stays below the int32 offset limit with room to spare
 _MAX_CHUNK_BYTES = 1 << 30
 

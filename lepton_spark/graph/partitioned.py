@@ -32,7 +32,9 @@ from pyspark.sql import types as T
 
 from lepton_spark.config import GraphConfig
 from lepton_spark.graph import arrow, kernels
-from lepton_spark.graph.propagation import _cell  # the one reader of a block row's binary cell
+from lepton_spark.graph.arrow import cell
+from lepton_spark.graph.propagation.partitioned_plan import block_keys, cogroup
+from lepton_spark.graph.propagation.rounds import LineagePolicy
 from lepton_spark.session import task_slots
 
 if TYPE_CHECKING:
@@ -64,11 +66,10 @@ def _cells(col: pa.ChunkedArray, dtype: type) -> list[np.ndarray]:
 
 def _pack_edges(vertices: DataFrame, edges: DataFrame, blocks: int, keys: list[int]) -> DataFrame:
     """Cached edge blocks, one row per block (schema ``_EBLOCK``), partitioned and sorted by block."""
-    from lepton_spark.graph.propagation import _cogroup, _cut
-
     block = (F.pmod(F.xxhash64("id"), F.lit(blocks)) + 1).cast("int")
     pid = F.element_at(F.array(*[F.lit(k) for k in keys]), block).cast("int")
-    vl = _cut(vertices.select("id").withColumn("pid", pid).withColumn(
+    policy = LineagePolicy.for_session(vertices.sparkSession, what="blocks[partitioned]", logger=log)
+    vl = policy.cut(vertices.select("id").withColumn("pid", pid).withColumn(
         "local", (F.row_number().over(Window.partitionBy("pid").orderBy("id")) - 1).cast("int")))
     s = vl.select(F.col("id").alias("src"), F.col("pid").alias("spid"), F.col("local").alias("slocal"))
     d = vl.select(F.col("id").alias("dst"), F.col("pid").alias("dpid"), F.col("local").alias("dlocal"))
@@ -101,7 +102,7 @@ def _pack_edges(vertices: DataFrame, edges: DataFrame, blocks: int, keys: list[i
                "indices": indices.astype(np.int32).tobytes(), "data": data.astype(np.float32).tobytes()}
         return pa.Table.from_pylist([row], schema=_EBLOCK_PA)
 
-    packed = _cogroup(vl.select("pid", "id", "local"), e, pack, _EBLOCK)
+    packed = cogroup(vl.select("pid", "id", "local"), e, pack, _EBLOCK)
     return packed.repartition(blocks, "pid").sortWithinPartitions("pid").persist()
 
 
@@ -135,8 +136,6 @@ class PartitionedOperator:
 
     def __init__(self, vertices: DataFrame, edges: DataFrame, *, undirected: bool = False,
                  config: GraphConfig | None = None, num_blocks: int | None = None) -> None:
-        from lepton_spark.graph.propagation import _block_keys
-
         cfg = config or GraphConfig()
         t0 = time.perf_counter()
         self.spark = vertices.sparkSession
@@ -149,7 +148,7 @@ class PartitionedOperator:
         # measured: 20M edges per group ran a 4 GiB driver out of heap
         edge_blocks = math.ceil(e.count() * 24 / max(1, cfg.block_max_bytes)) if not num_blocks else 0
         self.blocks = num_blocks or max(cfg.num_partitions or task_slots(self.spark), edge_blocks)
-        self.eblocks = _pack_edges(vertices, e, self.blocks, _block_keys(self.spark, self.blocks))
+        self.eblocks = _pack_edges(vertices, e, self.blocks, block_keys(self.spark, self.blocks))
         nb = self.eblocks.count()
         self.seconds_prepared = time.perf_counter() - t0
         log.info("blocks[partitioned]: %d %s blocks prepared in %.2fs", nb,
@@ -165,9 +164,8 @@ class PartitionedOperator:
 
 def _run(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_iter: int) -> DataFrame:
     from lepton_spark.graph.arrow import state_table
-    from lepton_spark.graph.propagation import _cogroup, _cut
-
     t0 = time.perf_counter()
+    policy = LineagePolicy.for_session(spark, what=prog.name, logger=log)  # every round is cut
     dtype = np.dtype(prog.dtype)
     probe = prog.init(np.zeros(1, np.int64))
     width = probe.shape[1] if probe.ndim == 2 else 0
@@ -179,7 +177,7 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_i
                 return pa.Table.from_pylist([], schema=_MSG_PA)
             pid = int(eb.column("pid")[0].as_py())
             n = int(eb.column("n")[0].as_py())
-            ids = _cell(eb, "ids", np.int64)
+            ids = cell(eb, "ids", np.int64)
             shape = (n, width) if width else (n,)
             if first:
                 state, delta = prog.init(ids), 0.0
@@ -196,17 +194,17 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_i
                 delta = prog.delta(old, state)
             state = np.ascontiguousarray(state)
             out_pid, out_kind, out_local, out_vals, out_counts = [pid], [0], [ids.tobytes()], [state.tobytes()], [b""]
-            tgt = _cell(eb, "tgt", np.int32)
+            tgt = cell(eb, "tgt", np.int32)
             if not last and len(tgt):
-                msg = prog.message(state, _cell(eb, "outdeg", np.float64) if prog.needs_outdeg else None)
-                indptr, indices = _cell(eb, "indptr", np.int64), _cell(eb, "indices", np.int32)
-                tgt_local = _cell(eb, "tgt_local", np.int32)
+                msg = prog.message(state, cell(eb, "outdeg", np.float64) if prog.needs_outdeg else None)
+                indptr, indices = cell(eb, "indptr", np.int64), cell(eb, "indices", np.int32)
+                tgt_local = cell(eb, "tgt_local", np.int32)
                 if reduce == "mode":
                     row_of = np.repeat(np.arange(len(tgt), dtype=np.int64), np.diff(indptr))
                     r, lab, cnt = kernels.value_counts(row_of, np.asarray(msg)[indices], None)
                     seg_t, seg_l, seg_v, seg_c = tgt[r], tgt_local[r], lab, cnt
                 else:
-                    data = _cell(eb, "data", np.float32) if prog.weighted else np.ones(len(indices), np.float32)
+                    data = cell(eb, "data", np.float32) if prog.weighted else np.ones(len(indices), np.float32)
                     red = kernels.reduce_rows(indptr, indices, data,
                                               msg if reduce != "sum" else np.asarray(msg, np.float64), reduce)
                     seg_t, seg_l, seg_v, seg_c = tgt, tgt_local, np.ascontiguousarray(red), None
@@ -233,12 +231,12 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_i
         return step
 
     empty = spark.createDataFrame([], _MSG)
-    state = _cut(_cogroup(empty, eblocks, step_fn(True, max_iter == 0), _MSG))
+    state = policy.cut(cogroup(empty, eblocks, step_fn(True, max_iter == 0), _MSG))
     try:
         for it in range(1, max_iter + 1):
             tk = time.perf_counter()
-            out = _cogroup(state.repartition(blocks, "pid"), eblocks, step_fn(False, it == max_iter), _MSG)
-            state = _cut(out)
+            out = cogroup(state.repartition(blocks, "pid"), eblocks, step_fn(False, it == max_iter), _MSG)
+            state = policy.cut(out)
             d = state.filter(F.col("kind") == 0).agg(F.sum("delta").alias("d")).first()["d"] or 0.0
             log.info("%s[partitioned] round %d: delta %.6g, %.2fs", prog.name, it, d, time.perf_counter() - tk)
             if prog.converged(d):
@@ -254,7 +252,7 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_i
 
         value_t = T.ArrayType(T.IntegerType()) if width else (T.DoubleType() if dtype.kind == "f" else T.LongType())
         schema = T.StructType([T.StructField("id", T.LongType()), T.StructField("value", value_t)])
-        result = _cut(own.mapInArrow(explode, schema))
+        result = policy.cut(own.mapInArrow(explode, schema))
     finally:
         state.unpersist()
     log.info("%s[partitioned]: done in %.2fs", prog.name, time.perf_counter() - t0)

@@ -34,8 +34,10 @@ Plan (why it is fast):
   (``spark.checkpoint.dir``, which Spark 4 honours) is added every ``checkpointInterval``
   iterations, unless ``setUseLocalCheckpoints(True)`` (then the per-iteration local checkpoints are
   the only cut) or the interval is 0. If the reliable checkpoint fails (no directory, e.g. Spark 3.5
-  without ``setCheckpointDir``) the run logs it once and stays local. No SparkContext is used
-  (Spark Connect works). The result is persisted at the intermediate storage level.
+  without ``setCheckpointDir``) the run logs it once and stays local. These cuts follow the lineage
+  policy the propagation rounds use (:class:`~lepton_spark.graph.propagation.rounds.LineagePolicy`,
+  here lazy and at the intermediate storage level). No SparkContext is used (Spark Connect works).
+  The result is persisted at the intermediate storage level.
 
 Edge columns (decision): GraphFrames 0.12 puts no ``edge`` struct into the triplets unless
 :meth:`Pregel.required_edge_columns` lists the columns, so ``Pregel.edge("w")`` fails without it. Here
@@ -71,6 +73,8 @@ from lepton_spark.graph.messages import (
     struct_of,
     struct_use,
 )
+from lepton_spark.graph.propagation.rounds import LineagePolicy
+from lepton_spark.session import shuffle_partitions
 
 if TYPE_CHECKING:
     from lepton_spark.graph.frame import GraphFrame
@@ -80,50 +84,6 @@ log = logging.getLogger(__name__)
 _E_SRC = "__esrc"
 _E_DST = "__edst"
 _N_MSGS = "__pregel_n_msgs"
-
-
-def local_checkpoint(df: DataFrame, level: StorageLevel, eager: bool = False) -> DataFrame:
-    """``df.localCheckpoint`` at ``level``: the plan and the RDD lineage are cut, the data kept by executors.
-
-    Non-eager by default: the next action over the result materialises and stores it, so cutting
-    costs no extra Spark job. (``storageLevel`` is a Spark 4 argument; older Spark uses its default.)
-    """
-    try:
-        return df.localCheckpoint(eager=eager, storageLevel=level)
-    except TypeError:  # pyspark 3.5
-        return df.localCheckpoint(eager=eager)
-
-
-class LineageCutter:
-    """Reliable ``checkpoint`` of iterative state every few iterations, falling back to local ones.
-
-    A reliable checkpoint writes to the checkpoint directory (``spark.checkpoint.dir``), so a lost
-    executor cannot lose the state; it is non-eager (written right after the next job that reads
-    it). When it fails (no directory) the cutter logs once and uses ``localCheckpoint`` for the rest
-    of the run.
-    """
-
-    def __init__(self, local: bool, level: StorageLevel, what: str = "pregel") -> None:
-        self.local = local
-        self.level = level
-        self.what = what
-
-    def cut(self, df: DataFrame) -> DataFrame:
-        """``df`` with its lineage cut (reliable checkpoint, or local when configured / unavailable)."""
-        if self.local:
-            return local_checkpoint(df, self.level)
-        try:
-            return df.checkpoint(eager=False)
-        except Exception as exc:  # noqa: BLE001 - the JVM error type varies (py4j, captured, Connect)
-            lines = [ln.strip(" :") for ln in str(exc).splitlines() if ln.strip(" :")]
-            reason = next((ln for ln in lines if "Exception" in ln), lines[0] if lines else type(exc).__name__)
-            log.warning(
-                "%s: reliable checkpoint failed (%s); falling back to localCheckpoint "
-                "(set spark.checkpoint.dir for reliable checkpoints)",
-                self.what, reason[:300],
-            )
-            self.local = True
-            return local_checkpoint(df, self.level)
 
 
 class Pregel:
@@ -339,7 +299,7 @@ class Pregel:
         self._check(v_cols, e_cols)
         assert self._agg is not None
         spark = g.vertices.sparkSession
-        parts = int(spark.conf.get("spark.sql.shuffle.partitions") or "200")
+        parts = shuffle_partitions(spark)
         level = self._storage_level
         active = self.ACTIVE_FLAG_COL
         extra = [c for c, _, _ in self._columns]
@@ -371,16 +331,18 @@ class Pregel:
         update_active = self._update_active if self._update_active is not None else F.lit(True)
         # every state is a (non-eager) local checkpoint: the query plan never grows with the
         # iterations (the state is read twice per iteration, so a plan of persisted states would
-        # double each time), and the iteration's single action materialises it
-        cur = local_checkpoint(
+        # double each time), and the iteration's single action materialises it. On top, every
+        # checkpointInterval-th state is a reliable checkpoint, unless local checkpoints were asked for
+        # (then the per-iteration ones are the only cut: no iteration is due)
+        policy = LineagePolicy(interval=0 if self._local_checkpoints else self._checkpoint_interval,
+                               reliable=True, eager=False, level=level, what="pregel", logger=log)
+        cur = policy.local(
             g.vertices.select(
                 *[F.col(quote(c)) for c in v_cols],
                 init_active.alias(active),
                 *[init.alias(name) for name, init, _ in self._columns],
-            ).repartition(parts, F.col(ID)),
-            level,
+            ).repartition(parts, F.col(ID))
         )
-        cutter = LineageCutter(self._local_checkpoints, level)
         done = 0
         try:
             for it in range(1, self._max_iter + 1):
@@ -408,14 +370,13 @@ class Pregel:
                 msgs = explode_messages(t, targets, ID, self.MSG_COL_NAME).filter(F.col(self.MSG_COL_NAME).isNotNull())
                 agg = msgs.groupBy(ID).agg(self._agg.alias(self.MSG_COL_NAME), F.count(F.lit(1)).alias(_N_MSGS))
                 joined = base.join(agg.hint("shuffle_hash"), ID, "left")
-                new = local_checkpoint(
+                new = policy.local(
                     joined.select(
                         *[F.col(quote(c)) for c in v_cols],
                         update_active.alias(active),
                         *[upd.alias(name) for name, _, upd in self._columns],
                         F.col(_N_MSGS),
-                    ),
-                    level,
+                    )
                 )
                 stats = [
                     F.count(F.col(_N_MSGS)).alias("receivers"),
@@ -432,10 +393,8 @@ class Pregel:
                     log.info("pregel iteration %d/%d: no messages, stopping early (%.2fs)",
                              it, self._max_iter, time.perf_counter() - t0)
                     break
-                cut = not self._local_checkpoints and bool(self._checkpoint_interval) and (
-                    it % self._checkpoint_interval == 0
-                )
-                cur = cutter.cut(new) if cut else new
+                cut = policy.due(it)
+                cur = policy.cut(new) if cut else new
                 done = it
                 log.info(
                     "pregel iteration %d/%d: %d vertices received %d messages, %d active%s%s, %.2fs",

@@ -1,0 +1,378 @@
+"""The partitioned plan of :func:`~lepton_spark.graph.propagation.propagate` (docs/architecture.md §2.1).
+
+The features never sit in one process. Vertices are hashed into ``B`` blocks, one per task slot (more
+only when a block would exceed ``graph.block_max_bytes``), because every extra block adds shuffle
+volume and no parallelism. Each block gets a label that Spark's hash partitioning sends to a
+partition of its own (:func:`block_keys`), so every task holds exactly one block. Each block's
+out-edges are packed once into a CSR block (rows = destinations, ordered by their block; cols = local
+source index) and cached, partitioned and sorted by block. A round is one cogroup of the incoming
+partials with the cached edge blocks; the edges are neither reshuffled nor re-sorted. Each block
+combines its partials into its features (numpy add, or max), multiplies its CSR block once, and emits
+one partial per destination block, so partial sums are combined before the shuffle. The partials
+leave Python as views of the product matrix, cut into binary values of about 64 KiB: the JVM moves
+many small values much faster than a few values of hundreds of MB. With ``native_aggregate`` the
+partials are rows instead of blobs and Spark sums them with ``vector_sum`` (Spark >= 4.3), which costs
+one more shuffle per round.
+
+The vertex programs' partitioned engine (:mod:`lepton_spark.graph.partitioned`) uses the same block
+labels and cogroup (:func:`block_keys`, :func:`cogroup`). ``normalize="sym"`` propagates over the edge
+table :func:`sym_edges` builds.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lepton_spark.errors import InvalidGraphError
+from lepton_spark.graph import arrow, kernels
+from lepton_spark.graph.arrow import cell, list_to_matrix, matrix_to_list
+from lepton_spark.graph.blocks import fault_sleep
+from lepton_spark.graph.propagation.inputs import Inputs
+from lepton_spark.graph.propagation.rounds import LineagePolicy, Rounds, RoundStore
+from lepton_spark.graph.propagation.schemas import (
+    EBLOCK,
+    EBLOCK_PA,
+    PARTIAL_BLOB,
+    PARTIAL_BLOB_PA,
+    PARTIAL_ROWS,
+    PARTIAL_ROWS_PA,
+    RESULT,
+    RESULT_PA,
+)
+
+log = logging.getLogger(__name__)
+
+_PARTIAL_VALUE_BYTES = 64 << 10  # target size of one binary partial value
+
+
+def _to_table(obj: Any) -> pa.Table:
+    if isinstance(obj, pa.Table):
+        return obj
+    return pa.Table.from_pandas(obj, preserve_index=False)  # pyspark 3.5 cogroup hands pandas frames
+
+
+def cogroup(left: DataFrame, right: DataFrame, fn: Callable[[pa.Table, pa.Table], pa.Table],
+            schema: T.StructType) -> DataFrame:
+    """``fn(left rows, right rows)`` per ``pid`` as Arrow tables (``applyInArrow``; pandas on pyspark 3.5)."""
+    grouped = left.groupBy("pid").cogroup(right.groupBy("pid"))
+    if hasattr(grouped, "applyInArrow"):
+        return grouped.applyInArrow(fn, schema)
+
+    def pandas_fn(lp: Any, rp: Any) -> Any:  # pyspark 3.5
+        return fn(_to_table(lp), _to_table(rp)).to_pandas()
+
+    return grouped.applyInPandas(pandas_fn, schema)
+
+
+def block_keys(spark: SparkSession, blocks: int) -> list[int]:
+    """One ``pid`` value per block such that ``hashpartitioning(pid, blocks)`` puts each in its own partition.
+
+    The blocks are co-partitioned by Spark's hash partitioning (murmur3 of the value). Plain ids
+    0..B-1 collide: with 8 blocks in 4 partitions one task got 4 blocks and another none, and 2
+    blocks in 2 partitions shared one task. So block b is labelled with the smallest integer whose
+    partition is b; Spark itself computes the partitions (``pmod(hash(k), B)``), so the labels match
+    whatever hash it uses.
+    """
+    rows = spark.range(0, 64 * blocks + 64).select(
+        F.col("id").cast("int").alias("k"),
+        F.pmod(F.hash(F.col("id").cast("int")), F.lit(blocks)).alias("p"),
+    ).collect()
+    first: dict[int, int] = {}
+    for r in rows:
+        first[int(r["p"])] = min(first.get(int(r["p"]), int(r["k"])), int(r["k"]))
+    if len(first) < blocks:  # a partition no small integer hashes to: plain ids still work, unevenly
+        log.warning("propagate[partitioned]: no balanced block labels for %d blocks", blocks)
+        return list(range(blocks))
+    return [first[b] for b in range(blocks)]
+
+
+def sym_edges(edges: DataFrame, ids: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """GCN's ``D^-1/2 (A + I) D^-1/2`` as an edge table: every edge weighted ``w / sqrt(d_src d_dst)`` plus
+    one loop ``1 / d_v`` per vertex, with ``d`` the weighted in-degree (edges from vertices) plus 1.
+
+    Multi-edges stay separate rows (a round sums them, as it sums the merged weight), so unlike
+    :func:`~lepton_spark.graph.normalize.normalize_edges` nothing is grouped by (src, dst): one
+    aggregation by dst and two joins with the per-vertex factor (shuffle joins: this is the plan for
+    graphs whose vertex tables are large; broadcasting them ran a 4 GiB driver out of heap at 1M
+    vertices). Edges whose src or dst is not a vertex are dropped, as
+    propagation ignores them. The same operator as the broadcast plan's on-the-fly scaling.
+    Returns the edge table and the persisted per-vertex factors (unpersist them when done).
+    """
+    valid = edges.join(ids.select(F.col("id").alias("src")), "src", "left_semi") \
+        .join(ids.select(F.col("id").alias("dst")), "dst", "left_semi")
+    deg = valid.groupBy(F.col("dst").alias("id")).agg(F.sum(F.col("weight").cast("double")).alias("deg"))
+    dinv = ids.join(deg, "id", "left").select(
+        "id", (F.lit(1.0) / F.sqrt(F.coalesce(F.col("deg"), F.lit(0.0)) + F.lit(1.0))).alias("dinv"))
+    dinv = dinv.persist()
+    e = valid.join(dinv.select(F.col("id").alias("src"), F.col("dinv").alias("_ds")), "src") \
+        .join(dinv.select(F.col("id").alias("dst"), F.col("dinv").alias("_dd")), "dst") \
+        .select("src", "dst", (F.col("weight") * F.col("_ds") * F.col("_dd")).cast("float").alias("weight"))
+    loops = dinv.select(F.col("id").alias("src"), F.col("id").alias("dst"),
+                        (F.col("dinv") * F.col("dinv")).cast("float").alias("weight"))
+    return e.unionByName(loops), dinv
+
+
+def num_partitioned_blocks(size: int, slots: int, max_block_bytes: int) -> int:
+    """Blocks for the partitioned plan: one per task slot, more only when a block would exceed the limit.
+
+    Every block beyond that costs shuffle volume and buys no parallelism: a vertex receives one partial
+    from every block that holds an in-neighbour of it. On the 1M-vertex/10M-edge benchmark graph the
+    partials are 1.6 feature matrices per round with 2 blocks, 2.5 with 4 and 3.4 with 8.
+    """
+    return max(1, slots, math.ceil(size / max(1, max_block_bytes)))
+
+
+# ----------------------------------------------------------------------------------- the edge blocks
+
+
+def _assign_blocks(x0: DataFrame, keys: list[int], policy: LineagePolicy) -> DataFrame:
+    """``x0`` with each vertex's block label ``pid`` (a hash of its id) and ``local`` index in its block, cut.
+
+    Block ``b`` is labelled ``keys[b]`` (:func:`block_keys`); ``local`` numbers a block's vertices
+    0.. in id order.
+    """
+    block = (F.pmod(F.xxhash64("id"), F.lit(len(keys))) + 1).cast("int")
+    pid = F.element_at(F.array(*[F.lit(k) for k in keys]), block).cast("int")
+    return policy.cut(x0.withColumn("pid", pid).withColumn(
+        "local", (F.row_number().over(Window.partitionBy("pid").orderBy("id")) - 1).cast("int")
+    ))
+
+
+def _pack_block(vt: pa.Table, et: pa.Table) -> pa.Table:
+    """One block's vertices ``(pid, id, local, indeg)`` and out-edges as one ``EBLOCK`` row.
+
+    The CSR rows are the edges' targets ordered by (target block, local index), the columns the
+    block's local source indices. Weights that are null (NaN here), NaN or infinite are counted in
+    ``bad_weights``, for the driver to reject the graph.
+    """
+    if vt.num_rows == 0:
+        return pa.Table.from_pylist([], schema=EBLOCK_PA)
+    order = np.argsort(vt.column("local").to_numpy(), kind="stable")
+    ids = vt.column("id").to_numpy()[order]
+    indeg = vt.column("indeg").to_numpy().astype(np.int32)[order]
+    if et.num_rows:
+        tgt_pid = et.column("dpid").to_numpy().astype(np.int64)
+        tgt_loc = et.column("dlocal").to_numpy().astype(np.int64)
+        key = tgt_pid * (1 << 32) + tgt_loc  # rows ordered by (target block, local index)
+        wt = et.column("weight").to_numpy(zero_copy_only=False)  # a null weight arrives as NaN
+        bad_weights = int(np.count_nonzero(~np.isfinite(wt)))
+        rows, indptr, indices, data = kernels.csr_from_pairs(
+            key, et.column("slocal").to_numpy().astype(np.int32), wt)
+        tgt, tgt_local = (rows >> 32).astype(np.int32), (rows & 0xFFFFFFFF).astype(np.int32)
+    else:
+        tgt = tgt_local = indices = np.zeros(0, np.int32)
+        bad_weights = 0
+        indptr, data = np.zeros(1, np.int64), np.zeros(0, np.float32)
+    row = {"pid": int(vt.column("pid")[0].as_py()), "n": len(ids), "ids": ids.astype(np.int64).tobytes(),
+           "indeg": indeg.tobytes(), "tgt": tgt.tobytes(), "tgt_local": tgt_local.tobytes(),
+           "indptr": indptr.tobytes(), "indices": indices.astype(np.int32).tobytes(),
+           "data": data.astype(np.float32).tobytes(), "bad_weights": bad_weights}
+    return pa.Table.from_pylist([row], schema=EBLOCK_PA)
+
+
+def _pack_edge_blocks(vl: DataFrame, edges: DataFrame, parts: int) -> DataFrame:
+    """The edge blocks (``EBLOCK`` rows) of the vertices ``vl`` (id, pid, local), persisted.
+
+    Edges whose src or dst is not a vertex are dropped by the joins. Cached partitioned and sorted by
+    pid: each round's cogroup reads it with no exchange and no sort. The partials are repartitioned
+    explicitly into the same partitions, so that co-partitioning never rests on how a Spark version
+    picks the partition count of the cogroup's shuffle.
+    """
+    s = vl.select(F.col("id").alias("src"), F.col("pid").alias("spid"), F.col("local").alias("slocal"))
+    d = vl.select(F.col("id").alias("dst"), F.col("pid").alias("dpid"), F.col("local").alias("dlocal"))
+    e = edges.join(s, "src").join(d, "dst").select("spid", "slocal", "dpid", "dlocal", "weight")
+    indeg = e.groupBy(F.col("dpid").alias("pid"), F.col("dlocal").alias("local")).agg(
+        F.count(F.lit(1)).cast("int").alias("indeg"))
+    vside = vl.join(indeg, ["pid", "local"], "left").select(
+        "pid", "id", "local", F.coalesce("indeg", F.lit(0)).alias("indeg"))
+    eblocks = cogroup(vside, e.withColumnRenamed("spid", "pid"), _pack_block, EBLOCK)
+    return eblocks.repartition(parts, "pid").sortWithinPartitions("pid").persist()
+
+
+def _count_blocks(eblocks: DataFrame) -> int:
+    """The number of edge blocks (the job that caches them); bad weights unpersist them and raise."""
+    stats = eblocks.agg(F.count(F.lit(1)).alias("nb"), F.sum("bad_weights").alias("bad")).first()
+    if stats["bad"]:
+        eblocks.unpersist()
+        raise InvalidGraphError(f"propagate: {int(stats['bad'])} edges have a null, NaN or infinite weight")
+    return int(stats["nb"])
+
+
+# ----------------------------------------------------------------------------------------- a round
+
+
+@dataclass(frozen=True)
+class _State:
+    """The partials addressed to the blocks after a round, and how a block must read them."""
+
+    df: DataFrame  # pid + (local, features) rows, or (local, values) binary partials
+    rows: bool  # one row per vertex (the features at round 0, natively summed partials)
+    mean_pending: bool  # the block still divides by its in-degrees (agg mean)
+
+
+@dataclass(frozen=True)
+class _BlockStep:
+    """What one block does in a round (:meth:`apply` is the function of the round's cogroup).
+
+    It combines the partials addressed to it into its features (a row per vertex, or numpy add / max
+    of binary partials), divides by the in-degrees when a mean is pending, and then either returns
+    its features (``final``) or multiplies its CSR block and emits one partial per destination block.
+    """
+
+    dim: int
+    agg: str
+    native: bool
+    final: bool
+    rows: bool
+    mean_pending: bool
+    delay: float  # fault-injection sleep per task (tests only)
+    step_rows: int  # rows per binary partial value
+
+    def function(self) -> Callable[[pa.Table, pa.Table], pa.Table]:
+        """:meth:`apply` as a function of two parameters, for ``cogroup``.
+
+        PySpark counts a cogroup function's parameters with ``inspect.getfullargspec``, which counts
+        the ``self`` of a bound method or callable object: with three it would pass the group key too.
+        """
+        return functools.partial(_BlockStep.apply, self)
+
+    def apply(self, incoming: pa.Table, eb: pa.Table) -> pa.Table:
+        """The block's output for one round: its partials for the other blocks, or (final) its features."""
+        if self.delay and not self.final:
+            time.sleep(self.delay)
+        if eb.num_rows == 0:
+            return pa.Table.from_pylist([], schema=RESULT_PA if self.final else
+                                        (PARTIAL_ROWS_PA if self.native else PARTIAL_BLOB_PA))
+        x = self._features(incoming, eb)
+        if self.final:
+            return pa.table({"id": pa.array(cell(eb, "ids", np.int64)), "features": matrix_to_list(x)})
+        y = kernels.block_apply(cell(eb, "indptr", np.int64), cell(eb, "indices", np.int32),
+                                cell(eb, "data", np.float32), x, "max" if self.agg == "max" else "sum")
+        return self._partials(y, cell(eb, "tgt", np.int32), cell(eb, "tgt_local", np.int32))
+
+    def _features(self, incoming: pa.Table, eb: pa.Table) -> np.ndarray:
+        """The block's features: its incoming rows or partials combined, divided when a mean is pending."""
+        n, dim = int(eb.column("n")[0].as_py()), self.dim
+        if self.rows:
+            x = np.zeros((n, dim), dtype=np.float32)
+            if incoming.num_rows:
+                x[incoming.column("local").to_numpy()] = list_to_matrix(incoming.column("features"), dim)
+        else:
+            locs = arrow.binary_cells(incoming.column("local"))
+            vals = arrow.binary_cells(incoming.column("values"))
+            partials = [(np.frombuffer(lb, np.int32), np.frombuffer(vb, np.float32).reshape(-1, dim))
+                        for lb, vb in zip(locs, vals)]
+            x = kernels.combine(n, dim, partials, self.agg)
+        if self.mean_pending:
+            x = x / np.maximum(cell(eb, "indeg", np.int32), 1).astype(np.float32)[:, None]
+        return x
+
+    def _partials(self, y: np.ndarray, tgt: np.ndarray, tgt_local: np.ndarray) -> pa.Table:
+        """The product rows ``y`` as partials for their target blocks (rows, or binary values)."""
+        if self.native:
+            return pa.table({"pid": pa.array(tgt), "local": pa.array(tgt_local), "features": matrix_to_list(y)})
+        if not len(tgt):
+            return pa.Table.from_pylist([], schema=PARTIAL_BLOB_PA)
+        # partials per target block, as views of y, cut into values of about 64 KiB: the JVM copies
+        # many small binary values much faster than a few of hundreds of MB (measured 3.2 against
+        # 5-7 s per round at 1M vertices x 64 dims)
+        starts = np.flatnonzero(np.diff(tgt)) + 1
+        bounds = np.concatenate([[0], starts, [len(tgt)]]).astype(np.int64)
+        cuts = [np.arange(a + self.step_rows, b, self.step_rows) for a, b in itertools.pairwise(bounds)]
+        bounds = np.unique(np.concatenate([bounds, *cuts])).astype(np.int64)
+        return pa.table({
+            "pid": pa.array(tgt[bounds[:-1]], pa.int32()),
+            "local": arrow.binary_segments(tgt_local, bounds),
+            "values": arrow.binary_segments(y, bounds),
+        })
+
+
+class _PartitionedRounds:
+    """The partitioned plan's rounds (a :class:`~.rounds.RoundPlan`): the state is the partials in flight.
+
+    Lazy: a round only plans its cogroup; it runs in the job of the next lineage cut or save.
+    """
+
+    name = "partitioned"
+    lazy = True
+
+    def __init__(self, inp: Inputs, eblocks: DataFrame, parts: int, agg: str, native: bool,
+                 policy: LineagePolicy) -> None:
+        self.spark, self.eblocks, self.parts, self.policy = inp.spark, eblocks, parts, policy
+        self.dim, self.agg, self.native = inp.dim, agg, native
+        self.rows = inp.n  # vertices updated (as in the broadcast plan); counting partials would cost a job
+        self.delay = fault_sleep()
+        self.step_rows = max(1, _PARTIAL_VALUE_BYTES // (4 * inp.dim))
+
+    def _block_step(self, state: _State, final: bool) -> Callable[[pa.Table, pa.Table], pa.Table]:
+        return _BlockStep(self.dim, self.agg, self.native, final, state.rows, state.mean_pending, self.delay,
+                          self.step_rows).function()
+
+    def step(self, state: _State) -> _State:
+        out = cogroup(state.df.repartition(self.parts, "pid"), self.eblocks, self._block_step(state, False),
+                      PARTIAL_ROWS if self.native else PARTIAL_BLOB)
+        if self.native:
+            out = out.groupBy("pid", "local").agg(F.vector_sum("features").alias("features"))
+        return _State(out, rows=self.native, mean_pending=self.agg == "mean")
+
+    def save(self, store: RoundStore, k: int, state: _State) -> _State:
+        state.df.write.mode("overwrite").parquet(store.path(k, "state"))
+        return replace(state, df=self.spark.read.parquet(store.path(k, "state")))
+
+    def load(self, store: RoundStore, k: int) -> _State:
+        df = self.spark.read.parquet(store.path(k, "state"))
+        return _State(df if self.native else df.select("pid", "local", "values"), rows=self.native,
+                      mean_pending=self.agg == "mean")
+
+    def cut(self, state: _State) -> _State:
+        return replace(state, df=self.policy.cut(state.df))
+
+    def finish(self, state: _State) -> DataFrame:
+        """Every block's features after the last round: DataFrame(id, features), cut."""
+        result = cogroup(state.df.repartition(self.parts, "pid"), self.eblocks, self._block_step(state, True),
+                         RESULT)
+        return self.policy.cut(result)
+
+
+def run(inp: Inputs, rounds: Rounds, *, agg: str, blocks: int, native: bool,
+        normalize: str | None = None) -> DataFrame:
+    """The partitioned plan: ``rounds`` over the vertices hashed into ``blocks`` blocks; DataFrame(id, features).
+
+    ``native``: Spark sums the partials (``vector_sum``). ``normalize="sym"`` propagates over
+    :func:`sym_edges` of the edges. The result is cut (its lineage does not reach the rounds).
+    """
+    factors = None
+    edges = inp.edges
+    if normalize == "sym":
+        edges, factors = sym_edges(edges, inp.x0.select("id"))
+    try:
+        t0 = time.perf_counter()
+        parts = blocks  # one block per partition: every task holds one block
+        vfull = _assign_blocks(inp.x0, block_keys(inp.spark, blocks), rounds.policy)
+        eblocks = _pack_edge_blocks(vfull.select("id", "pid", "local"), edges, parts)
+        nb = _count_blocks(eblocks)
+        log.info("propagate[partitioned]: %d vertices x %d dims in %d blocks (%d partitions), %s aggregation; "
+                 "prepared in %.2fs", inp.n, inp.dim, nb, parts, "native vector_sum" if native else "numpy",
+                 time.perf_counter() - t0)
+        try:
+            plan = _PartitionedRounds(inp, eblocks, parts, agg, native, rounds.policy)
+            state = rounds.run(plan, _State(vfull.select("pid", "local", "features"), rows=True, mean_pending=False))
+            return plan.finish(state)
+        finally:
+            eblocks.unpersist()
+    finally:
+        if factors is not None:
+            factors.unpersist()
