@@ -107,6 +107,39 @@ def test_bad_feature_lengths_are_counted(spark) -> None:
         propagate(types.SimpleNamespace(vertices=v, edges=e), agg="median")
 
 
+@pytest.mark.parametrize("plan", ["broadcast", "partitioned"])
+def test_caller_counted_vertices_give_the_same_result(spark, plan) -> None:
+    # num_vertices skips the validation job: the plan is chosen from the count, the features are checked
+    # where the plan reads them; the result is the one of the checked call and of scipy
+    ids, x, src, dst, w = _random_case(11, sparse_ids=True)
+    src_ids, dst_ids = ids[src], ids[dst]
+    g = _graph(spark, ids, x, src_ids, dst_ids, w)
+    want = kernels.reference_propagate(src, dst, w, x, 2, "mean")
+    got = _to_matrix(propagate(g, rounds=2, agg="mean", plan=plan, num_vertices=len(ids)), ids)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+BAD_FEATURES = [
+    ([(0, [1.0, 2.0]), (1, [3.0]), (2, None), (3, [1.0, 1.0])],
+     r"2 of 4 vertices have null features or a length other than 2 \(lengths seen: \{-1: 1, 1: 1, 2: 2\}\)"),
+    ([(0, [1.0, float("nan")]), (1, [3.0, 1.0]), (2, [float("inf"), 0.0])],
+     "2 of 3 vertices have NaN or infinite features"),
+    ([(0, None), (1, None)], "all 2 feature vectors are null"),
+]
+
+
+@pytest.mark.parametrize("plan", ["broadcast", "partitioned"])
+@pytest.mark.parametrize(("rows", "message"), BAD_FEATURES)
+def test_caller_counted_vertices_still_get_the_feature_errors(spark, plan, rows, message) -> None:
+    schema = T.StructType([T.StructField("id", T.LongType()), T.StructField("features", T.ArrayType(T.FloatType()))])
+    g = types.SimpleNamespace(vertices=spark.createDataFrame(rows, schema),
+                              edges=spark.createDataFrame([(0, 1, 1.0)], E_SCHEMA))
+    with pytest.raises(ValueError, match=message):  # the checked path: one validation job
+        propagate(g, plan=plan)
+    with pytest.raises(ValueError, match=message):  # the caller's count: checked by the plan
+        propagate(g, plan=plan, num_vertices=len(rows))
+
+
 def test_resume_from_round_state(spark, tmp_path) -> None:
     ids, x, src, dst, w = _random_case(7)
     g = _graph(spark, ids, x, src, dst, w)

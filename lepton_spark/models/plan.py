@@ -370,6 +370,11 @@ class SparkOps:
         self._own_operators = "operators" not in self.propagate_options
         self.operators = self.propagate_options.pop("operators", None) or engine.OperatorCache()
         self.operator_key = self.propagate_options.pop("operator_key", None)
+        # the caller's count of the graph's vertices (their features already checked): tables with
+        # exactly those rows (the features and every per-row step or propagation of them) pass it to
+        # propagate, which then skips its own validation job (see propagate's num_vertices)
+        self.num_vertices: int | None = self.propagate_options.pop("num_vertices", None)
+        self._graph_rows: dict[int, Any] = {}
         self._raw: Any = None
         # id(output table) -> (output, input, numpy fn) for every per-row step (map, dense): result()
         # follows them back so the probabilities are computed in the same pass as the embedding
@@ -378,10 +383,17 @@ class SparkOps:
     # tables ---------------------------------------------------------------------------------------
     def features(self) -> Any:
         F = self.F
-        return self.g.vertices.select(
+        return self._rows_of(None, self.g.vertices.select(
             F.col("id").cast("long").alias("id"),
             F.col(self.feature_col).cast("array<float>").alias("features"),
-        )
+        ))
+
+    def _rows_of(self, source: Any, out: Any) -> Any:
+        """Record that ``out`` has the graph's vertex rows when ``source`` has them (None: ``out`` is
+        the graph's own features); returns ``out``."""
+        if source is None or self._graph_rows.get(id(source)) is source:
+            self._graph_rows[id(out)] = out
+        return out
 
     def raw_edges(self) -> Any:
         if self._raw is None:  # one object: the operator cache recognises it
@@ -429,7 +441,7 @@ class SparkOps:
         out = self.engine.map_features(table, fn, input_col="features", output_col="features",
                                        out_dim=None if out_dim is None else int(out_dim))
         self._rowwise[id(out)] = (out, table, fn)
-        return out
+        return self._rows_of(table, out)
 
     def dense(self, table: Any, W: np.ndarray | None, b: np.ndarray | None, activation: str) -> Any:
         from lepton_spark.graph.dense import DenseFn
@@ -437,7 +449,7 @@ class SparkOps:
         fn = DenseFn(W, b, activation)
         out = self.engine.map_features(table, fn, input_col="features", output_col="features", out_dim=fn.out_dim)
         self._rowwise[id(out)] = (out, table, fn)
-        return out
+        return self._rows_of(table, out)
 
     def _rowwise_chain(self, start: Any, end: Any) -> list[Any] | None:
         """The per-row functions that turn table ``start`` into table ``end`` (None: ``end`` is not
@@ -465,8 +477,11 @@ class SparkOps:
         if opts.get("checkpoint"):
             opts["checkpoint"] = f"{str(opts['checkpoint']).rstrip('/')}/step-{self._steps}"
         self._steps += 1
-        return self.engine.propagate(g, features="features", weight="weight", rounds=int(rounds), agg=agg,
-                                     operators=self.operators, operator_key=key, **opts)
+        if self.num_vertices is not None and self._graph_rows.get(id(table)) is table:
+            opts["num_vertices"] = int(self.num_vertices)
+        out = self.engine.propagate(g, features="features", weight="weight", rounds=int(rounds), agg=agg,
+                                    operators=self.operators, operator_key=key, **opts)
+        return self._rows_of(table, out)  # every vertex is in a propagation's result
 
     def close(self) -> None:
         """Release the prepared edge blocks (the broadcast plan's results are local rows by then)."""

@@ -220,10 +220,12 @@ def graph_dims(ctx: RunContext, vertices: DataFrame, edges: DataFrame) -> tuple[
     return dim, n
 
 
-def forward_on_spark(ctx: RunContext, model: Any, vertices: DataFrame, edges: DataFrame, stage: str) -> DataFrame:
+def forward_on_spark(ctx: RunContext, model: Any, vertices: DataFrame, edges: DataFrame, stage: str,
+                     num_vertices: int | None = None) -> DataFrame:
     """``model.forward_spark`` over the run's graph: round seconds recorded under ``stage``, round state
     checkpointed under ``_work/<run id>/<stage>`` (resume), the run's shared edge blocks, and the
-    ``round:<k>`` fault points."""
+    ``round:<k>`` fault points. ``num_vertices``: the graph's vertex count from :func:`graph_dims`
+    (its features checked there or by the build), so propagation skips its own check."""
     from lepton_spark.graph import GraphFrame
 
     rounds: list[float] = []
@@ -236,7 +238,8 @@ def forward_on_spark(ctx: RunContext, model: Any, vertices: DataFrame, edges: Da
     return model.forward_spark(
         GraphFrame(vertices, edges),
         propagate_options={"checkpoint": storage.join_path(ctx.work_dir, stage), "on_round": on_round,
-                           "config": ctx.cfg.graph, "operators": ctx.operators, "operator_key": ctx.graph_dir},
+                           "config": ctx.cfg.graph, "operators": ctx.operators, "operator_key": ctx.graph_dir,
+                           **({"num_vertices": int(num_vertices)} if num_vertices else {})},
     )
 
 
@@ -244,9 +247,9 @@ def propagate_stage(ctx: RunContext) -> None:
     if not ctx.model_dir:
         raise UsageError("propagate needs a model: run the train stage or set pipeline.model_dir / --model")
     vertices, edges = read_graph(ctx)
-    dim, _ = graph_dims(ctx, vertices, edges)
+    dim, n = graph_dims(ctx, vertices, edges)
     model = load_model_checked(ctx.model_dir, dim, None)
-    out = forward_on_spark(ctx, model, vertices, edges, "propagate")
+    out = forward_on_spark(ctx, model, vertices, edges, "propagate", num_vertices=n)
     if getattr(model, "task", "node") == "link":  # a link model has no class predictions: embeddings only
         ctx.counts.setdefault("skipped_tables", {})["predictions"] = \
             f"{model.model_type} is a link model: no class predictions (see the links stage)"

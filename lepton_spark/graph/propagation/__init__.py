@@ -34,7 +34,13 @@ from lepton_spark.config import GraphConfig
 from lepton_spark.graph import kernels
 from lepton_spark.graph.propagation import broadcast_plan, partitioned_plan
 from lepton_spark.graph.propagation.broadcast_plan import OperatorCache
-from lepton_spark.graph.propagation.inputs import Inputs, check_features, check_weights, prepare
+from lepton_spark.graph.propagation.inputs import (
+    Inputs,
+    check_features,
+    check_weights,
+    ensure_checked,
+    prepare,
+)
 from lepton_spark.graph.propagation.partitioned_plan import num_partitioned_blocks, sym_edges
 from lepton_spark.graph.propagation.rounds import LineagePolicy, RoundCallback, Rounds, RoundStore
 from lepton_spark.graph.propagation.schemas import FEATURES_T
@@ -128,6 +134,7 @@ def propagate(
     operators: OperatorCache | None = None,
     normalize: str | None = None,
     operator_key: Any = None,
+    num_vertices: int | None = None,
 ) -> DataFrame:
     """``rounds`` rounds of ``x'_v = agg_{(u -> v, w)} w * x_u``; returns DataFrame(id, features).
 
@@ -178,6 +185,11 @@ def propagate(
         edge table first (:func:`~lepton_spark.graph.normalize.normalize_edges`).
     operator_key : object, optional
         Names the edges in ``operators`` instead of the DataFrame object (see :class:`OperatorCache`).
+    num_vertices : int, optional
+        The number of rows of ``g.vertices`` when the caller knows it (a validated graph's metadata):
+        the plan is chosen from it and the first row's feature length, without the validation job and
+        the features' cache; the broadcast plan checks the features on the driver as it collects them
+        (the same errors), the partitioned plan runs the usual check first.
 
     Returns
     -------
@@ -207,7 +219,7 @@ def propagate(
         config, rounds=rounds, agg=agg, plan=plan, native_aggregate=native_aggregate, num_blocks=num_blocks,
         broadcast_max_bytes=broadcast_max_bytes, checkpoint=checkpoint, checkpoint_interval=checkpoint_interval,
         on_round=on_round, operators=operators, normalize=normalize, operator_key=operator_key)
-    inp = prepare(g, features, weight)
+    inp = prepare(g, features, weight, num_vertices)
     try:
         return _run(inp, spec)
     finally:
@@ -252,6 +264,8 @@ def _run(inp: Inputs, spec: RunSpec) -> DataFrame:
     if spec.rounds == 0 or inp.n == 0:
         return inp.x0
     choice = choose_plan(inp, spec)
+    if choice.name == "partitioned":
+        ensure_checked(inp)
     log.info("propagate: %s plan (%s), %d rounds, agg=%s", choice.name, choice.why, spec.rounds, spec.agg)
     signature = {"n": inp.n, "dim": inp.dim, "rounds_plan": choice.name, "agg": spec.agg, "native": choice.native,
                  "normalize": spec.normalize}

@@ -20,13 +20,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 
 from lepton_spark import storage
 from lepton_spark.errors import InvalidGraphError
-from lepton_spark.graph.arrow import list_to_matrix, matrix_to_list
+from lepton_spark.graph.arrow import FLOAT_LIST, list_to_matrix, matrix_to_list
 from lepton_spark.graph.blocks import BroadcastOperator
-from lepton_spark.graph.propagation.inputs import Inputs
+from lepton_spark.graph.propagation.inputs import Inputs, check_matrix
 from lepton_spark.graph.propagation.rounds import Rounds, RoundStore
 from lepton_spark.graph.propagation.schemas import RESULT
 
@@ -111,6 +112,15 @@ def _collect_features(inp: Inputs) -> tuple[np.ndarray, np.ndarray]:
     """
     table = storage.collect_arrow(inp.x0)
     ids = table.column("id").to_numpy()
+    if not inp.checked:  # the caller's count chose this plan: check the features here, on the driver
+        col = pa.concat_arrays(table.column("features").chunks) if table.num_rows else pa.array([], FLOAT_LIST)
+        nulls = col.null_count
+        present = col.drop_null() if nulls else col
+        inp.dim = check_matrix(pc.list_value_length(present).to_numpy(zero_copy_only=False).astype(np.int64),
+                               nulls, present.flatten().to_numpy(zero_copy_only=False))
+        if table.num_rows != inp.n:
+            log.warning("propagate: %d vertex rows, the caller counted %d", table.num_rows, inp.n)
+        inp.n, inp.checked = table.num_rows, True
     x = list_to_matrix(table.column("features"), inp.dim)
     order = np.argsort(ids, kind="stable")
     ids, x = ids[order], np.ascontiguousarray(x[order])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -29,6 +30,43 @@ class Inputs:
     n: int
     dim: int
     source_edges: DataFrame | None = None  # the caller's edges DataFrame (the operator cache key)
+    # False: ``n`` is the caller's count and ``dim`` the first row's length, nothing checked yet; the
+    # plan validates the features where it reads them (:func:`ensure_checked`, or on the driver)
+    checked: bool = True
+
+
+def ensure_checked(inp: Inputs) -> None:
+    """Persist and check ``inp``'s features now if :func:`prepare` took the caller's count (the
+    partitioned plan reads them more than once and from many tasks; see :func:`check_features`)."""
+    if inp.checked:
+        return
+    inp.x0 = inp.x0.persist()
+    try:
+        inp.n, inp.dim = check_features(inp.x0, "features")
+    except InvalidGraphError:
+        inp.x0.unpersist()
+        raise
+    inp.checked = True
+
+
+def check_matrix(lengths: np.ndarray, nulls: int, values: np.ndarray) -> int:
+    """:func:`check_features`'s rule on features already on the driver: ``lengths`` of the non-null
+    vectors, the number of ``nulls``, and all their ``values``; returns the feature length."""
+    n = len(lengths) + nulls
+    if not len(lengths):
+        raise InvalidGraphError(f"propagate: all {n} feature vectors are null")
+    counts = np.bincount(lengths)
+    dim = int(np.argmax(counts))  # the most frequent length, the smallest on a tie (as check_features)
+    bad = n - int(counts[dim])
+    if bad:
+        seen = {**({-1: nulls} if nulls else {}), **{int(d): int(c) for d, c in enumerate(counts) if c}}
+        raise InvalidGraphError(
+            f"propagate: {bad} of {n} vertices have null features or a length other than {dim} "
+            f"(lengths seen: {dict(sorted(seen.items()))})")
+    if values.size and not np.isfinite(values).all():
+        rows = int((~np.isfinite(values.reshape(len(lengths), dim))).any(axis=1).sum())
+        raise InvalidGraphError(f"propagate: {rows} of {n} vertices have NaN or infinite features")
+    return dim
 
 
 def check_features(vertices: DataFrame, features: str = "features") -> tuple[int, int]:
@@ -73,8 +111,13 @@ def check_weights(edges: DataFrame, weight: str = "weight") -> None:
         raise InvalidGraphError(f"propagate: {int(bad)} edges have a null, NaN or infinite weight")
 
 
-def prepare(g: Any, features: str, weight: str | None) -> Inputs:
+def prepare(g: Any, features: str, weight: str | None, num_vertices: int | None = None) -> Inputs:
     """``g``'s features and edges cast to the plans' types, the features persisted and checked.
+
+    With ``num_vertices`` (the caller's count of ``g``'s vertices) the features are neither persisted
+    nor checked here: the plan is chosen from that count and the first row's length, and the plan
+    checks the features where it reads them (``Inputs.checked`` False). At 1M x 64 the check's job and
+    cache cost 5 s of a 7 s preparation whose broadcast plan then collects the features anyway.
 
     Raises ValueError for a missing or non-numeric-array feature column and
     :class:`~lepton_spark.errors.InvalidGraphError` for bad features (see :func:`check_features`).
@@ -93,6 +136,10 @@ def prepare(g: Any, features: str, weight: str | None) -> Inputs:
     w = F.col(weight).cast("float") if weight and weight in edges.columns else F.lit(1.0).cast("float")
     e = edges.select(F.col("src").cast("long").alias("src"), F.col("dst").cast("long").alias("dst"), w.alias("weight"))
     spark = vertices.sparkSession
+    if num_vertices is not None:
+        first = x0.select(F.size("features").alias("d")).first() if num_vertices else None
+        dim = max(int(first["d"]), 0) if first is not None and first["d"] is not None else 0
+        return Inputs(spark, x0, e, int(num_vertices) if first is not None else 0, dim, edges, checked=False)
     # kept for the plan's own read: the features often come out of a dense layer (a Python UDF), which
     # would otherwise run twice (for this check and for the plan)
     x0 = x0.persist()
