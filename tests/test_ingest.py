@@ -360,26 +360,3 @@ def test_degree_summary_matches_spark_percentile(spark) -> None:
     got = degree_stats(vertices, edges)
     assert got["median"] == pytest.approx(want["m"], abs=1e-12) and got["p99"] == pytest.approx(want["p"], abs=1e-9)
 
-
-# ------------------------------------------------------------------ dense ids
-
-
-@pytest.mark.parametrize("kind", ["long", "string"])
-def test_dense_ids_on_the_driver_equal_the_distributed_ranking(spark, kind: str) -> None:
-    from lepton_spark.ingest.ids import dense_ids, dense_ids_on_driver
-
-    rng = np.random.default_rng(5)
-    raw = rng.choice(2**40, 500, replace=False)
-    if kind == "long":
-        rows = [(int(r), int(r)) for r in raw] + [(-7, -7), (0, 0)]
-        schema = "_key long, _raw long"
-    else:  # mixed case, digits, non-ASCII: Spark orders UTF-8 bytes, as Arrow does
-        words = [f"{r:x}" for r in raw] + ["Zebra", "apple", "Äpfel", "éclair", "zz", "10", "9", "ß"]
-        rows = [(w, w) for w in words]
-        schema = "_key string, _raw string"
-    v = spark.createDataFrame(rows, schema).repartition(4)
-    want = {r["_key"]: r["id"] for r in dense_ids(v, "_raw", 3).collect()}
-    got = {r["_key"]: r["id"] for r in dense_ids_on_driver(v, "_raw").collect()}
-    assert got == want and sorted(got.values()) == list(range(len(rows)))
-    by_id = [k for k, _ in sorted(got.items(), key=lambda kv: kv[1])]
-    assert by_id == sorted(by_id, key=lambda k: k.encode() if isinstance(k, str) else k)  # independent order

@@ -30,22 +30,3 @@ def dense_ids(vertices: DataFrame, raw_col: str = "raw_id", num_partitions: int 
     base = mapping[F.col("_part")] if mapping is not None else F.lit(0)
     return ordered.withColumn("id", (base + rank).cast("long")).drop("_part")
 
-
-def dense_ids_on_driver(vertices: DataFrame, raw_col: str = "raw_id") -> DataFrame:
-    """:func:`dense_ids` for an id table small enough to be broadcast to the edges anyway (up to
-    ``build.broadcast_ids_max`` vertices): the keys and raw ids are collected, ranked by the raw id
-    with Arrow's sort (the same order: numbers numerically, strings by their UTF-8 bytes as Spark
-    compares them) and come back as a local DataFrame ``(_key, id)``. At 1M vertices one collect job
-    replaces the range partitioning, the per-partition counts and two checkpoints (5 s -> 2 s).
-    """
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from lepton_spark import storage
-
-    t = storage.collect_arrow(vertices.select("_key", raw_col))
-    order = pc.sort_indices(t.column(raw_col)).to_numpy()
-    ids = np.empty(t.num_rows, dtype=np.int64)
-    ids[order] = np.arange(t.num_rows, dtype=np.int64)
-    return storage.create_df(vertices.sparkSession, pa.table({"_key": t.column("_key"), "id": ids}))

@@ -43,7 +43,7 @@ from lepton_spark import storage
 from lepton_spark.config import BuildConfig
 from lepton_spark.errors import InvalidInputError, UsageError
 from lepton_spark.ingest.features import FLOAT_ARRAY, features_column, try_float, try_int
-from lepton_spark.ingest.ids import dense_ids, dense_ids_on_driver
+from lepton_spark.ingest.ids import dense_ids
 from lepton_spark.ingest.transform import normalize_features, transform_edges
 from lepton_spark.session import shuffle_partitions
 
@@ -209,11 +209,8 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str) -> dict[str,
     w = try_float(F.col(cfg.weight_col)) if has_w else F.lit(1.0)
     e = e.withColumn("_w", w).withColumn("_src", _key(F.col(cfg.src_col), kind)) \
         .withColumn("_dst", _key(F.col(cfg.dst_col), kind))
-    keyed = good_v.select("_key", F.col(cfg.id_col).alias("_raw"))
-    if n_kept <= cfg.broadcast_ids_max:  # the map is broadcast below anyway: rank the ids on the driver
-        mapped = dense_ids_on_driver(keyed, "_raw")
-    else:
-        mapped = dense_ids(keyed, "_raw", shuffle_partitions(spark)).localCheckpoint(eager=True)
+    mapped = dense_ids(good_v.select("_key", F.col(cfg.id_col).alias("_raw")), "_raw", shuffle_partitions(spark))
+    mapped = mapped.localCheckpoint(eager=True)
     ks = mapped.select(F.col("_key").alias("_src"), F.col("id").alias("_sid"))
     kd = mapped.select(F.col("_key").alias("_dst"), F.col("id").alias("_did"))
     if n_kept <= cfg.broadcast_ids_max:  # the id map rides to every edge partition: no edge shuffle
