@@ -35,7 +35,7 @@ from lepton_spark import storage
 from lepton_spark.config import GraphConfig
 from lepton_spark.graph.arrow import state_table
 from lepton_spark.graph.blocks import BroadcastOperator
-from lepton_spark.session import is_connect, shuffle_partitions
+from lepton_spark.session import is_connect
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ class BlockEngine:
                 self._ops[direction] = PartitionedOperator(self.ig.vertices, e, undirected=undirected,
                                                            config=self.cfg, num_blocks=self.num_blocks)
             else:
-                parts = self.cfg.num_partitions or shuffle_partitions(self.spark)
+                parts = self.cfg.num_partitions or None  # None: the operator's default for where it lives
                 self._ops[direction] = BroadcastOperator.prepare(
                     self.spark, self.ids(), e, parts, undirected=undirected, local_exchange=self.cfg.local_exchange)
         return self._ops[direction]

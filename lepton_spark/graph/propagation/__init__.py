@@ -44,7 +44,7 @@ from lepton_spark.graph.propagation.inputs import (
 from lepton_spark.graph.propagation.partitioned_plan import num_partitioned_blocks, sym_edges
 from lepton_spark.graph.propagation.rounds import LineagePolicy, RoundCallback, Rounds, RoundStore
 from lepton_spark.graph.propagation.schemas import FEATURES_T
-from lepton_spark.session import is_connect, shuffle_partitions, task_slots
+from lepton_spark.session import is_connect, task_slots
 
 __all__ = [
     "PLANS", "OperatorCache", "RoundCallback", "check_features", "check_weights", "native_aggregate_available",
@@ -273,7 +273,7 @@ def _run(inp: Inputs, spec: RunSpec) -> DataFrame:
                     LineagePolicy.for_session(inp.spark, spec.checkpoint_interval), spec.on_round)
     cfg = spec.config
     if choice.name == "broadcast":
-        return broadcast_plan.run(inp, rounds, agg=spec.agg, parts=cfg.num_partitions or shuffle_partitions(inp.spark),
+        return broadcast_plan.run(inp, rounds, agg=spec.agg, parts=cfg.num_partitions or None,
                                   local_exchange=cfg.local_exchange, cache=spec.operators, normalize=spec.normalize,
                                   operator_key=spec.operator_key)
     slots = cfg.num_partitions or task_slots(inp.spark)

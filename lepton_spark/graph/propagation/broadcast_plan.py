@@ -129,7 +129,7 @@ def _collect_features(inp: Inputs) -> tuple[np.ndarray, np.ndarray]:
     return ids, x
 
 
-def _operator(inp: Inputs, ids: np.ndarray, message_bytes: int, parts: int, local_exchange: bool,
+def _operator(inp: Inputs, ids: np.ndarray, message_bytes: int, parts: int | None, local_exchange: bool,
               cache: OperatorCache | None, operator_key: Any) -> tuple[BroadcastOperator, bool]:
     """The edges packed into broadcast blocks over ``ids``, from ``cache`` when it holds them: ``(op, reused)``."""
     cacheable = cache is not None and inp.source_edges is not None
@@ -143,7 +143,7 @@ def _operator(inp: Inputs, ids: np.ndarray, message_bytes: int, parts: int, loca
     return op, False
 
 
-def run(inp: Inputs, rounds: Rounds, *, agg: str, parts: int, local_exchange: bool = True,
+def run(inp: Inputs, rounds: Rounds, *, agg: str, parts: int | None, local_exchange: bool = True,
         cache: OperatorCache | None = None, normalize: str | None = None, operator_key: Any = None) -> DataFrame:
     """The broadcast plan: ``rounds`` over the edges packed once into ``parts`` blocks; DataFrame(id, features).
 
