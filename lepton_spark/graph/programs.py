@@ -283,8 +283,7 @@ class BlockEngine:
         """
         if self.plan == "partitioned":
             return self._operator(prog).run(prog, max_iter)
-        ids, state = self.run_local(prog, max_iter)
-        return storage.create_df(self.spark, state_table(ids, state))
+        return self.to_df(*self.run_local(prog, max_iter))
 
     def run_local(self, prog: VertexProgram, max_iter: int) -> tuple[np.ndarray, np.ndarray]:
         """Broadcast plan only: :meth:`run`'s result as driver arrays ``(ids, state)``, for a caller

@@ -52,21 +52,13 @@ def ensure_checked(inp: Inputs) -> None:
 def check_matrix(lengths: np.ndarray, nulls: int, values: np.ndarray) -> int:
     """:func:`check_features`'s rule on features already on the driver: ``lengths`` of the non-null
     vectors, the number of ``nulls``, and all their ``values``; returns the feature length."""
-    n = len(lengths) + nulls
-    if not len(lengths):
-        raise InvalidGraphError(f"propagate: all {n} feature vectors are null")
     counts = np.bincount(lengths)
-    dim = int(np.argmax(counts))  # the most frequent length, the smallest on a tie (as check_features)
-    bad = n - int(counts[dim])
-    if bad:
-        seen = {**({-1: nulls} if nulls else {}), **{int(d): int(c) for d, c in enumerate(counts) if c}}
-        raise InvalidGraphError(
-            f"propagate: {bad} of {n} vertices have null features or a length other than {dim} "
-            f"(lengths seen: {dict(sorted(seen.items()))})")
-    if values.size and not np.isfinite(values).all():
-        rows = int((~np.isfinite(values.reshape(len(lengths), dim))).any(axis=1).sum())
-        raise InvalidGraphError(f"propagate: {rows} of {n} vertices have NaN or infinite features")
-    return dim
+    seen = {**({-1: nulls} if nulls else {}), **{int(d): int(c) for d, c in enumerate(counts) if c}}
+    dim = int(np.argmax(counts)) if len(lengths) else 0
+    bad_rows = 0
+    if len(lengths) and values.size and np.all(lengths == dim):
+        bad_rows = int((~np.isfinite(values.reshape(len(lengths), dim))).any(axis=1).sum())
+    return _feature_rule(seen, bad_rows)[1]
 
 
 def check_features(vertices: DataFrame, features: str = "features") -> tuple[int, int]:
@@ -80,6 +72,13 @@ def check_features(vertices: DataFrame, features: str = "features") -> tuple[int
     rows = vertices.groupBy(F.size(col).alias("d")).agg(
         F.count(F.lit(1)).alias("count"), F.sum(F.when(nonfinite, 1).otherwise(0)).alias("bad")).collect()
     lengths = {(-1 if r["d"] is None else int(r["d"])): int(r["count"]) for r in rows}
+    return _feature_rule(lengths, sum(int(r["bad"] or 0) for r in rows))
+
+
+def _feature_rule(lengths: dict[int, int], nonfinite_rows: int) -> tuple[int, int]:
+    """``(vertices, dims)`` from the rows per feature length (-1: null) and the rows holding NaN/inf,
+    or the :class:`~lepton_spark.errors.InvalidGraphError` of the first rule they break (the one rule
+    of :func:`check_features` and its driver twin :func:`check_matrix`)."""
     n = sum(lengths.values())
     valid = {d: c for d, c in lengths.items() if d >= 0}
     if not valid:
@@ -93,7 +92,6 @@ def check_features(vertices: DataFrame, features: str = "features") -> tuple[int
             f"propagate: {bad} of {n} vertices have null features or a length other than {dim} "
             f"(lengths seen: {dict(sorted(lengths.items()))})"
         )
-    nonfinite_rows = sum(int(r["bad"] or 0) for r in rows)
     if nonfinite_rows:
         raise InvalidGraphError(f"propagate: {nonfinite_rows} of {n} vertices have NaN or infinite features")
     return n, dim
