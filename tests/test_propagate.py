@@ -119,6 +119,22 @@ def test_caller_counted_vertices_give_the_same_result(spark, plan) -> None:
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("plan", ["broadcast", "partitioned"])
+@pytest.mark.parametrize("hint", [None, 5, 3])
+def test_caller_known_feature_length_gives_the_same_result(spark, plan, hint, caplog) -> None:
+    # num_features (with num_vertices) skips the first-row job; a wrong length only misjudges the
+    # plan's size: the result is still scipy's, and the broadcast plan logs the mismatch
+    ids, x, src, dst, w = _random_case(5, sparse_ids=True)
+    g = _graph(spark, ids, x, ids[src], ids[dst], w)
+    want = kernels.reference_propagate(src, dst, w, x, 2, "sum")
+    with caplog.at_level("WARNING", logger="lepton_spark.graph.propagation.broadcast_plan"):
+        got = _to_matrix(propagate(g, rounds=2, agg="sum", plan=plan, num_vertices=len(ids),
+                                   num_features=hint), ids)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    warned = [r for r in caplog.records if "the caller said" in r.getMessage()]
+    assert bool(warned) == (plan == "broadcast" and hint is not None and hint != x.shape[1])
+
+
 BAD_FEATURES = [
     ([(0, [1.0, 2.0]), (1, [3.0]), (2, None), (3, [1.0, 1.0])],
      r"2 of 4 vertices have null features or a length other than 2 \(lengths seen: \{-1: 1, 1: 1, 2: 2\}\)"),

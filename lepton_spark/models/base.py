@@ -236,7 +236,7 @@ class GraphModel:
         t = ops.features()
         norm = self._feature_transform()
         if norm.mode == "row":
-            t = ops.map(t, RowNormalize(), None)
+            t = ops.map(t, RowNormalize(), getattr(self, "n_features_in_", None))  # keeps the length
         elif norm.mode == "standard":
             assert norm.mean is not None and norm.scale is not None
             t = ops.map(t, Standardize(norm.mean, norm.scale), int(norm.mean.shape[0]))

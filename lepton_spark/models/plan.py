@@ -374,7 +374,10 @@ class SparkOps:
         # exactly those rows (the features and every per-row step or propagation of them) pass it to
         # propagate, which then skips its own validation job (see propagate's num_vertices)
         self.num_vertices: int | None = self.propagate_options.pop("num_vertices", None)
+        # and their feature length: with both known, propagate skips its first-row job too
+        self.num_features: int | None = self.propagate_options.pop("num_features", None)
         self._graph_rows: dict[int, Any] = {}
+        self._dims: dict[int, int] = {}  # id(graph-row table) -> its feature length, where known
         self._raw: Any = None
         # id(output table) -> (output, input, numpy fn) for every per-row step (map, dense): result()
         # follows them back so the probabilities are computed in the same pass as the embedding
@@ -386,13 +389,15 @@ class SparkOps:
         return self._rows_of(None, self.g.vertices.select(
             F.col("id").cast("long").alias("id"),
             F.col(self.feature_col).cast("array<float>").alias("features"),
-        ))
+        ), self.num_features)
 
-    def _rows_of(self, source: Any, out: Any) -> Any:
+    def _rows_of(self, source: Any, out: Any, dim: int | None = None) -> Any:
         """Record that ``out`` has the graph's vertex rows when ``source`` has them (None: ``out`` is
-        the graph's own features); returns ``out``."""
+        the graph's own features), and its feature length ``dim`` when known; returns ``out``."""
         if source is None or self._graph_rows.get(id(source)) is source:
             self._graph_rows[id(out)] = out
+            if dim is not None:
+                self._dims[id(out)] = int(dim)
         return out
 
     def raw_edges(self) -> Any:
@@ -441,7 +446,7 @@ class SparkOps:
         out = self.engine.map_features(table, fn, input_col="features", output_col="features",
                                        out_dim=None if out_dim is None else int(out_dim))
         self._rowwise[id(out)] = (out, table, fn)
-        return self._rows_of(table, out)
+        return self._rows_of(table, out, out_dim)
 
     def dense(self, table: Any, W: np.ndarray | None, b: np.ndarray | None, activation: str) -> Any:
         from lepton_spark.graph.dense import DenseFn
@@ -449,7 +454,7 @@ class SparkOps:
         fn = DenseFn(W, b, activation)
         out = self.engine.map_features(table, fn, input_col="features", output_col="features", out_dim=fn.out_dim)
         self._rowwise[id(out)] = (out, table, fn)
-        return self._rows_of(table, out)
+        return self._rows_of(table, out, fn.out_dim)
 
     def _rowwise_chain(self, start: Any, end: Any) -> list[Any] | None:
         """The per-row functions that turn table ``start`` into table ``end`` (None: ``end`` is not
@@ -477,11 +482,15 @@ class SparkOps:
         if opts.get("checkpoint"):
             opts["checkpoint"] = f"{str(opts['checkpoint']).rstrip('/')}/step-{self._steps}"
         self._steps += 1
-        if self.num_vertices is not None and self._graph_rows.get(id(table)) is table:
+        graph_rows = self.num_vertices is not None and self._graph_rows.get(id(table)) is table
+        dim = self._dims.get(id(table)) if graph_rows else None
+        if graph_rows:
             opts["num_vertices"] = int(self.num_vertices)
+            if dim is not None:
+                opts["num_features"] = dim
         out = self.engine.propagate(g, features="features", weight="weight", rounds=int(rounds), agg=agg,
                                     operators=self.operators, operator_key=key, **opts)
-        return self._rows_of(table, out)  # every vertex is in a propagation's result
+        return self._rows_of(table, out, dim)  # every vertex is in a propagation's result, same length
 
     def close(self) -> None:
         """Release the prepared edge blocks (the broadcast plan's results are local rows by then)."""

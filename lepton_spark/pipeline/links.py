@@ -55,7 +55,7 @@ def links_stage(ctx: RunContext) -> None:
     if getattr(model, "task", "node") != "link":
         raise InvalidInputError(f"model {ctx.model_dir} is a {model.model_type} model (node classification); "
                                 "the links stage needs a link model (model.type gae)")
-    emb = forward_on_spark(ctx, model, vertices, edges, "links", num_vertices=n).persist()
+    emb = forward_on_spark(ctx, model, vertices, edges, "links", num_vertices=n, num_features=dim).persist()
     try:
         if n is None:
             n = emb.count()

@@ -221,11 +221,12 @@ def graph_dims(ctx: RunContext, vertices: DataFrame, edges: DataFrame) -> tuple[
 
 
 def forward_on_spark(ctx: RunContext, model: Any, vertices: DataFrame, edges: DataFrame, stage: str,
-                     num_vertices: int | None = None) -> DataFrame:
+                     num_vertices: int | None = None, num_features: int | None = None) -> DataFrame:
     """``model.forward_spark`` over the run's graph: round seconds recorded under ``stage``, round state
     checkpointed under ``_work/<run id>/<stage>`` (resume), the run's shared edge blocks, and the
     ``round:<k>`` fault points. ``num_vertices``: the graph's vertex count from :func:`graph_dims`
-    (its features checked there or by the build), so propagation skips its own check."""
+    (its features checked there or by the build), so propagation skips its own check; ``num_features``
+    their length (propagation then skips reading the first row as well)."""
     from lepton_spark.graph import GraphFrame
 
     rounds: list[float] = []
@@ -239,7 +240,8 @@ def forward_on_spark(ctx: RunContext, model: Any, vertices: DataFrame, edges: Da
         GraphFrame(vertices, edges),
         propagate_options={"checkpoint": storage.join_path(ctx.work_dir, stage), "on_round": on_round,
                            "config": ctx.cfg.graph, "operators": ctx.operators, "operator_key": ctx.graph_dir,
-                           **({"num_vertices": int(num_vertices)} if num_vertices else {})},
+                           **({"num_vertices": int(num_vertices)} if num_vertices else {}),
+                           **({"num_features": int(num_features)} if num_vertices and num_features else {})},
     )
 
 
@@ -249,7 +251,7 @@ def propagate_stage(ctx: RunContext) -> None:
     vertices, edges = read_graph(ctx)
     dim, n = graph_dims(ctx, vertices, edges)
     model = load_model_checked(ctx.model_dir, dim, None)
-    out = forward_on_spark(ctx, model, vertices, edges, "propagate", num_vertices=n)
+    out = forward_on_spark(ctx, model, vertices, edges, "propagate", num_vertices=n, num_features=dim)
     if getattr(model, "task", "node") == "link":  # a link model has no class predictions: embeddings only
         ctx.counts.setdefault("skipped_tables", {})["predictions"] = \
             f"{model.model_type} is a link model: no class predictions (see the links stage)"

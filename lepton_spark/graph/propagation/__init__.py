@@ -135,6 +135,7 @@ def propagate(
     normalize: str | None = None,
     operator_key: Any = None,
     num_vertices: int | None = None,
+    num_features: int | None = None,
 ) -> DataFrame:
     """``rounds`` rounds of ``x'_v = agg_{(u -> v, w)} w * x_u``; returns DataFrame(id, features).
 
@@ -190,6 +191,11 @@ def propagate(
         the plan is chosen from it and the first row's feature length, without the validation job and
         the features' cache; the broadcast plan checks the features on the driver as it collects them
         (the same errors), the partitioned plan runs the usual check first.
+    num_features : int, optional
+        With ``num_vertices``: the feature length the caller knows (the graph's metadata, a dense
+        layer's width); the plan is then chosen without reading the first row (a job of its own, which
+        also runs every step that made the features). A wrong hint only misjudges the plan's size:
+        the broadcast plan measures the length while it collects, and a mismatch is logged.
 
     Returns
     -------
@@ -219,7 +225,7 @@ def propagate(
         config, rounds=rounds, agg=agg, plan=plan, native_aggregate=native_aggregate, num_blocks=num_blocks,
         broadcast_max_bytes=broadcast_max_bytes, checkpoint=checkpoint, checkpoint_interval=checkpoint_interval,
         on_round=on_round, operators=operators, normalize=normalize, operator_key=operator_key)
-    inp = prepare(g, features, weight, num_vertices)
+    inp = prepare(g, features, weight, num_vertices, num_features)
     try:
         return _run(inp, spec)
     finally:

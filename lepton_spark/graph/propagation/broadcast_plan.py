@@ -90,8 +90,12 @@ class _BroadcastRounds:
     def step(self, x: np.ndarray) -> np.ndarray:
         if self.dinv is None:
             return self.op.apply(x, self.agg)[0]
-        y = self.dinv * x  # D^-1/2 (A + I) D^-1/2 x, scaled on the driver around (A + I) y
-        return self.dinv * (self.op.apply(y, "sum")[0] + y)
+        # D^-1/2 (A + I) D^-1/2 x, scaled on the driver around (A + I) y; in place: every fresh matrix
+        # of 1M x 64 costs its page faults (a second a round on the benchmark machine)
+        y = self.dinv * x
+        y += self.op.apply(y, "sum")[0]
+        y *= self.dinv
+        return y
 
     def save(self, store: RoundStore, k: int, x: np.ndarray) -> np.ndarray:
         store.write_array(k, "x.npy", x)
@@ -116,8 +120,11 @@ def _collect_features(inp: Inputs) -> tuple[np.ndarray, np.ndarray]:
         col = pa.concat_arrays(table.column("features").chunks) if table.num_rows else pa.array([], FLOAT_LIST)
         nulls = col.null_count
         present = col.drop_null() if nulls else col
+        hinted = inp.dim
         inp.dim = check_matrix(pc.list_value_length(present).to_numpy(zero_copy_only=False).astype(np.int64),
                                nulls, present.flatten().to_numpy(zero_copy_only=False))
+        if table.num_rows and inp.dim != hinted:
+            log.warning("propagate: features of length %d, the caller said %d", inp.dim, hinted)
         if table.num_rows != inp.n:
             log.warning("propagate: %d vertex rows, the caller counted %d", table.num_rows, inp.n)
         inp.n, inp.checked = table.num_rows, True

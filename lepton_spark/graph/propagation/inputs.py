@@ -109,7 +109,8 @@ def check_weights(edges: DataFrame, weight: str = "weight") -> None:
         raise InvalidGraphError(f"propagate: {int(bad)} edges have a null, NaN or infinite weight")
 
 
-def prepare(g: Any, features: str, weight: str | None, num_vertices: int | None = None) -> Inputs:
+def prepare(g: Any, features: str, weight: str | None, num_vertices: int | None = None,
+            num_features: int | None = None) -> Inputs:
     """``g``'s features and edges cast to the plans' types, the features persisted and checked.
 
     With ``num_vertices`` (the caller's count of ``g``'s vertices) the features are neither persisted
@@ -135,6 +136,9 @@ def prepare(g: Any, features: str, weight: str | None, num_vertices: int | None 
     e = edges.select(F.col("src").cast("long").alias("src"), F.col("dst").cast("long").alias("dst"), w.alias("weight"))
     spark = vertices.sparkSession
     if num_vertices is not None:
+        if num_features is not None:  # the caller knows the length too: no first-row job
+            n = max(int(num_vertices), 0)
+            return Inputs(spark, x0, e, n, max(int(num_features), 0) if n else 0, edges, checked=False)
         first = x0.select(F.size("features").alias("d")).first() if num_vertices else None
         dim = max(int(first["d"]), 0) if first is not None and first["d"] is not None else 0
         return Inputs(spark, x0, e, int(num_vertices) if first is not None else 0, dim, edges, checked=False)
