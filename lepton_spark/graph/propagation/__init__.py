@@ -275,6 +275,8 @@ def _run(inp: Inputs, spec: RunSpec) -> DataFrame:
     log.info("propagate: %s plan (%s), %d rounds, agg=%s", choice.name, choice.why, spec.rounds, spec.agg)
     signature = {"n": inp.n, "dim": inp.dim, "rounds_plan": choice.name, "agg": spec.agg, "native": choice.native,
                  "normalize": spec.normalize}
+    if choice.name == "partitioned" and spec.normalize == "sym":
+        signature["sym_partials"] = "scaled in the blocks"  # the partials of older versions were not
     rounds = Rounds(spec.rounds, RoundStore(spec.checkpoint, signature),
                     LineagePolicy.for_session(inp.spark, spec.checkpoint_interval), spec.on_round)
     cfg = spec.config

@@ -6,8 +6,9 @@ Arrow types Spark expects, and two hand-written copies drift apart).
 
 - ``RESULT``: the result of :func:`~lepton_spark.graph.propagation.propagate`, ``(id long,
   features array<float>)`` (docs/architecture.md §2.2).
-- ``EBLOCK``: one cached edge block of the partitioned plan per row (its vertices, in-degrees, the
-  targets of its CSR rows and the CSR arrays, as raw bytes; ``bad_weights`` counts the null, NaN or
+- ``EBLOCK``: one cached edge block of the partitioned plan per row (its vertices, in-degrees, GCN
+  scaling factors (empty unless ``normalize="sym"``), the targets of its CSR rows and the CSR arrays,
+  as raw bytes; ``bad_weights`` counts the null, NaN or
   infinite weights found while packing).
 - ``PARTIAL_BLOB`` / ``PARTIAL_ROWS``: the partials a block sends to a destination block, as binary
   values of many rows (``numpy`` aggregation) or one row per vertex (``native_aggregate``).
@@ -44,6 +45,7 @@ EBLOCK = T.StructType(
         T.StructField("n", T.LongType()),
         T.StructField("ids", T.BinaryType()),
         T.StructField("indeg", T.BinaryType()),
+        T.StructField("dinv", T.BinaryType()),
         T.StructField("tgt", T.BinaryType()),
         T.StructField("tgt_local", T.BinaryType()),
         T.StructField("indptr", T.BinaryType()),
