@@ -51,6 +51,7 @@ class GraphConfig:
     local_exchange: bool = True  # local mode: broadcast plan exchanges features via /dev/shm files
     num_partitions: int = 0  # 0 = spark.sql.shuffle.partitions
     block_max_bytes: int = 128 * 1024 * 1024  # partitioned plan: largest feature block one task holds
+    broadcast_ids_max: int = 5_000_000  # partitioned plan: up to this many vertices, broadcast the id map
 
 
 @dataclass

@@ -38,7 +38,6 @@ from lepton_spark.graph.propagation.inputs import (
     Inputs,
     check_features,
     check_weights,
-    ensure_checked,
     prepare,
 )
 from lepton_spark.graph.propagation.partitioned_plan import num_partitioned_blocks, sym_edges
@@ -190,7 +189,7 @@ def propagate(
         The number of rows of ``g.vertices`` when the caller knows it (a validated graph's metadata):
         the plan is chosen from it and the first row's feature length, without the validation job and
         the features' cache; the broadcast plan checks the features on the driver as it collects them
-        (the same errors), the partitioned plan runs the usual check first.
+        (the same errors), the partitioned plan checks them once it has them in its blocks.
     num_features : int, optional
         With ``num_vertices``: the feature length the caller knows (the graph's metadata, a dense
         layer's width); the plan is then chosen without reading the first row (a job of its own, which
@@ -270,8 +269,6 @@ def _run(inp: Inputs, spec: RunSpec) -> DataFrame:
     if spec.rounds == 0 or inp.n == 0:
         return inp.x0
     choice = choose_plan(inp, spec)
-    if choice.name == "partitioned":
-        ensure_checked(inp)
     log.info("propagate: %s plan (%s), %d rounds, agg=%s", choice.name, choice.why, spec.rounds, spec.agg)
     signature = {"n": inp.n, "dim": inp.dim, "rounds_plan": choice.name, "agg": spec.agg, "native": choice.native,
                  "normalize": spec.normalize}
@@ -287,7 +284,7 @@ def _run(inp: Inputs, spec: RunSpec) -> DataFrame:
     slots = cfg.num_partitions or task_slots(inp.spark)
     blocks = spec.num_blocks or num_partitioned_blocks(inp.n * inp.dim * 4, slots, cfg.block_max_bytes)
     return partitioned_plan.run(inp, rounds, agg=spec.agg, blocks=blocks, native=choice.native,
-                                normalize=spec.normalize)
+                                normalize=spec.normalize, broadcast_ids_max=cfg.broadcast_ids_max)
 
 
 def spmm(entries: DataFrame, dense: DataFrame, *, row: str = "row", col: str = "col", value: str = "value",

@@ -31,22 +31,9 @@ class Inputs:
     dim: int
     source_edges: DataFrame | None = None  # the caller's edges DataFrame (the operator cache key)
     # False: ``n`` is the caller's count and ``dim`` the first row's length, nothing checked yet; the
-    # plan validates the features where it reads them (:func:`ensure_checked`, or on the driver)
+    # plan validates the features where it reads them (the partitioned plan in its blocks' table, the
+    # broadcast plan on the driver)
     checked: bool = True
-
-
-def ensure_checked(inp: Inputs) -> None:
-    """Persist and check ``inp``'s features now if :func:`prepare` took the caller's count (the
-    partitioned plan reads them more than once and from many tasks; see :func:`check_features`)."""
-    if inp.checked:
-        return
-    inp.x0 = inp.x0.persist()
-    try:
-        inp.n, inp.dim = check_features(inp.x0, "features")
-    except InvalidGraphError:
-        inp.x0.unpersist()
-        raise
-    inp.checked = True
 
 
 def check_matrix(lengths: np.ndarray, nulls: int, values: np.ndarray) -> int:
