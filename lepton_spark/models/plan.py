@@ -376,8 +376,7 @@ class SparkOps:
         self.num_vertices: int | None = self.propagate_options.pop("num_vertices", None)
         # and their feature length: with both known, propagate skips its first-row job too
         self.num_features: int | None = self.propagate_options.pop("num_features", None)
-        self._graph_rows: dict[int, Any] = {}
-        self._dims: dict[int, int] = {}  # id(graph-row table) -> its feature length, where known
+        self._graph_rows: dict[int, tuple[Any, int | None]] = {}  # id(table) -> (table, feature length or None)
         self._raw: Any = None
         # id(output table) -> (output, input, numpy fn) for every per-row step (map, dense): result()
         # follows them back so the probabilities are computed in the same pass as the embedding
@@ -394,11 +393,14 @@ class SparkOps:
     def _rows_of(self, source: Any, out: Any, dim: int | None = None) -> Any:
         """Record that ``out`` has the graph's vertex rows when ``source`` has them (None: ``out`` is
         the graph's own features), and its feature length ``dim`` when known; returns ``out``."""
-        if source is None or self._graph_rows.get(id(source)) is source:
-            self._graph_rows[id(out)] = out
-            if dim is not None:
-                self._dims[id(out)] = int(dim)
+        if source is None or self._graph_row(source) is not None:
+            self._graph_rows[id(out)] = (out, None if dim is None else int(dim))
         return out
+
+    def _graph_row(self, table: Any) -> tuple[Any, int | None] | None:
+        """``(table, feature length or None)`` when ``table`` has the graph's vertex rows, else None."""
+        hit = self._graph_rows.get(id(table))
+        return hit if hit is not None and hit[0] is table else None
 
     def raw_edges(self) -> Any:
         if self._raw is None:  # one object: the operator cache recognises it
@@ -482,9 +484,9 @@ class SparkOps:
         if opts.get("checkpoint"):
             opts["checkpoint"] = f"{str(opts['checkpoint']).rstrip('/')}/step-{self._steps}"
         self._steps += 1
-        graph_rows = self.num_vertices is not None and self._graph_rows.get(id(table)) is table
-        dim = self._dims.get(id(table)) if graph_rows else None
-        if graph_rows:
+        hit = self._graph_row(table) if self.num_vertices is not None else None
+        dim = hit[1] if hit is not None else None
+        if hit is not None:
             opts["num_vertices"] = int(self.num_vertices)
             if dim is not None:
                 opts["num_features"] = dim

@@ -40,14 +40,14 @@ from lepton_spark.graph.propagation.inputs import (
     check_weights,
     prepare,
 )
-from lepton_spark.graph.propagation.partitioned_plan import num_partitioned_blocks, sym_edges
+from lepton_spark.graph.propagation.partitioned_plan import num_partitioned_blocks
 from lepton_spark.graph.propagation.rounds import LineagePolicy, RoundCallback, Rounds, RoundStore
 from lepton_spark.graph.propagation.schemas import FEATURES_T
 from lepton_spark.session import is_connect, task_slots
 
 __all__ = [
     "PLANS", "OperatorCache", "RoundCallback", "check_features", "check_weights", "native_aggregate_available",
-    "num_partitioned_blocks", "propagate", "spmm", "sym_edges",
+    "num_partitioned_blocks", "propagate", "spmm",
 ]
 
 log = logging.getLogger(__name__)

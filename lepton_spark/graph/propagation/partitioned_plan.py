@@ -21,8 +21,9 @@ labels and cogroup (:func:`block_keys`, :func:`cogroup`).
 hold the raw weights plus one unit self-loop per vertex, and each vertex's ``d^-1/2`` (its weighted
 in-degree plus one, summed in the same aggregation as the in-degrees). A block scales its features by
 ``d^-1/2`` before it multiplies and finishes the sums it receives with its own ``d^-1/2``, as the
-broadcast plan does on the driver. Normalising the table first (:func:`sym_edges`) cost four more
-shuffles of every edge: at 1M vertices / 19M edges on 2 cores, most of a 109 s preparation.
+broadcast plan does on the driver. Normalising the edge table first (the former ``sym_edges``: two
+semi-joins, an aggregation and two joins) cost four more shuffles of every edge: at 1M vertices /
+19M edges on 2 cores, most of a 109 s preparation.
 """
 
 from __future__ import annotations
@@ -103,32 +104,6 @@ def block_keys(spark: SparkSession, blocks: int) -> list[int]:
         log.warning("propagate[partitioned]: no balanced block labels for %d blocks", blocks)
         return list(range(blocks))
     return [first[b] for b in range(blocks)]
-
-
-def sym_edges(edges: DataFrame, ids: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """GCN's ``D^-1/2 (A + I) D^-1/2`` as an edge table: every edge weighted ``w / sqrt(d_src d_dst)`` plus
-    one loop ``1 / d_v`` per vertex, with ``d`` the weighted in-degree (edges from vertices) plus 1.
-
-    Multi-edges stay separate rows (a round sums them, as it sums the merged weight), so unlike
-    :func:`~lepton_spark.graph.normalize.normalize_edges` nothing is grouped by (src, dst): one
-    aggregation by dst and two joins with the per-vertex factor (shuffle joins: this is the plan for
-    graphs whose vertex tables are large; broadcasting them ran a 4 GiB driver out of heap at 1M
-    vertices). Edges whose src or dst is not a vertex are dropped, as
-    propagation ignores them. The same operator as the broadcast plan's on-the-fly scaling.
-    Returns the edge table and the persisted per-vertex factors (unpersist them when done).
-    """
-    valid = edges.join(ids.select(F.col("id").alias("src")), "src", "left_semi") \
-        .join(ids.select(F.col("id").alias("dst")), "dst", "left_semi")
-    deg = valid.groupBy(F.col("dst").alias("id")).agg(F.sum(F.col("weight").cast("double")).alias("deg"))
-    dinv = ids.join(deg, "id", "left").select(
-        "id", (F.lit(1.0) / F.sqrt(F.coalesce(F.col("deg"), F.lit(0.0)) + F.lit(1.0))).alias("dinv"))
-    dinv = dinv.persist()
-    e = valid.join(dinv.select(F.col("id").alias("src"), F.col("dinv").alias("_ds")), "src") \
-        .join(dinv.select(F.col("id").alias("dst"), F.col("dinv").alias("_dd")), "dst") \
-        .select("src", "dst", (F.col("weight") * F.col("_ds") * F.col("_dd")).cast("float").alias("weight"))
-    loops = dinv.select(F.col("id").alias("src"), F.col("id").alias("dst"),
-                        (F.col("dinv") * F.col("dinv")).cast("float").alias("weight"))
-    return e.unionByName(loops), dinv
 
 
 def num_partitioned_blocks(size: int, slots: int, max_block_bytes: int) -> int:
