@@ -48,8 +48,12 @@ def csr_from_pairs(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> tupl
         unique = np.flatnonzero(counts).astype(rows.dtype)
         indptr = np.zeros(len(unique) + 1, dtype=np.int64)
         np.cumsum(counts[unique], out=indptr[1:])
-    else:
-        unique, starts = np.unique(rows[order], return_index=True)
+    else:  # the sorted rows' first positions: np.unique would sort them again
+        ordered = rows[order]
+        first = np.ones(len(ordered), dtype=bool)
+        np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
+        unique = ordered[starts]
         indptr = np.append(starts, len(rows)).astype(np.int64)
     return unique, indptr, cols[order], vals[order].astype(np.float32)
 

@@ -18,6 +18,7 @@ operator (:mod:`lepton_spark.graph.programs`), so both plans give the same resul
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -64,8 +65,14 @@ def _cells(col: pa.ChunkedArray, dtype: type) -> list[np.ndarray]:
     return [np.frombuffer(b, dtype=dtype) for b in arrow.binary_cells(col)]
 
 
-def _pack_edges(vertices: DataFrame, edges: DataFrame, blocks: int, keys: list[int]) -> DataFrame:
-    """Cached edge blocks, one row per block (schema ``_EBLOCK``), partitioned and sorted by block."""
+def _pack_edges(vertices: DataFrame, edges: DataFrame, blocks: int, keys: list[int],
+                broadcast_ids: bool = False) -> DataFrame:
+    """Cached edge blocks, one row per block (schema ``_EBLOCK``), partitioned and sorted by block.
+
+    ``broadcast_ids``: every edge looks up its source's and target's (block, index) in a broadcast
+    copy of the vertices' block labels (16 bytes a vertex) instead of two shuffle joins of the edges,
+    as the partitioned propagation plan does.
+    """
     block = (F.pmod(F.xxhash64("id"), F.lit(blocks)) + 1).cast("int")
     pid = F.element_at(F.array(*[F.lit(k) for k in keys]), block).cast("int")
     policy = LineagePolicy.for_session(vertices.sparkSession, what="blocks[partitioned]", logger=log)
@@ -73,6 +80,8 @@ def _pack_edges(vertices: DataFrame, edges: DataFrame, blocks: int, keys: list[i
         "local", (F.row_number().over(Window.partitionBy("pid").orderBy("id")) - 1).cast("int")))
     s = vl.select(F.col("id").alias("src"), F.col("pid").alias("spid"), F.col("local").alias("slocal"))
     d = vl.select(F.col("id").alias("dst"), F.col("pid").alias("dpid"), F.col("local").alias("dlocal"))
+    if broadcast_ids:
+        s, d = F.broadcast(s), F.broadcast(d)
     w = F.coalesce(F.col("weight").cast("float"), F.lit(1.0).cast("float")) if "weight" in edges.columns \
         else F.lit(1.0).cast("float")
     e = edges.select("src", "dst", w.alias("weight")).join(s, "src").join(d, "dst", "left").select(
@@ -135,7 +144,8 @@ class PartitionedOperator:
     """Edge blocks of one graph and direction, packed and cached once; :meth:`run` runs a program on them."""
 
     def __init__(self, vertices: DataFrame, edges: DataFrame, *, undirected: bool = False,
-                 config: GraphConfig | None = None, num_blocks: int | None = None) -> None:
+                 config: GraphConfig | None = None, num_blocks: int | None = None,
+                 num_vertices: int | None = None) -> None:
         cfg = config or GraphConfig()
         t0 = time.perf_counter()
         self.spark = vertices.sparkSession
@@ -148,7 +158,9 @@ class PartitionedOperator:
         # measured: 20M edges per group ran a 4 GiB driver out of heap
         edge_blocks = math.ceil(e.count() * 24 / max(1, cfg.block_max_bytes)) if not num_blocks else 0
         self.blocks = num_blocks or max(cfg.num_partitions or task_slots(self.spark), edge_blocks)
-        self.eblocks = _pack_edges(vertices, e, self.blocks, block_keys(self.spark, self.blocks))
+        n = num_vertices if num_vertices is not None else vertices.count() if cfg.broadcast_ids_max > 0 else 0
+        self.eblocks = _pack_edges(vertices, e, self.blocks, block_keys(self.spark, self.blocks),
+                                   broadcast_ids=0 < n <= cfg.broadcast_ids_max)
         nb = self.eblocks.count()
         self.seconds_prepared = time.perf_counter() - t0
         log.info("blocks[partitioned]: %d %s blocks prepared in %.2fs", nb,
@@ -166,6 +178,9 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_i
     from lepton_spark.graph.arrow import state_table
     t0 = time.perf_counter()
     policy = LineagePolicy.for_session(spark, what=prog.name, logger=log)  # every round is cut
+    # a local round state is cut lazily: the round's delta job stores it (one job a round, not two);
+    # a reliable (cluster) checkpoint stays eager, since a lazy one recomputes the round to write it
+    rounds = policy if policy.reliable else dataclasses.replace(policy, eager=False)
     dtype = np.dtype(prog.dtype)
     probe = prog.init(np.zeros(1, np.int64))
     width = probe.shape[1] if probe.ndim == 2 else 0
@@ -231,12 +246,12 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_i
         return step
 
     empty = spark.createDataFrame([], _MSG)
-    state = policy.cut(cogroup(empty, eblocks, step_fn(True, max_iter == 0), _MSG))
+    state = rounds.cut(cogroup(empty, eblocks, step_fn(True, max_iter == 0), _MSG))
     try:
         for it in range(1, max_iter + 1):
             tk = time.perf_counter()
             out = cogroup(state.repartition(blocks, "pid"), eblocks, step_fn(False, it == max_iter), _MSG)
-            state = policy.cut(out)
+            state = rounds.cut(out)
             d = state.filter(F.col("kind") == 0).agg(F.sum("delta").alias("d")).first()["d"] or 0.0
             log.info("%s[partitioned] round %d: delta %.6g, %.2fs", prog.name, it, d, time.perf_counter() - tk)
             if prog.converged(d):

@@ -263,7 +263,8 @@ class BlockEngine:
                 from lepton_spark.graph.partitioned import PartitionedOperator
 
                 self._ops[direction] = PartitionedOperator(self.ig.vertices, e, undirected=undirected,
-                                                           config=self.cfg, num_blocks=self.num_blocks)
+                                                           config=self.cfg, num_blocks=self.num_blocks,
+                                                           num_vertices=self.n)
             else:
                 parts = self.cfg.num_partitions or None  # None: the operator's default for where it lives
                 self._ops[direction] = BroadcastOperator.prepare(
