@@ -253,6 +253,41 @@ def test_partitioned_plan_with_partials_cut_into_many_values(spark, monkeypatch)
     np.testing.assert_allclose(got, kernels.reference_propagate(src, dst, w, x, 2, agg), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(("agg", "normalize", "native"), [("sum", None, "off"), ("max", None, "off"),
+                                                         ("mean", None, "off"), ("sum", "sym", "off"),
+                                                         ("sum", "sym", "on")])
+def test_partitioned_edge_blocks_in_many_pieces(spark, monkeypatch, agg, normalize, native) -> None:
+    """Each block's CSR is stored as several rows of whole CSR rows (7 entries here): the rounds
+    multiply every piece, and the result still equals scipy / the dense reference."""
+    from lepton_spark.graph.propagation import partitioned_plan
+    from lepton_spark.models.normalize import sym_propagation
+
+    if native == "on" and not native_aggregate_available(spark):
+        pytest.skip(f"Spark {spark.version} has no vector_sum (needs >= 4.3); numpy path covers it")
+    monkeypatch.setattr(partitioned_plan, "_PIECE_ENTRIES", 7)
+    ids, x, src, dst, w = _random_case(29, sparse_ids=True)
+    g = _graph(spark, ids, x, ids[src], ids[dst], w)
+    got = _to_matrix(propagate(g, rounds=2, agg=agg, plan="partitioned", num_blocks=2, normalize=normalize,
+                               native_aggregate=native), ids)
+    if normalize == "sym":
+        P = sym_propagation(sp.csr_matrix((w.astype(np.float64), (src, dst)), shape=(len(ids), len(ids))))
+        want = P @ (P @ x.astype(np.float64))
+    else:
+        want = kernels.reference_propagate(src, dst, w, x, 2, agg)
+    assert len(src) > 4 * 7  # several pieces per block
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_edge_block_pieces_by_hand() -> None:
+    from lepton_spark.graph.propagation.partitioned_plan import _pieces
+
+    assert _pieces(np.array([0])) == [(0, 0)]  # no rows: one empty piece (the part-0 row)
+    assert _pieces(np.array([0, 3]), 2) == [(0, 1)]  # one row is never split
+    assert _pieces(np.arange(8), 4) == [(0, 4), (4, 7)]
+    # rows of 0, 10, 0, 1, 19, 1 entries: a cut lands on the first row starting at or after 4, 8, ...
+    assert _pieces(np.array([0, 0, 10, 10, 11, 30, 31]), 4) == [(0, 2), (2, 5), (5, 6)]
+
+
 def test_partitioned_round_reads_cached_edge_blocks_without_exchange_or_sort(spark, monkeypatch, capsys) -> None:
     """A round shuffles only the partials: the cached edge blocks are neither reshuffled nor re-sorted,
     also with fewer blocks (2) than spark.sql.shuffle.partitions (4 in the test session)."""

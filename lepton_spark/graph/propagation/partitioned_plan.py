@@ -5,7 +5,8 @@ only when a block would exceed ``graph.block_max_bytes``), because every extra b
 volume and no parallelism. Each block gets a label that Spark's hash partitioning sends to a
 partition of its own (:func:`block_keys`), so every task holds exactly one block. Each block's
 out-edges are packed once into a CSR block (rows = destinations, ordered by their block; cols = local
-source index) and cached, partitioned and sorted by block. A round is one cogroup of the incoming
+source index), stored as a few rows of whole CSR rows (pieces of about 2M entries: one row of
+hundreds of MB per block ran the JVM out of heap), and cached, partitioned and sorted by block. A round is one cogroup of the incoming
 partials with the cached edge blocks; the edges are neither reshuffled nor re-sorted. Each block
 combines its partials into its features (numpy add, or max), multiplies its CSR block once, and emits
 one partial per destination block, so partial sums are combined before the shuffle. The partials
@@ -63,6 +64,11 @@ from lepton_spark.graph.propagation.schemas import (
 log = logging.getLogger(__name__)
 
 _PARTIAL_VALUE_BYTES = 64 << 10  # target size of one binary partial value
+#: CSR entries per EBLOCK row. A block's CSR is cut into pieces of whole rows: one 136 MB row per block
+#: (3M vertices / 63M entries in 6 blocks) ran a 4 GiB driver out of heap while the JVM copied it into
+#: the cogroup's Arrow input (its row buffer grows by doubling), and the JVM moves several values of
+#: tens of MB faster than one of hundreds
+_PIECE_ENTRIES = 1 << 21
 
 
 def _to_table(obj: Any) -> pa.Table:
@@ -132,8 +138,9 @@ def _assign_blocks(x0: DataFrame, keys: list[int], policy: LineagePolicy) -> Dat
     ))
 
 
-def _pack_block(vt: pa.Table, et: pa.Table) -> pa.Table:
-    """One block's vertices ``(pid, id, local, indeg[, deg])`` and out-edges as one ``EBLOCK`` row.
+def _pack_block(vt: pa.Table, et: pa.Table, *, piece_entries: int = _PIECE_ENTRIES) -> pa.Table:
+    """One block's vertices ``(pid, id, local, indeg[, deg])`` and out-edges as ``EBLOCK`` rows: part 0
+    holds the vertices, and each part a piece of about ``piece_entries`` CSR entries (whole rows).
 
     ``deg`` (``normalize="sym"``: weighted in-degree plus the self-loop) becomes the block's ``dinv``.
 
@@ -161,11 +168,36 @@ def _pack_block(vt: pa.Table, et: pa.Table) -> pa.Table:
         tgt = tgt_local = indices = np.zeros(0, np.int32)
         bad_weights = 0
         indptr, data = np.zeros(1, np.int64), np.zeros(0, np.float32)
-    row = {"pid": int(vt.column("pid")[0].as_py()), "n": len(ids), "ids": ids.astype(np.int64).tobytes(),
-           "indeg": indeg.tobytes(), "dinv": dinv.tobytes(), "tgt": tgt.tobytes(), "tgt_local": tgt_local.tobytes(),
-           "indptr": indptr.tobytes(), "indices": indices.astype(np.int32).tobytes(),
-           "data": data.astype(np.float32).tobytes(), "bad_weights": bad_weights}
-    return pa.Table.from_pylist([row], schema=EBLOCK_PA)
+    pid = int(vt.column("pid")[0].as_py())
+    indices, data = indices.astype(np.int32, copy=False), data.astype(np.float32, copy=False)
+    rows_out = []
+    for part, (a, b) in enumerate(_pieces(indptr, piece_entries)):
+        lo, hi = int(indptr[a]), int(indptr[b])
+        head = part == 0
+        rows_out.append({
+            "pid": pid, "part": part, "n": len(ids), "ids": ids.astype(np.int64).tobytes() if head else b"",
+            "indeg": indeg.tobytes() if head else b"", "dinv": dinv.tobytes() if head else b"",
+            "tgt": tgt[a:b].tobytes(), "tgt_local": tgt_local[a:b].tobytes(),
+            "indptr": (indptr[a:b + 1] - lo).tobytes(), "indices": indices[lo:hi].tobytes(),
+            "data": data[lo:hi].tobytes(), "bad_weights": bad_weights if head else 0})
+    return pa.Table.from_pylist(rows_out, schema=EBLOCK_PA)
+
+
+def _pieces(indptr: np.ndarray, max_entries: int = _PIECE_ENTRIES) -> list[tuple[int, int]]:
+    """Row ranges ``[a, b)`` of a CSR cut into pieces of whole rows of about ``max_entries`` entries
+    (a row with more entries is a piece of its own); at least one piece, empty when there are no rows."""
+    nrows, m = len(indptr) - 1, int(indptr[-1])
+    cuts = np.searchsorted(indptr, np.arange(max_entries, m, max_entries), side="left") if m > max_entries \
+        else np.zeros(0, np.int64)
+    bounds = np.unique(np.concatenate([[0], np.clip(cuts, 0, nrows), [nrows]])).astype(np.int64)
+    return [(0, 0)] if nrows == 0 else [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+
+
+def _head_and_pieces(eb: pa.Table) -> tuple[pa.Table, list[pa.Table]]:
+    """A block's ``part`` 0 row (its vertices) and all its rows in part order (its CSR pieces)."""
+    order = np.argsort(eb.column("part").to_numpy(), kind="stable")
+    pieces = [eb.slice(int(i), 1) for i in order]
+    return pieces[0], pieces
 
 
 def _pack_edge_blocks(vl: DataFrame, edges: DataFrame, parts: int, sym: bool = False,
@@ -200,13 +232,16 @@ def _pack_edge_blocks(vl: DataFrame, edges: DataFrame, parts: int, sym: bool = F
         e = e.unionByName(vl.select(F.col("pid").alias("spid"), F.col("local").alias("slocal"),
                                     F.col("pid").alias("dpid"), F.col("local").alias("dlocal"),
                                     F.lit(1.0).cast("float").alias("weight")))
-    eblocks = cogroup(vside, e.withColumnRenamed("spid", "pid"), _pack_block, EBLOCK)
-    return eblocks.repartition(parts, "pid").sortWithinPartitions("pid").persist()
+    # the piece size is read here, on the driver, and travels with the function
+    pack = functools.partial(_pack_block, piece_entries=_PIECE_ENTRIES)
+    eblocks = cogroup(vside, e.withColumnRenamed("spid", "pid"), pack, EBLOCK)
+    return eblocks.repartition(parts, "pid").sortWithinPartitions("pid", "part").persist()
 
 
 def _count_blocks(eblocks: DataFrame) -> int:
     """The number of edge blocks (the job that caches them); bad weights unpersist them and raise."""
-    stats = eblocks.agg(F.count(F.lit(1)).alias("nb"), F.sum("bad_weights").alias("bad")).first()
+    stats = eblocks.agg(F.sum(F.when(F.col("part") == 0, 1).otherwise(0)).alias("nb"),
+                        F.sum("bad_weights").alias("bad")).first()
     if stats["bad"]:
         eblocks.unpersist()
         raise InvalidGraphError(f"propagate: {int(stats['bad'])} edges have a null, NaN or infinite weight")
@@ -262,14 +297,21 @@ class _BlockStep:
         if eb.num_rows == 0:
             return pa.Table.from_pylist([], schema=RESULT_PA if self.final else
                                         (PARTIAL_ROWS_PA if self.native else PARTIAL_BLOB_PA))
-        x = self._features(incoming, eb)
+        head, pieces = _head_and_pieces(eb)
+        x = self._features(incoming, head)
         if self.final:
-            return pa.table({"id": pa.array(cell(eb, "ids", np.int64)), "features": matrix_to_list(x)})
+            return pa.table({"id": pa.array(cell(head, "ids", np.int64)), "features": matrix_to_list(x)})
         if self.sym:
-            x = x * cell(eb, "dinv", np.float32)[:, None]
-        y = kernels.block_apply(cell(eb, "indptr", np.int64), cell(eb, "indices", np.int32),
-                                cell(eb, "data", np.float32), x, "max" if self.agg == "max" else "sum")
-        return self._partials(y, cell(eb, "tgt", np.int32), cell(eb, "tgt_local", np.int32))
+            x = x * cell(head, "dinv", np.float32)[:, None]
+        out = []
+        for piece in pieces:  # each piece's rows are whole target rows: their partials never overlap
+            y = kernels.block_apply(cell(piece, "indptr", np.int64), cell(piece, "indices", np.int32),
+                                    cell(piece, "data", np.float32), x, "max" if self.agg == "max" else "sum")
+            out.append(self._partials(y, cell(piece, "tgt", np.int32), cell(piece, "tgt_local", np.int32)))
+        if len(out) == 1:
+            return out[0]
+        schema = PARTIAL_ROWS_PA if self.native else PARTIAL_BLOB_PA
+        return pa.concat_tables([t.cast(schema) for t in out])
 
     def _features(self, incoming: pa.Table, eb: pa.Table) -> np.ndarray:
         """The block's features: its incoming rows or partials combined, divided when a mean is pending."""

@@ -6,10 +6,10 @@ Arrow types Spark expects, and two hand-written copies drift apart).
 
 - ``RESULT``: the result of :func:`~lepton_spark.graph.propagation.propagate`, ``(id long,
   features array<float>)`` (docs/architecture.md §2.2).
-- ``EBLOCK``: one cached edge block of the partitioned plan per row (its vertices, in-degrees, GCN
-  scaling factors (empty unless ``normalize="sym"``), the targets of its CSR rows and the CSR arrays,
-  as raw bytes; ``bad_weights`` counts the null, NaN or
-  infinite weights found while packing).
+- ``EBLOCK``: the cached edge blocks of the partitioned plan, a few rows per block: ``part`` 0 holds
+  the block's vertices, in-degrees and GCN scaling factors (empty unless ``normalize="sym"``), and
+  every part a piece of its CSR rows (their targets and CSR arrays), as raw bytes; ``bad_weights``
+  counts the null, NaN or infinite weights found while packing.
 - ``PARTIAL_BLOB`` / ``PARTIAL_ROWS``: the partials a block sends to a destination block, as binary
   values of many rows (``numpy`` aggregation) or one row per vertex (``native_aggregate``).
 """
@@ -42,6 +42,7 @@ RESULT = T.StructType(
 EBLOCK = T.StructType(
     [
         T.StructField("pid", T.IntegerType()),
+        T.StructField("part", T.IntegerType()),
         T.StructField("n", T.LongType()),
         T.StructField("ids", T.BinaryType()),
         T.StructField("indeg", T.BinaryType()),
