@@ -126,3 +126,43 @@ def test_forward_spark_partitioned_plan_matches_forward_local(cora_g, cora_input
                               propagate_options={"config": GraphConfig(plan="partitioned")})
     got = _collect(out, A.shape[0], "probs")
     assert np.abs(got - probs).max() <= 1e-5
+
+
+def test_train_from_spark_propagation_is_served_to_the_forward_pass(tmp_path, monkeypatch, cora_g,
+                                                                      cora_inputs) -> None:
+    """With one operator cache and a key naming the graph (the nightly's train and propagate stages),
+    SGC's forward pass after a save/load gets its propagated features from training's propagation
+    (same recipe: the features, the fitted standardisation, K rounds of GCN's operator) and runs no
+    propagation of its own; the result equals the driver's forward pass. Another key propagates."""
+    import lepton_spark.graph as engine
+    from lepton_spark.config import GraphConfig
+    from lepton_spark.graph import OperatorCache
+
+    A, X, _, masks = cora_inputs
+    calls: list[int] = []
+    original = engine.propagate
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("rounds", 0))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "propagate", counting)
+    cache = OperatorCache()
+    cfg = GraphConfig(plan="partitioned")
+    try:
+        opts = {"operators": cache, "operator_key": "cora", "config": cfg}
+        model, metrics = train_from_spark(cora_g, create_model("sgc", weight_decay=1e-5, feature_norm="standard"),
+                                          seed=0, propagate_options=opts)
+        assert calls == [2]
+        save_model(model, tmp_path / "m", metrics=metrics, fingerprint=data_fingerprint(A, X, masks))
+        loaded = load_model(tmp_path / "m", num_features=X.shape[1], num_classes=7)
+        out = loaded.forward_spark(cora_g, propagate_options=dict(opts))
+        got = _collect(out, A.shape[0], "probs")
+        emb = _collect(out, A.shape[0], "embedding")
+        assert calls == [2]  # served: no second propagation
+        assert np.abs(got - model.forward_local(A, X)).max() <= 1e-5
+        assert np.abs(emb - model.precompute_local(A, X)).max() <= 1e-4
+        loaded.forward_spark(cora_g, propagate_options={**opts, "operator_key": "another graph"}).count()
+        assert calls == [2, 2]
+    finally:
+        cache.close()

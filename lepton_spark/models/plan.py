@@ -78,6 +78,15 @@ _SUMMARY_COUNTS = ("rows", "cols", "nonzeros", "nonfinite", "negatives", "nonint
 _SUMMARY_DDL = ", ".join(f"{k} long" for k in _SUMMARY_COUNTS) + ", mean array<double>, m2 array<double>"
 
 
+def _fn_recipe(fn: Any) -> Any:
+    """A per-row function's full name by value (None: not nameable, so its results are never shared)."""
+    if isinstance(fn, RowNormalize):
+        return ("row",)
+    if isinstance(fn, Standardize):
+        return ("standard", fn.mean.tobytes(), fn.scale.tobytes())
+    return None
+
+
 class ColumnSlice:
     """Keep columns ``[start, stop)`` of a batch (SIGN/SAGE block bookkeeping)."""
 
@@ -377,6 +386,12 @@ class SparkOps:
         # and their feature length: with both known, propagate skips its first-row job too
         self.num_features: int | None = self.propagate_options.pop("num_features", None)
         self._graph_rows: dict[int, tuple[Any, int | None]] = {}  # id(table) -> (table, feature length or None)
+        # id(table) -> (table, recipe): how a table was derived from the graph's features, when every step
+        # is one whose result is fully named by its parameters (features, row L1, standardisation with
+        # given statistics, propagation over the graph's edges). With an operator_key naming the graph, a
+        # propagation's result is kept in the operator cache under its recipe and served to the next
+        # identical request (the nightly: SGC's train stage and propagate stage over the same graph)
+        self._recipes: dict[int, tuple[Any, Any]] = {}
         self._raw: Any = None
         # id(output table) -> (output, input, numpy fn) for every per-row step (map, dense): result()
         # follows them back so the probabilities are computed in the same pass as the embedding
@@ -385,10 +400,21 @@ class SparkOps:
     # tables ---------------------------------------------------------------------------------------
     def features(self) -> Any:
         F = self.F
-        return self._rows_of(None, self.g.vertices.select(
+        out = self._rows_of(None, self.g.vertices.select(
             F.col("id").cast("long").alias("id"),
             F.col(self.feature_col).cast("array<float>").alias("features"),
         ), self.num_features)
+        return self._named(out, ("features", self.feature_col))
+
+    def _named(self, table: Any, recipe: Any) -> Any:
+        """Record ``recipe`` for ``table`` (None: unnamed); returns ``table``."""
+        if recipe is not None:
+            self._recipes[id(table)] = (table, recipe)
+        return table
+
+    def _recipe(self, table: Any) -> Any:
+        hit = self._recipes.get(id(table))
+        return hit[1] if hit is not None and hit[0] is table else None
 
     def _rows_of(self, source: Any, out: Any, dim: int | None = None) -> Any:
         """Record that ``out`` has the graph's vertex rows when ``source`` has them (None: ``out`` is
@@ -448,6 +474,9 @@ class SparkOps:
         out = self.engine.map_features(table, fn, input_col="features", output_col="features",
                                        out_dim=None if out_dim is None else int(out_dim))
         self._rowwise[id(out)] = (out, table, fn)
+        base = self._recipe(table)
+        step = _fn_recipe(fn)
+        self._named(out, ("map", base, step) if base is not None and step is not None else None)
         return self._rows_of(table, out, out_dim)
 
     def dense(self, table: Any, W: np.ndarray | None, b: np.ndarray | None, activation: str) -> Any:
@@ -490,8 +519,19 @@ class SparkOps:
             opts["num_vertices"] = int(self.num_vertices)
             if dim is not None:
                 opts["num_features"] = dim
-        out = self.engine.propagate(g, features="features", weight="weight", rounds=int(rounds), agg=agg,
-                                    operators=self.operators, operator_key=key, **opts)
+        base = self._recipe(table)
+        recipe = None if key is None or base is None else \
+            ("propagate", key, base, opts.get("normalize"), int(rounds), agg)
+        out = self.operators.get_result(recipe) if recipe is not None else None
+        if out is not None:
+            log.info("propagate: %d rounds over %s served from this run's earlier identical propagation",
+                     rounds, key)
+        else:
+            out = self.engine.propagate(g, features="features", weight="weight", rounds=int(rounds), agg=agg,
+                                        operators=self.operators, operator_key=key, **opts)
+            if recipe is not None and not self._own_operators:  # a cache that outlives this pass
+                self.operators.put_result(recipe, out)
+        self._named(out, recipe)
         return self._rows_of(table, out, dim)  # every vertex is in a propagation's result, same length
 
     def close(self) -> None:

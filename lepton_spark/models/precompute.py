@@ -134,11 +134,20 @@ def train_from_ops(ops: Ops, model: GraphModel, *, seed: int = 0, num_classes: i
 
 def train_from_spark(g: Any, model: GraphModel, *, seed: int = 0, features: str = "features",
                      weight: str = "weight", label_col: str = "label", split_col: str = "split",
-                     num_classes: int | None = None) -> tuple[GraphModel, dict[str, Any]]:
+                     num_classes: int | None = None,
+                     propagate_options: dict[str, Any] | None = None) -> tuple[GraphModel, dict[str, Any]]:
     """Large-graph training of SGC/SIGN/APPNP from a :class:`lepton_spark.graph.GraphFrame` over the
     RAW graph: propagated inputs computed with :func:`lepton_spark.graph.propagate`, only the rows
     whose ``label_col`` is set and whose ``split_col`` is train/val/test are collected; training is
     numpy on the driver (see the module docstring for what APPNP does). Returns ``(model, metrics)``.
+
+    ``propagate_options`` go to every :func:`~lepton_spark.graph.propagate` call; with a caller's
+    ``operators`` cache and an ``operator_key`` naming the graph, the propagated features stay in that
+    cache for a later forward pass over the same graph (the nightly's propagate stage).
     """
-    ops = SparkOps(g, features=features, weight=weight, label=label_col, split=split_col)
-    return train_from_ops(ops, model, seed=seed, num_classes=num_classes)
+    ops = SparkOps(g, features=features, weight=weight, label=label_col, split=split_col,
+                   propagate_options=propagate_options)
+    try:
+        return train_from_ops(ops, model, seed=seed, num_classes=num_classes)
+    finally:
+        ops.close()

@@ -153,7 +153,10 @@ def train_stage(ctx: RunContext) -> None:
         log.info("train: disabled; reusing model %s", ctx.model_dir)
         return
     model_dir = storage.join_path(ctx.run_dir, "model")
-    summary = train_model(ctx.spark, ctx.cfg, ctx.graph_dir, model_dir, hparams=_hparams(ctx))
+    # the run's operator cache: a propagation of training (SGC/SIGN above train.local_max_nodes) is kept
+    # there and served to the propagate stage when it asks for the same table (SparkOps recipes)
+    summary = train_model(ctx.spark, ctx.cfg, ctx.graph_dir, model_dir, hparams=_hparams(ctx),
+                          propagate_options={"operators": ctx.operators, "operator_key": ctx.graph_dir})
     ctx.model_dir = model_dir
     keys = ("train_acc", "val_acc", "test_acc", "epochs_run", "majority_rate", "underfit", "feature_norm")
     if summary.get("task") == "link":
@@ -162,8 +165,12 @@ def train_stage(ctx: RunContext) -> None:
 
 
 def train_model(spark: SparkSession, cfg: Any, graph_dir: str, model_dir: str,
-                hparams: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train ``cfg.model.type`` on the graph in ``graph_dir``; write model.npz + model.json to model_dir."""
+                hparams: dict[str, Any] | None = None,
+                propagate_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``cfg.model.type`` on the graph in ``graph_dir``; write model.npz + model.json to model_dir.
+
+    ``propagate_options``: passed to the Spark propagations of the large-graph path (SGC/SIGN/APPNP).
+    """
     from lepton_spark.models import MODEL_TYPES, create_model
     from lepton_spark.models.artifact import data_fingerprint
     from lepton_spark.models.trainer import train
@@ -180,8 +187,11 @@ def train_model(spark: SparkSession, cfg: Any, graph_dir: str, model_dir: str,
         from lepton_spark.links.large import train_link_from_spark
         from lepton_spark.models.precompute import train_from_spark
 
-        fit = train_link_from_spark if cfg.model.type == "gae" else train_from_spark  # gae: sampled pairs
-        model, metrics = fit(GraphFrame(vertices, edges), create_model(cfg.model.type, **hp), seed=cfg.train.seed)
+        g, model = GraphFrame(vertices, edges), create_model(cfg.model.type, **hp)
+        if cfg.model.type == "gae":  # sampled pairs
+            model, metrics = train_link_from_spark(g, model, seed=cfg.train.seed)
+        else:
+            model, metrics = train_from_spark(g, model, seed=cfg.train.seed, propagate_options=propagate_options)
         fingerprint = {"num_vertices": n, "num_edges": edges.count(), "trained_from": "spark-propagated features"}
     else:
         data = local_graph(spark, vertices, edges, graph_dir)

@@ -47,6 +47,8 @@ class OperatorCache:
 
     def __init__(self) -> None:
         self._ops: dict[Any, tuple[Any, BroadcastOperator]] = {}
+        # propagated tables by a caller's recipe (see get_result), kept until close
+        self._results: dict[Any, Any] = {}
 
     @staticmethod
     def _key(edges: Any, key: Any) -> tuple[Any, Any]:
@@ -71,11 +73,27 @@ class OperatorCache:
             old[1].close()
         self._ops[k] = (obj, op)
 
+    def get_result(self, recipe: Any) -> Any:
+        """The propagated table kept under ``recipe`` (:meth:`put_result`), else None.
+
+        A recipe names a computation completely (the graph, how its input was derived from the graph's
+        features, the operator, the rounds): the nightly's train stage propagates SGC's features over
+        the graph, and its propagate stage asks for the same table with the same recipe.
+        """
+        return self._results.get(recipe)
+
+    def put_result(self, recipe: Any, table: Any) -> None:
+        """Keep the propagated ``table`` (materialised: cut or local rows) under ``recipe``."""
+        self._results[recipe] = table
+
     def close(self) -> None:
-        """Unpersist every operator and forget them."""
+        """Unpersist every operator and kept result, and forget them."""
         for _, op in self._ops.values():
             op.close()
         self._ops.clear()
+        for table in self._results.values():
+            table.unpersist()
+        self._results.clear()
 
 
 class _BroadcastRounds:
