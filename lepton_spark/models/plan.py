@@ -521,7 +521,7 @@ class SparkOps:
                 opts["num_features"] = dim
         base = self._recipe(table)
         recipe = None if key is None or base is None else \
-            ("propagate", key, base, opts.get("normalize"), int(rounds), agg)
+            ("propagate", key, self.weight_col, base, opts.get("normalize"), int(rounds), agg)
         out = self.operators.get_result(recipe) if recipe is not None else None
         if out is not None:
             log.info("propagate: %d rounds over %s served from this run's earlier identical propagation",
