@@ -152,7 +152,7 @@ def test_train_from_spark_propagation_is_served_to_the_forward_pass(tmp_path, mo
     try:
         opts = {"operators": cache, "operator_key": "cora", "config": cfg}
         model, metrics = train_from_spark(cora_g, create_model("sgc", weight_decay=1e-5, feature_norm="standard"),
-                                          seed=0, propagate_options=opts)
+                                          seed=0, propagate_options={**opts, "keep_results": True})
         assert calls == [2]
         save_model(model, tmp_path / "m", metrics=metrics, fingerprint=data_fingerprint(A, X, masks))
         loaded = load_model(tmp_path / "m", num_features=X.shape[1], num_classes=7)
@@ -164,5 +164,8 @@ def test_train_from_spark_propagation_is_served_to_the_forward_pass(tmp_path, mo
         assert np.abs(emb - model.precompute_local(A, X)).max() <= 1e-4
         loaded.forward_spark(cora_g, propagate_options={**opts, "operator_key": "another graph"}).count()
         assert calls == [2, 2]
+        cache.drop_results()  # the forward passes only read the cache: nothing is served any more
+        loaded.forward_spark(cora_g, propagate_options=dict(opts)).count()
+        assert calls == [2, 2, 2]
     finally:
         cache.close()

@@ -392,6 +392,9 @@ class SparkOps:
         # propagation's result is kept in the operator cache under its recipe and served to the next
         # identical request (the nightly: SGC's train stage and propagate stage over the same graph)
         self._recipes: dict[int, tuple[Any, Any]] = {}
+        # keep this pass's propagations in the caller's cache for a later identical request (the
+        # nightly's train stage); without it the cache is only read
+        self.keep_results = bool(self.propagate_options.pop("keep_results", False))
         self._raw: Any = None
         # id(output table) -> (output, input, numpy fn) for every per-row step (map, dense): result()
         # follows them back so the probabilities are computed in the same pass as the embedding
@@ -529,7 +532,7 @@ class SparkOps:
         else:
             out = self.engine.propagate(g, features="features", weight="weight", rounds=int(rounds), agg=agg,
                                         operators=self.operators, operator_key=key, **opts)
-            if recipe is not None and not self._own_operators:  # a cache that outlives this pass
+            if recipe is not None and self.keep_results and not self._own_operators:  # outlives this pass
                 self.operators.put_result(recipe, out)
         self._named(out, recipe)
         return self._rows_of(table, out, dim)  # every vertex is in a propagation's result, same length

@@ -156,7 +156,8 @@ def train_stage(ctx: RunContext) -> None:
     # the run's operator cache: a propagation of training (SGC/SIGN above train.local_max_nodes) is kept
     # there and served to the propagate stage when it asks for the same table (SparkOps recipes)
     summary = train_model(ctx.spark, ctx.cfg, ctx.graph_dir, model_dir, hparams=_hparams(ctx),
-                          propagate_options={"operators": ctx.operators, "operator_key": ctx.graph_dir})
+                          propagate_options={"operators": ctx.operators, "operator_key": ctx.graph_dir,
+                                             "keep_results": True})
     ctx.model_dir = model_dir
     keys = ("train_acc", "val_acc", "test_acc", "epochs_run", "majority_rate", "underfit", "feature_norm")
     if summary.get("task") == "link":
@@ -297,6 +298,7 @@ def propagate_stage(ctx: RunContext) -> None:
         stage_df(ctx, predictions_from(out), "predictions")
     finally:
         out.unpersist()
+        ctx.operators.drop_results()  # training's propagated features, served above: not needed again
 
 
 def analytics_stage(ctx: RunContext) -> None:

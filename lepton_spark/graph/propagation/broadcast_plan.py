@@ -86,14 +86,18 @@ class OperatorCache:
         """Keep the propagated ``table`` (materialised: cut or local rows) under ``recipe``."""
         self._results[recipe] = table
 
+    def drop_results(self) -> None:
+        """Unpersist and forget the kept results (the operators stay)."""
+        for table in self._results.values():
+            table.unpersist()
+        self._results.clear()
+
     def close(self) -> None:
         """Unpersist every operator and kept result, and forget them."""
         for _, op in self._ops.values():
             op.close()
         self._ops.clear()
-        for table in self._results.values():
-            table.unpersist()
-        self._results.clear()
+        self.drop_results()
 
 
 class _BroadcastRounds:
