@@ -34,7 +34,7 @@ from pyspark.sql import types as T
 from lepton_spark.config import GraphConfig
 from lepton_spark.graph import arrow, kernels
 from lepton_spark.graph.arrow import cell
-from lepton_spark.graph.propagation.partitioned_plan import block_keys, cogroup
+from lepton_spark.graph.propagation.partitioned_plan import block_keys, cogroup, endpoint_lookups
 from lepton_spark.graph.propagation.rounds import LineagePolicy
 from lepton_spark.session import task_slots
 
@@ -78,10 +78,7 @@ def _pack_edges(vertices: DataFrame, edges: DataFrame, blocks: int, keys: list[i
     policy = LineagePolicy.for_session(vertices.sparkSession, what="blocks[partitioned]", logger=log)
     vl = policy.cut(vertices.select("id").withColumn("pid", pid).withColumn(
         "local", (F.row_number().over(Window.partitionBy("pid").orderBy("id")) - 1).cast("int")))
-    s = vl.select(F.col("id").alias("src"), F.col("pid").alias("spid"), F.col("local").alias("slocal"))
-    d = vl.select(F.col("id").alias("dst"), F.col("pid").alias("dpid"), F.col("local").alias("dlocal"))
-    if broadcast_ids:
-        s, d = F.broadcast(s), F.broadcast(d)
+    s, d = endpoint_lookups(vl, broadcast_ids)
     w = F.coalesce(F.col("weight").cast("float"), F.lit(1.0).cast("float")) if "weight" in edges.columns \
         else F.lit(1.0).cast("float")
     e = edges.select("src", "dst", w.alias("weight")).join(s, "src").join(d, "dst", "left").select(
@@ -158,9 +155,10 @@ class PartitionedOperator:
         # measured: 20M edges per group ran a 4 GiB driver out of heap
         edge_blocks = math.ceil(e.count() * 24 / max(1, cfg.block_max_bytes)) if not num_blocks else 0
         self.blocks = num_blocks or max(cfg.num_partitions or task_slots(self.spark), edge_blocks)
-        n = num_vertices if num_vertices is not None else vertices.count() if cfg.broadcast_ids_max > 0 else 0
+        if num_vertices is None:  # counted only when the count decides the id lookup
+            num_vertices = vertices.count() if cfg.broadcast_ids_max > 0 else 0
         self.eblocks = _pack_edges(vertices, e, self.blocks, block_keys(self.spark, self.blocks),
-                                   broadcast_ids=0 < n <= cfg.broadcast_ids_max)
+                                   broadcast_ids=0 < num_vertices <= cfg.broadcast_ids_max)
         nb = self.eblocks.count()
         self.seconds_prepared = time.perf_counter() - t0
         log.info("blocks[partitioned]: %d %s blocks prepared in %.2fs", nb,

@@ -385,13 +385,13 @@ class SparkOps:
         self.num_vertices: int | None = self.propagate_options.pop("num_vertices", None)
         # and their feature length: with both known, propagate skips its first-row job too
         self.num_features: int | None = self.propagate_options.pop("num_features", None)
-        self._graph_rows: dict[int, tuple[Any, int | None]] = {}  # id(table) -> (table, feature length or None)
-        # id(table) -> (table, recipe): how a table was derived from the graph's features, when every step
-        # is one whose result is fully named by its parameters (features, row L1, standardisation with
-        # given statistics, propagation over the graph's edges). With an operator_key naming the graph, a
-        # propagation's result is kept in the operator cache under its recipe and served to the next
-        # identical request (the nightly: SGC's train stage and propagate stage over the same graph)
-        self._recipes: dict[int, tuple[Any, Any]] = {}
+        # id(table) -> (table, feature length or None, recipe or None) for every table with the graph's
+        # vertex rows. The recipe says how the table was derived from the graph's features when every
+        # step is one whose result is fully named by its parameters (features, row L1, standardisation
+        # with given statistics, propagation over the graph's edges). With an operator_key naming the
+        # graph, a propagation's result is kept in the operator cache under its recipe and served to the
+        # next identical request (the nightly: SGC's train stage and propagate stage over the same graph)
+        self._graph_rows: dict[int, tuple[Any, int | None, Any]] = {}
         # keep this pass's propagations in the caller's cache for a later identical request (the
         # nightly's train stage); without it the cache is only read
         self.keep_results = bool(self.propagate_options.pop("keep_results", False))
@@ -403,33 +403,27 @@ class SparkOps:
     # tables ---------------------------------------------------------------------------------------
     def features(self) -> Any:
         F = self.F
-        out = self._rows_of(None, self.g.vertices.select(
+        return self._rows_of(None, self.g.vertices.select(
             F.col("id").cast("long").alias("id"),
             F.col(self.feature_col).cast("array<float>").alias("features"),
-        ), self.num_features)
-        return self._named(out, ("features", self.feature_col))
+        ), self.num_features, ("features", self.feature_col))
 
-    def _named(self, table: Any, recipe: Any) -> Any:
-        """Record ``recipe`` for ``table`` (None: unnamed); returns ``table``."""
-        if recipe is not None:
-            self._recipes[id(table)] = (table, recipe)
-        return table
-
-    def _recipe(self, table: Any) -> Any:
-        hit = self._recipes.get(id(table))
-        return hit[1] if hit is not None and hit[0] is table else None
-
-    def _rows_of(self, source: Any, out: Any, dim: int | None = None) -> Any:
+    def _rows_of(self, source: Any, out: Any, dim: int | None = None, recipe: Any = None) -> Any:
         """Record that ``out`` has the graph's vertex rows when ``source`` has them (None: ``out`` is
-        the graph's own features), and its feature length ``dim`` when known; returns ``out``."""
+        the graph's own features), its feature length ``dim`` and its ``recipe`` when known; returns ``out``."""
         if source is None or self._graph_row(source) is not None:
-            self._graph_rows[id(out)] = (out, None if dim is None else int(dim))
+            self._graph_rows[id(out)] = (out, None if dim is None else int(dim), recipe)
         return out
 
-    def _graph_row(self, table: Any) -> tuple[Any, int | None] | None:
-        """``(table, feature length or None)`` when ``table`` has the graph's vertex rows, else None."""
+    def _graph_row(self, table: Any) -> tuple[Any, int | None, Any] | None:
+        """``(table, feature length or None, recipe or None)`` when ``table`` has the graph's vertex
+        rows, else None."""
         hit = self._graph_rows.get(id(table))
         return hit if hit is not None and hit[0] is table else None
+
+    def _recipe(self, table: Any) -> Any:
+        hit = self._graph_row(table)
+        return hit[2] if hit is not None else None
 
     def raw_edges(self) -> Any:
         if self._raw is None:  # one object: the operator cache recognises it
@@ -477,10 +471,9 @@ class SparkOps:
         out = self.engine.map_features(table, fn, input_col="features", output_col="features",
                                        out_dim=None if out_dim is None else int(out_dim))
         self._rowwise[id(out)] = (out, table, fn)
-        base = self._recipe(table)
-        step = _fn_recipe(fn)
-        self._named(out, ("map", base, step) if base is not None and step is not None else None)
-        return self._rows_of(table, out, out_dim)
+        base, step = self._recipe(table), _fn_recipe(fn)
+        return self._rows_of(table, out, out_dim, ("map", base, step) if base is not None and step is not None
+                             else None)
 
     def dense(self, table: Any, W: np.ndarray | None, b: np.ndarray | None, activation: str) -> Any:
         from lepton_spark.graph.dense import DenseFn
@@ -534,8 +527,7 @@ class SparkOps:
                                         operators=self.operators, operator_key=key, **opts)
             if recipe is not None and self.keep_results and not self._own_operators:  # outlives this pass
                 self.operators.put_result(recipe, out)
-        self._named(out, recipe)
-        return self._rows_of(table, out, dim)  # every vertex is in a propagation's result, same length
+        return self._rows_of(table, out, dim, recipe)  # every vertex is in a propagation's result, same length
 
     def close(self) -> None:
         """Release the prepared edge blocks (the broadcast plan's results are local rows by then)."""

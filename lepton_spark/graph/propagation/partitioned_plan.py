@@ -187,8 +187,7 @@ def _pieces(indptr: np.ndarray, max_entries: int = _PIECE_ENTRIES) -> list[tuple
     """Row ranges ``[a, b)`` of a CSR cut into pieces of whole rows of about ``max_entries`` entries
     (a row with more entries is a piece of its own); at least one piece, empty when there are no rows."""
     nrows, m = len(indptr) - 1, int(indptr[-1])
-    cuts = np.searchsorted(indptr, np.arange(max_entries, m, max_entries), side="left") if m > max_entries \
-        else np.zeros(0, np.int64)
+    cuts = np.searchsorted(indptr, np.arange(max_entries, m, max_entries), side="left")
     bounds = np.unique(np.concatenate([[0], np.clip(cuts, 0, nrows), [nrows]])).astype(np.int64)
     return [(0, 0)] if nrows == 0 else [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
 
@@ -216,10 +215,7 @@ def _pack_edge_blocks(vl: DataFrame, edges: DataFrame, parts: int, sym: bool = F
     explicitly into the same partitions, so that co-partitioning never rests on how a Spark version
     picks the partition count of the cogroup's shuffle.
     """
-    s = vl.select(F.col("id").alias("src"), F.col("pid").alias("spid"), F.col("local").alias("slocal"))
-    d = vl.select(F.col("id").alias("dst"), F.col("pid").alias("dpid"), F.col("local").alias("dlocal"))
-    if broadcast_ids:
-        s, d = F.broadcast(s), F.broadcast(d)
+    s, d = endpoint_lookups(vl, broadcast_ids)
     e = edges.join(s, "src").join(d, "dst").select("spid", "slocal", "dpid", "dlocal", "weight")
     aggs = [F.count(F.lit(1)).cast("int").alias("indeg")]
     if sym:
@@ -236,6 +232,15 @@ def _pack_edge_blocks(vl: DataFrame, edges: DataFrame, parts: int, sym: bool = F
     pack = functools.partial(_pack_block, piece_entries=_PIECE_ENTRIES)
     eblocks = cogroup(vside, e.withColumnRenamed("spid", "pid"), pack, EBLOCK)
     return eblocks.repartition(parts, "pid").sortWithinPartitions("pid", "part").persist()
+
+
+def endpoint_lookups(vl: DataFrame, broadcast_ids: bool) -> tuple[DataFrame, DataFrame]:
+    """The vertices' ``(id, pid, local)`` as the edges' source and target lookups, ``(src, spid, slocal)``
+    and ``(dst, dpid, dlocal)``; broadcast when ``broadcast_ids`` (16 bytes a vertex on every task,
+    no shuffle of the edges). Both partitioned engines (propagation and vertex programs) join by them."""
+    s = vl.select(F.col("id").alias("src"), F.col("pid").alias("spid"), F.col("local").alias("slocal"))
+    d = vl.select(F.col("id").alias("dst"), F.col("pid").alias("dpid"), F.col("local").alias("dlocal"))
+    return (F.broadcast(s), F.broadcast(d)) if broadcast_ids else (s, d)
 
 
 def _count_blocks(eblocks: DataFrame) -> int:
@@ -295,8 +300,7 @@ class _BlockStep:
         if self.delay and not self.final:
             time.sleep(self.delay)
         if eb.num_rows == 0:
-            return pa.Table.from_pylist([], schema=RESULT_PA if self.final else
-                                        (PARTIAL_ROWS_PA if self.native else PARTIAL_BLOB_PA))
+            return pa.Table.from_pylist([], schema=RESULT_PA if self.final else self._partial_schema)
         head, pieces = _head_and_pieces(eb)
         x = self._features(incoming, head)
         if self.final:
@@ -308,10 +312,11 @@ class _BlockStep:
             y = kernels.block_apply(cell(piece, "indptr", np.int64), cell(piece, "indices", np.int32),
                                     cell(piece, "data", np.float32), x, "max" if self.agg == "max" else "sum")
             out.append(self._partials(y, cell(piece, "tgt", np.int32), cell(piece, "tgt_local", np.int32)))
-        if len(out) == 1:
-            return out[0]
-        schema = PARTIAL_ROWS_PA if self.native else PARTIAL_BLOB_PA
-        return pa.concat_tables([t.cast(schema) for t in out])
+        return out[0] if len(out) == 1 else pa.concat_tables([t.cast(self._partial_schema) for t in out])
+
+    @property
+    def _partial_schema(self) -> pa.Schema:
+        return PARTIAL_ROWS_PA if self.native else PARTIAL_BLOB_PA
 
     def _features(self, incoming: pa.Table, eb: pa.Table) -> np.ndarray:
         """The block's features: its incoming rows or partials combined, divided when a mean is pending."""
@@ -337,7 +342,7 @@ class _BlockStep:
         if self.native:
             return pa.table({"pid": pa.array(tgt), "local": pa.array(tgt_local), "features": matrix_to_list(y)})
         if not len(tgt):
-            return pa.Table.from_pylist([], schema=PARTIAL_BLOB_PA)
+            return pa.Table.from_pylist([], schema=self._partial_schema)
         # partials per target block, as views of y, cut into values of about 64 KiB: the JVM copies
         # many small binary values much faster than a few of hundreds of MB (measured 3.2 against
         # 5-7 s per round at 1M vertices x 64 dims)
