@@ -182,19 +182,29 @@ def test_string_ids_round_trip_and_rebuild_replaces(spark, tmp_path: Path) -> No
 
 @pytest.mark.parametrize("symmetrize", [True, False])
 def test_report_components_driver_and_spark_paths_agree(spark, tmp_path: Path, monkeypatch, symmetrize) -> None:
-    """Weak components by hand: {a, b, c} (a directed path), {d, e}, {f} and {g} isolated -> 4."""
+    """Weak components by hand: {a, b, c} (a directed path), {d, e}, {f} and {g} isolated -> 4.
+
+    Degrees (out + in) by hand: symmetrised a 2, b 4, c 2, d 2, e 2, f 0, g 0; as given a 1, b 2, c 1,
+    d 1, e 1, f 0, g 0."""
     from lepton_spark.ingest import job
 
     ids = list("abcdefg")
     vpath = _write(tmp_path, "v", pa.table({"id": ids, "features": [[1.0]] * 7}))
     epath = _write(tmp_path, "e", pa.table({"src": ["a", "b", "e"], "dst": ["b", "c", "d"]}))
-    counts = []
+    counts, degrees = [], []
     for local_max in (job.LOCAL_COMPONENTS_MAX_EDGES, 0):  # the driver (scipy), then the Spark block engine
         monkeypatch.setattr(job, "LOCAL_COMPONENTS_MAX_EDGES", local_max)
         report = build_graph(spark, _cfg(vpath, epath, report_components_max_edges=1000, symmetrize=symmetrize),
                              str(tmp_path / f"out{local_max}"))
         counts.append(report["connected_components"])
+        degrees.append(report["degree"])
+        if symmetrize:  # in-degree = half the degree: a 1, b 2, c 1, d 1, e 1 (isolated vertices left out)
+            assert [tuple(p) for p in report["graph"]["in_degree_histogram"]] == [(1, 4), (2, 1)]
     assert counts == [4, 4]
+    assert degrees[0] == degrees[1]
+    top = 4 if symmetrize else 2
+    assert (degrees[0]["isolated"], degrees[0]["min"], degrees[0]["max"]) == (2, 0, top)
+    assert degrees[0]["mean"] == pytest.approx((12 if symmetrize else 6) / 7, abs=1e-4)  # rounded to 4 places
 
 
 # ------------------------------------------------------------------ bad-input corpus

@@ -98,6 +98,9 @@ def test_end_to_end_outputs(spark, trained) -> None:
     assert np.array_equal(np.array([got[i]["label"] for i in data["ids"]]), want.argmax(axis=1))
     acc = np.mean(want.argmax(axis=1)[data["masks"]["test"]] == data["y"][data["masks"]["test"]])
     assert abs(acc - card["metrics"]["final"]["test_acc"]) < 1e-6
+    # the per-class counts the report plots: those of the published predictions, counted here
+    per_class = np.unique(np.array([r["label"] for r in got.values()]), return_counts=True)
+    assert saved["counts"]["predictions_by_label"] == [[int(v), int(c)] for v, c in zip(*per_class, strict=True)]
     # the report
     report = out / "runs" / DATE / "report"
     page = (report / "index.html").read_text()

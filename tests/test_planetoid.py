@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +112,10 @@ def test_bundled_sample_is_the_conversion(cora, tmp_path: Path) -> None:
         fresh = pq.read_table(tmp_path / "cora" / table)
         bundled = pq.read_table(SAMPLE_GRAPH / table)
         assert fresh.equals(bundled), table
+    # the recorded in-degree histogram (the report's plot) counted independently from the bundled edges
+    meta = json.loads((SAMPLE_GRAPH / "_graph.json").read_text())
+    per_vertex = Counter(pq.read_table(SAMPLE_GRAPH / "edges").column("dst").to_pylist())
+    assert meta["in_degree_histogram"] == [[d, c] for d, c in sorted(Counter(per_vertex.values()).items())]
     vertices, edges = to_arrow_tables(cora)
     assert vertices.schema.field("features").type.value_type.bit_width == 32
     assert edges.num_rows == cora.adjacency.nnz == 10556

@@ -1,32 +1,38 @@
 """Map raw vertex ids (strings or integers) to dense longs 0..n-1, scalably and deterministically.
 
-Vertices are range-partitioned and sorted by raw id; each partition's size is counted (one small
-aggregate), the driver turns the sizes into offsets, and a vertex's dense id is its partition offset
-plus its rank inside the partition. No global single-partition sort, no RDD zipWithIndex. The dense
+Vertices are range-partitioned by raw id and sorted inside each partition; one projection numbers the
+rows of each partition (``monotonically_increasing_id`` is the partition id in its upper 31 bits and
+the row's position in the lower 33), and that table is stored once. Each partition's size (one small
+aggregate of the stored table) gives the driver its offset, and a vertex's dense id is its partition's
+offset plus its position. No global single-partition sort, no RDD zipWithIndex, no window. The dense
 order follows the raw id order, so integer ids that are already 0..n-1 keep their values.
 """
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+
+_POSITION_BITS = 33  # monotonically_increasing_id: partition id << 33 | row position in the partition
 
 
 def dense_ids(vertices: DataFrame, raw_col: str = "raw_id", num_partitions: int = 8) -> DataFrame:
     """Add a dense ``id`` (long, 0..n-1) to ``vertices`` ordered by ``raw_col`` (unique values).
 
     Order by the raw column in its own type: integers numerically (so 0..n-1 stay themselves),
-    strings lexicographically.
+    strings lexicographically. The result is a projection of a stored (locally checkpointed) table.
     """
-    ordered = vertices.repartitionByRange(num_partitions, raw_col).withColumn("_part", F.spark_partition_id())
-    ordered = ordered.localCheckpoint(eager=True)  # fix partition ids: the offsets below must match them
-    sizes = {r["_part"]: r["count"] for r in ordered.groupBy("_part").count().collect()}
+    ordered = (vertices.repartitionByRange(num_partitions, raw_col).sortWithinPartitions(raw_col)
+               .withColumn("_mid", F.monotonically_increasing_id()))
+    # stored: the numbering above is fixed by this one evaluation, and every use below reads it
+    ordered = ordered.localCheckpoint(eager=True)
+    part = F.shiftright(F.col("_mid"), _POSITION_BITS)
+    sizes = {int(r["_part"]): int(r["count"]) for r in ordered.groupBy(part.alias("_part")).count().collect()}
     offsets, total = {}, 0
-    for part in sorted(sizes):
-        offsets[part] = total
-        total += sizes[part]
+    for p in sorted(sizes):
+        offsets[p] = total
+        total += sizes[p]
     mapping = F.create_map(*[x for p, o in offsets.items() for x in (F.lit(p), F.lit(o))]) if offsets else None
-    rank = F.row_number().over(Window.partitionBy("_part").orderBy(raw_col)) - 1
-    base = mapping[F.col("_part")] if mapping is not None else F.lit(0)
-    return ordered.withColumn("id", (base + rank).cast("long")).drop("_part")
-
+    position = F.col("_mid").bitwiseAND(F.lit((1 << _POSITION_BITS) - 1))
+    base = mapping[part] if mapping is not None else F.lit(0)
+    return ordered.withColumn("id", (base + position).cast("long")).drop("_mid")

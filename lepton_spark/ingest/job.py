@@ -30,6 +30,7 @@ vertices the id map is broadcast to the edge partitions, so the lookups shuffle 
 from __future__ import annotations
 
 import logging
+import string
 import time
 import uuid
 from typing import Any
@@ -100,10 +101,32 @@ def _require(df: DataFrame, cols: list[str], where: str) -> None:
             raise InvalidInputError(f"{where}: required column {c!r} not found (columns: {', '.join(df.columns)})")
 
 
-def _duplicate_keys(v: DataFrame) -> int:
-    """How many non-null keys occur more than once: one aggregate over the keys alone (the features are
-    not read), so the window that picks the first row of each key runs only when there is one."""
-    return v.filter(F.col("_key").isNotNull()).groupBy("_key").count().filter(F.col("count") > 1).count()
+def _vertex_summary(v: DataFrame, cfg: BuildConfig, has_features: bool, where: str) -> dict[str, int | None]:
+    """Everything the vertex validation needs to know, in one aggregate over the vertex rows.
+
+    ``n`` rows; ``keys`` non-null keys and ``distinct`` distinct ones (``keys - distinct`` repeated ids);
+    the shortest and longest feature length (null features left out), how many rows have null features
+    and how many a null, NaN or infinite entry; and, per rule that reads neither the features nor the
+    other rows (``null_id``, ``bad_label``, ``bad_split``), how many rows it rejects first. Those
+    rule counts are the build's counts whenever no id repeats and no features are bad -- the usual
+    night, which so reads the vertex table once here instead of four times (row count, feature
+    lengths, repeated ids, rule counts: 9 of the 25 s a cold build took at 100k vertices).
+    """
+    f = F.col("_features")
+    size = F.when(f.isNotNull(), F.size(f))
+    one = F.lit(1)
+    aggs = [F.count(one).alias("n"), F.count("_key").alias("keys"), F.count_distinct("_key").alias("distinct")]
+    if has_features:
+        aggs += [F.min(size).alias("min_dim"), F.max(size).alias("max_dim"),
+                 F.count(F.when(f.isNull(), one)).alias("null_features"),
+                 F.count(F.when(_nonfinite_entry(f), one)).alias("nonfinite")]
+    r = F.col("_reason")
+    aggs += [F.count(F.when(r == rule, one)).alias(rule) for rule in ("null_id", "bad_label", "bad_split")]
+    try:
+        row = _vertex_reasons(v, cfg, None, 0, has_duplicates=False).agg(*aggs).first()
+    except Exception as exc:  # noqa: BLE001 - corrupt input surfaces as any Spark error at the first action
+        raise InvalidInputError(f"{where}: cannot read: {storage.first_line(exc)}") from None
+    return row.asDict()
 
 
 def _vertex_reasons(v: DataFrame, cfg: BuildConfig, feats: Column | None, dim: int,
@@ -146,6 +169,7 @@ def _feature_stats(v: DataFrame) -> tuple[int, int]:
     """``(dim, bad)`` in one pass: the most common feature length (ties to the shorter one) and how
     many rows fail ``bad_features`` for it (null, another length, a null, NaN or infinite entry).
 
+    Only run when the features have more than one length (:func:`_vertex_summary` settles the rest).
     With ``bad == 0`` the rule rejects nothing and is left out of the reasons, so neither the
     rejection count nor the vertices' write evaluates it again (1M x 64 features: about 2 s).
     """
@@ -181,13 +205,6 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str) -> dict[str,
         raise InvalidInputError(f"edges {cfg.edges}: weight column {cfg.weight_col!r} is "
                                 f"{raw_e.schema[cfg.weight_col].dataType.simpleString()}, not numeric")
     feats = features_column(raw_v, cfg.features_col, cfg.feature_cols, f"vertices {cfg.vertices}")
-    n_in = _count(raw_v, f"vertices {cfg.vertices}")
-    m_in = _count(raw_e, f"edges {cfg.edges}")
-    if n_in == 0:
-        raise InvalidInputError(f"vertices {cfg.vertices}: the table is empty")
-    if m_in == 0 and cfg.require_edges:
-        raise InvalidInputError(f"edges {cfg.edges}: the table is empty (set build.require_edges: false to allow)")
-
     # ---- vertices
     kind = key_kind(raw_v.schema[cfg.id_col].dataType, raw_e.schema[cfg.src_col].dataType,
                     raw_e.schema[cfg.dst_col].dataType)
@@ -197,11 +214,27 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str) -> dict[str,
     if cfg.label_col in raw_v.columns:
         v = v.withColumn("_label", try_int(F.col(cfg.label_col)))
     if cfg.split_col in raw_v.columns:
-        s = F.lower(F.trim(F.col(cfg.split_col).cast("string")))
+        # ASCII lower case: the accepted names are ASCII, and no other character lower-cases to one of
+        # their letters, so this accepts what F.lower does -- without its first call's ICU set-up
+        # (1.4 s of a cold JVM, for a handful of distinct values)
+        s = F.translate(F.trim(F.col(cfg.split_col).cast("string")), string.ascii_uppercase, string.ascii_lowercase)
         s = F.when(s.isin("validation", "valid"), F.lit("val")).otherwise(s)
         v = v.withColumn("_split", F.when(s.isin(*SPLITS), s))
-    dim, bad_features = _feature_stats(v) if feats is not None else (0, 0)
-    duplicates = _duplicate_keys(v)
+    summary = _vertex_summary(v, cfg, feats is not None, f"vertices {cfg.vertices}")
+    n_in = int(summary["n"])
+    if n_in == 0:
+        raise InvalidInputError(f"vertices {cfg.vertices}: the table is empty")
+    m_in = _count(raw_e, f"edges {cfg.edges}")
+    if m_in == 0 and cfg.require_edges:
+        raise InvalidInputError(f"edges {cfg.edges}: the table is empty (set build.require_edges: false to allow)")
+    if feats is None:
+        dim, bad_features = 0, 0
+    elif summary["min_dim"] == summary["max_dim"]:  # one length (or none: every row's features are null)
+        dim = int(summary["min_dim"] or 0)
+        bad_features = int(summary["null_features"]) + int(summary["nonfinite"])
+    else:  # rows of several lengths: the most common one is the graph's
+        dim, bad_features = _feature_stats(v)
+    duplicates = int(summary["keys"]) - int(summary["distinct"])
     v = _vertex_reasons(v, cfg, feats if bad_features else None, dim, has_duplicates=duplicates > 0)
     if duplicates:  # the window's choice is computed once and reused by every pass below
         v = v.localCheckpoint(eager=True)
@@ -213,8 +246,9 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str) -> dict[str,
     if bad_features or duplicates:
         rejected_v = v.filter(F.col("_reason").isNotNull()).localCheckpoint(eager=True)
         v_counts = _reason_counts(rejected_v, n_in)
-    else:
-        v_counts = _reason_counts(v.select("_reason").filter(F.col("_reason").isNotNull()), n_in)
+    else:  # no repeated id, no bad features: the summary counted every rule that can reject a row
+        v_counts = {rule: int(summary[rule]) for rule in ("null_id", "bad_label", "bad_split") if summary[rule]}
+        v_counts[None] = n_in - sum(v_counts.values())
         rejected = v.filter(F.col("_reason").isNotNull())
         rejected_v = rejected.localCheckpoint(eager=True) if len(v_counts) > 1 else rejected
     log.info("build: %d vertex rows validated in %.1fs", n_in, time.perf_counter() - t0)
@@ -234,7 +268,6 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str) -> dict[str,
     e = e.withColumn("_w", w).withColumn("_src", _key(F.col(cfg.src_col), kind)) \
         .withColumn("_dst", _key(F.col(cfg.dst_col), kind))
     mapped = dense_ids(good_v.select("_key", F.col(cfg.id_col).alias("_raw")), "_raw", shuffle_partitions(spark))
-    mapped = mapped.localCheckpoint(eager=True)
     ks = mapped.select(F.col("_key").alias("_src"), F.col("id").alias("_sid"))
     kd = mapped.select(F.col("_key").alias("_dst"), F.col("id").alias("_did"))
     if n_kept <= cfg.broadcast_ids_max:  # the id map rides to every edge partition: no edge shuffle
@@ -337,30 +370,44 @@ def _staging_path(output: str) -> str:
     return f"{parent}/.{name}.staging-{uuid.uuid4().hex[:12]}"
 
 
-#: up to this many edges the build report counts components on the driver (scipy over the written
-#: files, read with pyarrow): on a small graph the Spark block engine's packing and rounds cost
-#: seconds of job overhead for milliseconds of work (the analytics' local_max_edges rule, same default)
+#: up to this many edges the build report counts degrees and components on the driver (numpy and scipy
+#: over the written files, read with pyarrow): on a small graph the Spark jobs' overhead costs seconds for
+#: milliseconds of work (the analytics' local_max_edges rule, same default)
 LOCAL_COMPONENTS_MAX_EDGES = 2_000_000
 
 
-def _count_components(cfg: BuildConfig, vertices: DataFrame, edges: DataFrame, m: int,
-                      graph_path: str | None) -> int:
-    """Weakly connected components (isolated vertices count one each)."""
-    if graph_path and m <= LOCAL_COMPONENTS_MAX_EDGES:
-        try:
-            ids = storage.read_parquet_arrow(storage.join_path(graph_path, "vertices"), ["id"]).column("id")
-            et = storage.read_parquet_arrow(storage.join_path(graph_path, "edges"), ["src", "dst"])
-        except (OSError, ValueError, TypeError) as exc:  # no pyarrow file system for the URI: Spark below
-            log.info("build: reading %s with pyarrow failed (%s); counting components on Spark", graph_path,
-                     storage.first_line(exc))
-        else:
-            import scipy.sparse as sp
-            from scipy.sparse.csgraph import connected_components
+def _local_structure(graph_path: str | None, m: int, symmetric: bool,
+                     components: bool) -> tuple[list[tuple[int, int]], int | None] | None:
+    """``(degree histogram, weakly connected components or None)`` of a small built graph from its
+    written files (see :data:`LOCAL_COMPONENTS_MAX_EDGES`); None when the graph is larger or the files
+    cannot be read with pyarrow (the Spark paths then count them)."""
+    if not graph_path or m > LOCAL_COMPONENTS_MAX_EDGES:
+        return None
+    try:
+        n = storage.read_parquet_arrow(storage.join_path(graph_path, "vertices"), ["id"]).num_rows
+        et = storage.read_parquet_arrow(storage.join_path(graph_path, "edges"), ["src", "dst"])
+    except (OSError, ValueError, TypeError) as exc:  # no pyarrow file system for the URI: Spark instead
+        log.info("build: reading %s with pyarrow failed (%s); counting degrees and components on Spark", graph_path,
+                 storage.first_line(exc))
+        return None
+    src, dst = et.column("src").to_numpy(), et.column("dst").to_numpy()
+    # the build's ids are dense 0..n-1; the degree is out + in (a symmetric graph: twice the out-degree,
+    # as analytics.degrees.degree_histogram counts it)
+    degree = 2 * np.bincount(src, minlength=n) if symmetric else np.bincount(src, minlength=n) + np.bincount(
+        dst, minlength=n)
+    values, counts = np.unique(degree, return_counts=True)
+    histogram = [(int(d), int(c)) for d, c in zip(values, counts, strict=True)]
+    if not components:
+        return histogram, None
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
 
-            n = len(ids)  # build's ids are dense 0..n-1
-            a = sp.coo_matrix((np.ones(et.num_rows, dtype=np.int8),
-                               (et.column("src").to_numpy(), et.column("dst").to_numpy())), shape=(n, n))
-            return int(connected_components(a, directed=True, connection="weak")[0])
+    a = sp.coo_matrix((np.ones(len(src), dtype=np.int8), (src, dst)), shape=(n, n))
+    return histogram, int(connected_components(a, directed=True, connection="weak")[0])
+
+
+def _count_components(cfg: BuildConfig, vertices: DataFrame, edges: DataFrame) -> int:
+    """Weakly connected components (isolated vertices count one each) on the Spark block engine."""
     from lepton_spark.graph.programs import BlockEngine, components_program, indexed_graph
 
     # a symmetrised graph's directed edge blocks serve as its undirected ones (no second packing)
@@ -374,16 +421,20 @@ def _report(spark: SparkSession, cfg: BuildConfig, vertices: DataFrame, edges: D
             graph_path: str | None = None) -> dict[str, Any]:
     from lepton_spark.analytics.degrees import degree_histogram, stats_from_histogram
 
-    n = vertices.count()
+    per_split = vertices.groupBy("split").agg(F.count(F.lit(1)).alias("count"), F.max("label").alias("mx")).collect()
+    n = sum(int(r["count"]) for r in per_split)
     m = edges.count()
-    labels = vertices.agg(F.max("label").alias("mx")).first()["mx"]
-    num_classes = cfg.num_classes or (int(labels) + 1 if labels is not None else 0)
-    splits = {r["split"]: int(r["count"]) for r in vertices.groupBy("split").count().collect() if r["split"]}
-    histogram = degree_histogram(vertices, edges, symmetric=bool(cfg.symmetrize))
+    labels = max((int(r["mx"]) for r in per_split if r["mx"] is not None), default=None)
+    num_classes = cfg.num_classes or (labels + 1 if labels is not None else 0)
+    splits = {r["split"]: int(r["count"]) for r in per_split if r["split"]}
+    want_components = m <= cfg.report_components_max_edges
+    local = _local_structure(graph_path, m, bool(cfg.symmetrize), want_components)
+    if local is not None:
+        histogram, components = local
+    else:
+        histogram = degree_histogram(vertices, edges, symmetric=bool(cfg.symmetrize))
+        components = _count_components(cfg, vertices, edges) if want_components else None
     degrees = stats_from_histogram(histogram)
-    components = None
-    if m <= cfg.report_components_max_edges:
-        components = _count_components(cfg, vertices, edges, m, graph_path)
     return {
         "inputs": {"vertices": cfg.vertices, "edges": cfg.edges, "format": cfg.format},
         "counts": {"vertices_in": n_in, "vertices_out": n, "edges_in": m_in, "edges_out": m,

@@ -54,10 +54,20 @@ class RunContext:
         fail_after(point)
 
 
-def stage_df(ctx: RunContext, df: DataFrame, table: str) -> None:
-    """Stage one output table for this run (published only after all stages succeed)."""
+def stage_df(ctx: RunContext, df: DataFrame, table: str, count_by: str | None = None) -> None:
+    """Stage one output table for this run (published only after all stages succeed).
+
+    The staged files are counted (Parquet footers); with ``count_by`` the count is per value of that
+    column, kept in ``counts["<table>_by_<column>"]`` (the predictions per class: the run report plots
+    them without reading the table again)."""
     publish.stage_table(df, ctx.output, ctx.run_id, table, ctx.run_date)
-    rows = ctx.spark.read.parquet(publish.staged_dir(ctx.output, ctx.run_id, table, ctx.run_date)).count()
+    staged = ctx.spark.read.parquet(publish.staged_dir(ctx.output, ctx.run_id, table, ctx.run_date))
+    if count_by is None:
+        rows = staged.count()
+    else:
+        groups = [(r[count_by], int(r["count"])) for r in staged.groupBy(count_by).count().collect()]
+        rows = sum(c for _, c in groups)
+        ctx.counts[f"{table}_by_{count_by}"] = sorted([v, c] for v, c in groups if v is not None)
     ctx.tables[table] = rows
     ctx.counts[f"{table}_rows"] = rows
     log.info("staged %s: %d rows", table, rows)

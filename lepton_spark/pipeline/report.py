@@ -99,11 +99,15 @@ def write_report(spark: SparkSession, run_dir: str, output: str | None = None) -
             ax.set(title="link scores", xlabel="score = sigmoid(z_u . z_v)", ylabel="pairs", yscale="log")
             ax.legend()
             figures.append((_save(fig, tmp, "link_scores.png", plt), "Link score histogram"))
+        # the propagate stage counted its predictions per class; a manifest from before that: one Spark job
+        classes = (manifest.get("counts") or {}).get("predictions_by_label")
         pred_path = storage.join_path(output, "outputs", "predictions", f"run_date={manifest['run_date']}") if output else ""
-        if pred_path and storage.path_exists(pred_path):
-            counts = spark.read.parquet(pred_path).groupBy("label").count().orderBy("label").collect()
+        if classes is None and pred_path and storage.path_exists(pred_path):
+            classes = [[r["label"], r["count"]] for r in
+                       spark.read.parquet(pred_path).groupBy("label").count().orderBy("label").collect()]
+        if classes:
             fig, ax = plt.subplots(figsize=(5, 3.5))
-            ax.bar([str(r["label"]) for r in counts], [r["count"] for r in counts])
+            ax.bar([str(v) for v, _ in classes], [c for _, c in classes])
             ax.set(title="predicted class distribution", xlabel="class", ylabel="vertices")
             figures.append((_save(fig, tmp, "prediction_classes.png", plt), "Predicted classes"))
         (tmp / "index.html").write_text(_html(manifest, card, figures))

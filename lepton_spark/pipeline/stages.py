@@ -295,7 +295,7 @@ def propagate_stage(ctx: RunContext) -> None:
     out = out.persist()
     try:
         stage_df(ctx, out.select("id", F.col("embedding").cast("array<float>").alias("embedding")), "embeddings")
-        stage_df(ctx, predictions_from(out), "predictions")
+        stage_df(ctx, predictions_from(out), "predictions", count_by="label")
     finally:
         out.unpersist()
         ctx.operators.drop_results()  # training's propagated features, served above: not needed again
