@@ -125,17 +125,21 @@ def num_partitioned_blocks(size: int, slots: int, max_block_bytes: int) -> int:
 # ----------------------------------------------------------------------------------- the edge blocks
 
 
-def _assign_blocks(x0: DataFrame, keys: list[int], policy: LineagePolicy) -> DataFrame:
-    """``x0`` with each vertex's block label ``pid`` (a hash of its id) and ``local`` index in its block, cut.
+def _assign_blocks(x0: DataFrame, keys: list[int], policy: LineagePolicy) -> tuple[DataFrame, DataFrame]:
+    """``(vfull, vl)``: ``x0`` with each vertex's block label ``pid`` (a hash of its id), cut; and the
+    vertices' ``(id, pid, local)``, ``local`` numbering a block's vertices 0.. in id order, cut.
 
-    Block ``b`` is labelled ``keys[b]`` (:func:`block_keys`); ``local`` numbers a block's vertices
-    0.. in id order.
+    Block ``b`` is labelled ``keys[b]`` (:func:`block_keys`). The window that numbers the vertices
+    reads the ids alone: numbering the feature rows themselves shuffled and sorted the whole feature
+    table (1M x 64: about 10 s of the preparation) only to attach an index that a block recovers
+    from the ids it holds (:meth:`_BlockStep._features`, round 0).
     """
     block = (F.pmod(F.xxhash64("id"), F.lit(len(keys))) + 1).cast("int")
     pid = F.element_at(F.array(*[F.lit(k) for k in keys]), block).cast("int")
-    return policy.cut(x0.withColumn("pid", pid).withColumn(
-        "local", (F.row_number().over(Window.partitionBy("pid").orderBy("id")) - 1).cast("int")
-    ))
+    vfull = policy.cut(x0.withColumn("pid", pid))
+    vl = policy.cut(vfull.select("id", "pid").withColumn(
+        "local", (F.row_number().over(Window.partitionBy("pid").orderBy("id")) - 1).cast("int")))
+    return vfull, vl
 
 
 def _pack_block(vt: pa.Table, et: pa.Table, *, piece_entries: int = _PIECE_ENTRIES) -> pa.Table:
@@ -264,6 +268,7 @@ class _State:
     rows: bool  # one row per vertex (the features at round 0, natively summed partials)
     mean_pending: bool  # the block still divides by its in-degrees (agg mean)
     sym_pending: bool = False  # the block still scales the sums by its d^-1/2 (normalize="sym")
+    by_id: bool = False  # rows carry ``id`` instead of ``local`` (the features at round 0)
 
 
 @dataclass(frozen=True)
@@ -286,6 +291,7 @@ class _BlockStep:
     step_rows: int  # rows per binary partial value
     sym: bool = False
     sym_pending: bool = False
+    by_id: bool = False
 
     def function(self) -> Callable[[pa.Table, pa.Table], pa.Table]:
         """:meth:`apply` as a function of two parameters, for ``cogroup``.
@@ -324,7 +330,11 @@ class _BlockStep:
         if self.rows:
             x = np.zeros((n, dim), dtype=np.float32)
             if incoming.num_rows:
-                x[incoming.column("local").to_numpy()] = list_to_matrix(incoming.column("features"), dim)
+                if self.by_id:  # the block's ids are sorted (local = rank by id): an id's index is its rank
+                    local = np.searchsorted(cell(eb, "ids", np.int64), incoming.column("id").to_numpy())
+                else:
+                    local = incoming.column("local").to_numpy()
+                x[local] = list_to_matrix(incoming.column("features"), dim)
         else:
             locs = arrow.binary_cells(incoming.column("local"))
             vals = arrow.binary_cells(incoming.column("values"))
@@ -376,7 +386,7 @@ class _PartitionedRounds:
 
     def _block_step(self, state: _State, final: bool) -> Callable[[pa.Table, pa.Table], pa.Table]:
         return _BlockStep(self.dim, self.agg, self.native, final, state.rows, state.mean_pending, self.delay,
-                          self.step_rows, self.sym, state.sym_pending).function()
+                          self.step_rows, self.sym, state.sym_pending, state.by_id).function()
 
     def step(self, state: _State) -> _State:
         out = cogroup(state.df.repartition(self.parts, "pid"), self.eblocks, self._block_step(state, False),
@@ -417,19 +427,19 @@ def run(inp: Inputs, rounds: Rounds, *, agg: str, blocks: int, native: bool,
     sym = normalize == "sym"
     t0 = time.perf_counter()
     parts = blocks  # one block per partition: every task holds one block
-    vfull = _assign_blocks(inp.x0, block_keys(inp.spark, blocks), rounds.policy)
+    vfull, vl = _assign_blocks(inp.x0, block_keys(inp.spark, blocks), rounds.policy)
     if not inp.checked:
         inp.n, inp.dim = check_features(vfull, "features")
         inp.checked = True
-    eblocks = _pack_edge_blocks(vfull.select("id", "pid", "local"), inp.edges, parts, sym=sym,
-                                broadcast_ids=0 < inp.n <= broadcast_ids_max)
+    eblocks = _pack_edge_blocks(vl, inp.edges, parts, sym=sym, broadcast_ids=0 < inp.n <= broadcast_ids_max)
     nb = _count_blocks(eblocks)
     log.info("propagate[partitioned]: %d vertices x %d dims in %d blocks (%d partitions), %s aggregation%s; "
              "prepared in %.2fs", inp.n, inp.dim, nb, parts, "native vector_sum" if native else "numpy",
              ", GCN scaling in the blocks" if sym else "", time.perf_counter() - t0)
     try:
         plan = _PartitionedRounds(inp, eblocks, parts, agg, native, rounds.policy, sym=sym)
-        state = rounds.run(plan, _State(vfull.select("pid", "local", "features"), rows=True, mean_pending=False))
+        state = rounds.run(plan, _State(vfull.select("pid", "id", "features"), rows=True, mean_pending=False,
+                                        by_id=True))
         return plan.finish(state)
     finally:
         eblocks.unpersist()
