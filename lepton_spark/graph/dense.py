@@ -14,6 +14,8 @@ import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
+from lepton_spark import storage
+from lepton_spark.graph import resident
 from lepton_spark.graph.arrow import list_to_matrix, matrix_to_list
 from lepton_spark.graph.functional import activate, check_activation
 
@@ -40,12 +42,22 @@ def map_features(
 
     ``fn`` must be picklable (it is shipped to the executors). Other columns pass through unchanged;
     ``output_col`` replaces ``input_col`` when they are equal, else it is added. ``out_dim`` (when
-    given) is checked on every batch.
+    given) is checked on every batch. On a table whose rows the driver holds (a broadcast
+    propagation's result, :mod:`~lepton_spark.graph.resident`) ``fn`` runs once on that matrix.
     """
     if input_col not in df.columns:
         raise ValueError(f"map_features: no column {input_col!r} (columns: {', '.join(df.columns)})")
     schema = _output_schema(df, output_col)
     names = schema.names
+    held = resident.lookup(df) if input_col == "features" and df.columns == ["id", "features"] else None
+    if held is not None:  # the driver holds the rows (a broadcast propagation's result): no Python worker
+        ids, x = held
+        y = np.asarray(fn(x), dtype=np.float32)
+        if y.ndim != 2 or y.shape[0] != x.shape[0] or (out_dim is not None and y.shape[1] != out_dim):
+            raise ValueError(f"map_features: fn returned shape {y.shape} for input {x.shape}")
+        cols = {"id": pa.array(ids, pa.int64()), "features": matrix_to_list(x), output_col: matrix_to_list(y)}
+        out = storage.create_df(df.sparkSession, pa.table({n: cols[n] for n in names}), schema)
+        return resident.remember(out, ids, y) if names == ["id", "features"] else out
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:

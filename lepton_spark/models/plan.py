@@ -505,7 +505,9 @@ class SparkOps:
             edges = edges.raw
         if edges is self._raw:  # the graph's own edges (not e.g. APPNP's teleport graph)
             key = self.operator_key
-        g = self.engine.GraphFrame(table.select("id", "features"), edges)
+        else:  # the caller's symmetry promise is about the graph's own edges
+            opts.pop("symmetric", None)
+        g = self.engine.GraphFrame(_id_features(table), edges)
         if opts.get("checkpoint"):
             opts["checkpoint"] = f"{str(opts['checkpoint']).rstrip('/')}/step-{self._steps}"
         self._steps += 1
@@ -577,7 +579,7 @@ class SparkOps:
         if embedding is not None:
             chain = self._rowwise_chain(embedding, probs)
             if chain:
-                fused = self.engine.map_features(embedding.select("id", "features"), _Compose(chain),
+                fused = self.engine.map_features(_id_features(embedding), _Compose(chain),
                                                  input_col="features", output_col="probs")
                 return fused.select("id", F.col("features").alias("embedding"), "probs")
         p = probs.select("id", F.col("features").alias("probs"))
@@ -612,6 +614,12 @@ class SparkOps:
         Z = np.stack([np.asarray(v, dtype=np.float32) for v in pdf["features"].to_numpy()])
         return LabelledRows(pdf["id"].to_numpy(np.int64), Z, pdf["label"].to_numpy(np.int64),
                             pdf["split"].to_numpy(object))
+
+
+def _id_features(table: Any) -> Any:
+    """``table``'s ``(id, features)``: the table itself when those are its columns, so that a table whose
+    rows the driver holds stays recognisable (:mod:`lepton_spark.graph.resident`)."""
+    return table if table.columns == ["id", "features"] else table.select("id", "features")
 
 
 class SymEdges:

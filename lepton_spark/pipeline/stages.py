@@ -122,11 +122,22 @@ def _graph_arrays(vt: Any, et: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ stages
 
 
+def _symmetric(ctx: RunContext) -> bool:
+    """Whether the run's graph says every edge has its reverse, same weight, once (``_graph.json``)."""
+    return bool(storage.read_graph_meta(ctx.graph_dir).get("symmetric", False))
+
+
 def build_stage(ctx: RunContext) -> None:
     b = ctx.cfg.build
     if not (b.vertices and b.edges):
         vertices, edges = read_graph(ctx)
-        ctx.counts.update({"input_vertices": vertices.count(), "input_edges": edges.count(), "quarantine": {}})
+        meta = storage.read_graph_meta(ctx.graph_dir)
+        if meta.get("validated") and isinstance(meta.get("num_vertices"), int) and isinstance(
+                meta.get("num_edges"), int):  # written with the graph by build or sample: no count jobs
+            n, m = meta["num_vertices"], meta["num_edges"]
+        else:
+            n, m = vertices.count(), edges.count()
+        ctx.counts.update({"input_vertices": n, "input_edges": m, "quarantine": {}})
         log.info("build: no raw inputs configured (build.vertices/build.edges); using graph %s", ctx.graph_dir)
         return
     from lepton_spark.ingest import build_graph
@@ -157,7 +168,7 @@ def train_stage(ctx: RunContext) -> None:
     # there and served to the propagate stage when it asks for the same table (SparkOps recipes)
     summary = train_model(ctx.spark, ctx.cfg, ctx.graph_dir, model_dir, hparams=_hparams(ctx),
                           propagate_options={"operators": ctx.operators, "operator_key": ctx.graph_dir,
-                                             "keep_results": True})
+                                             "keep_results": True, "symmetric": _symmetric(ctx)})
     ctx.model_dir = model_dir
     keys = ("train_acc", "val_acc", "test_acc", "epochs_run", "majority_rate", "underfit", "feature_norm")
     if summary.get("task") == "link":
@@ -275,6 +286,7 @@ def forward_on_spark(ctx: RunContext, model: Any, vertices: DataFrame, edges: Da
         GraphFrame(vertices, edges),
         propagate_options={"checkpoint": storage.join_path(ctx.work_dir, stage), "on_round": on_round,
                            "config": ctx.cfg.graph, "operators": ctx.operators, "operator_key": ctx.graph_dir,
+                           "symmetric": _symmetric(ctx),
                            **({"num_vertices": int(num_vertices)} if num_vertices else {}),
                            **({"num_features": int(num_features)} if num_vertices and num_features else {})},
     )
@@ -309,7 +321,7 @@ def analytics_stage(ctx: RunContext) -> None:
     tables = vertex_analytics(vertices, edges, reset=a.pagerank_reset, pagerank_iters=a.pagerank_iters,
                               pagerank_tol=a.pagerank_tol, lpa_iters=a.lpa_iters, components=a.components,
                               local_max_edges=a.local_max_edges, config=ctx.cfg.graph,
-                              symmetric=bool(storage.read_graph_meta(ctx.graph_dir).get("symmetric", False)),
+                              symmetric=_symmetric(ctx),
                               operators=ctx.operators, operator_key=ctx.graph_dir)
     for table, df in tables.items():
         stage_df(ctx, df, table)

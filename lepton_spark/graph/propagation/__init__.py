@@ -89,6 +89,7 @@ class RunSpec:
     on_round: RoundCallback | None = None
     operators: OperatorCache | None = None
     operator_key: Any = None
+    symmetric: bool = False
 
     @classmethod
     def resolve(cls, config: GraphConfig | None, *, plan: str | None, native_aggregate: str | None,
@@ -135,6 +136,7 @@ def propagate(
     operator_key: Any = None,
     num_vertices: int | None = None,
     num_features: int | None = None,
+    symmetric: bool = False,
 ) -> DataFrame:
     """``rounds`` rounds of ``x'_v = agg_{(u -> v, w)} w * x_u``; returns DataFrame(id, features).
 
@@ -195,6 +197,11 @@ def propagate(
         layer's width); the plan is then chosen without reading the first row (a job of its own, which
         also runs every step that made the features). A wrong hint only misjudges the plan's size:
         the broadcast plan measures the length while it collects, and a mismatch is logged.
+    symmetric : bool, default False
+        The caller's promise that every edge ``(u, v, w)`` has its reverse ``(v, u, w)``, each once (a
+        graph built with ``build.symmetrize``, whose ``_graph.json`` says ``symmetric``): the
+        partitioned plan then counts in-degrees (``agg="mean"``, ``normalize="sym"``) as out-degrees
+        inside each block, with no aggregation over the edges. A false promise gives wrong degrees.
 
     Returns
     -------
@@ -223,7 +230,7 @@ def propagate(
     spec = RunSpec.resolve(
         config, rounds=rounds, agg=agg, plan=plan, native_aggregate=native_aggregate, num_blocks=num_blocks,
         broadcast_max_bytes=broadcast_max_bytes, checkpoint=checkpoint, checkpoint_interval=checkpoint_interval,
-        on_round=on_round, operators=operators, normalize=normalize, operator_key=operator_key)
+        on_round=on_round, operators=operators, normalize=normalize, operator_key=operator_key, symmetric=symmetric)
     inp = prepare(g, features, weight, num_vertices, num_features)
     try:
         return _run(inp, spec)
@@ -284,7 +291,8 @@ def _run(inp: Inputs, spec: RunSpec) -> DataFrame:
     slots = cfg.num_partitions or task_slots(inp.spark)
     blocks = spec.num_blocks or num_partitioned_blocks(inp.n * inp.dim * 4, slots, cfg.block_max_bytes)
     return partitioned_plan.run(inp, rounds, agg=spec.agg, blocks=blocks, native=choice.native,
-                                normalize=spec.normalize, broadcast_ids_max=cfg.broadcast_ids_max)
+                                normalize=spec.normalize, broadcast_ids_max=cfg.broadcast_ids_max,
+                                symmetric=spec.symmetric)
 
 
 def spmm(entries: DataFrame, dense: DataFrame, *, row: str = "row", col: str = "col", value: str = "value",

@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame
 
 from lepton_spark import storage
 from lepton_spark.errors import InvalidGraphError
+from lepton_spark.graph import resident
 from lepton_spark.graph.arrow import FLOAT_LIST, list_to_matrix, matrix_to_list
 from lepton_spark.graph.blocks import BroadcastOperator
 from lepton_spark.graph.propagation.inputs import Inputs, check_matrix
@@ -136,6 +137,8 @@ def _collect_features(inp: Inputs) -> tuple[np.ndarray, np.ndarray]:
     Raises :class:`~lepton_spark.errors.InvalidGraphError` for duplicate ids (the broadcast operator
     indexes vertices by their position among the sorted ids).
     """
+    if inp.local is not None:  # the driver holds them already (checked by prepare), sorted by id
+        return inp.local
     table = storage.collect_arrow(inp.x0)
     ids = table.column("id").to_numpy()
     if not inp.checked:  # the caller's count chose this plan: check the features here, on the driver
@@ -193,4 +196,5 @@ def run(inp: Inputs, rounds: Rounds, *, agg: str, parts: int | None, local_excha
         if cache is None:
             op.close()
     out = pa.table({"id": pa.array(ids, pa.int64()), "features": matrix_to_list(x)})
-    return storage.create_df(inp.spark, out, RESULT)
+    # the matrix stays beside its rows: a dense layer or the next propagation on this table reads it
+    return resident.remember(storage.create_df(inp.spark, out, RESULT), ids, x)

@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lepton_spark.errors import InvalidGraphError
+from lepton_spark.graph import resident
 from lepton_spark.graph.propagation.schemas import FEATURES_T
 
 
@@ -34,6 +35,9 @@ class Inputs:
     # plan validates the features where it reads them (the partitioned plan in its blocks' table, the
     # broadcast plan on the driver)
     checked: bool = True
+    # (sorted ids, matrix) when the driver already holds the features (graph.resident): the broadcast
+    # plan reads them instead of collecting x0
+    local: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def check_matrix(lengths: np.ndarray, nulls: int, values: np.ndarray) -> int:
@@ -122,6 +126,11 @@ def prepare(g: Any, features: str, weight: str | None, num_vertices: int | None 
     w = F.col(weight).cast("float") if weight and weight in edges.columns else F.lit(1.0).cast("float")
     e = edges.select(F.col("src").cast("long").alias("src"), F.col("dst").cast("long").alias("dst"), w.alias("weight"))
     spark = vertices.sparkSession
+    held = resident.lookup(vertices) if features == "features" and vertices.columns == ["id", "features"] else None
+    if held is not None:  # a broadcast propagation's result: its matrix is on the driver, checked here
+        ids, x = held
+        dim = check_matrix(np.full(len(ids), x.shape[1], np.int64), 0, x.reshape(-1)) if len(ids) else 0
+        return Inputs(spark, x0, e, len(ids), dim, edges, local=held)
     if num_vertices is not None:
         if num_features is not None:  # the caller knows the length too: no first-row job
             n = max(int(num_vertices), 0)
