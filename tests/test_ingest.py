@@ -129,6 +129,21 @@ def test_sym_normalisation_matches_scipy(spark, tmp_path: Path) -> None:
     indeg = np.count_nonzero(a, axis=0)  # a has the self-loops of A + I; the built edges have them too
     want_hist = sorted((int(d), int(c)) for d, c in zip(*np.unique(indeg[indeg > 0], return_counts=True)))
     assert [tuple(p) for p in meta["in_degree_histogram"]] == want_hist
+    # the promise the partitioned propagation relies on (in-degree = out-degree, weights too), checked
+    assert meta["symmetric"] and meta["symmetric_weights"] and np.array_equal(got, got.T)
+
+
+def test_row_normalised_edges_are_not_symmetric_in_weight(spark, tmp_path: Path) -> None:
+    """edge_norm row divides (u, v) and (v, u) by different out-degrees: _graph.json must not promise
+    equal weights both ways (structure stays symmetric)."""
+    vpath = _write(tmp_path, "v", pa.table({"id": [0, 1, 2], "features": [[1.0]] * 3}))
+    epath = _write(tmp_path, "e", pa.table({"src": [0, 0], "dst": [1, 2]}))
+    out = tmp_path / "out"
+    build_graph(spark, _cfg(vpath, epath, symmetrize=True, edge_norm="row", max_quarantine_fraction=0.0), str(out))
+    w = {(r["src"], r["dst"]): r["weight"] for r in _read(out, "graph/edges")}
+    assert w[(0, 1)] != w[(1, 0)]  # 1/2 against 1/1
+    meta = json.loads((out / "graph" / "_graph.json").read_text())
+    assert meta["symmetric"] and not meta["symmetric_weights"]
 
 
 @pytest.mark.parametrize(("merge", "loops", "want"), [

@@ -114,6 +114,7 @@ def test_bundled_sample_is_the_conversion(cora, tmp_path: Path) -> None:
         assert fresh.equals(bundled), table
     # the recorded in-degree histogram (the report's plot) counted independently from the bundled edges
     meta = json.loads((SAMPLE_GRAPH / "_graph.json").read_text())
+    assert meta["symmetric"] and meta["symmetric_weights"]  # every weight is 1.0
     per_vertex = Counter(pq.read_table(SAMPLE_GRAPH / "edges").column("dst").to_pylist())
     assert meta["in_degree_histogram"] == [[d, c] for d, c in sorted(Counter(per_vertex.values()).items())]
     vertices, edges = to_arrow_tables(cora)

@@ -247,6 +247,7 @@ def write_graph(graph: PlanetoidGraph, out_dir: str | Path, source: str | Path |
         "split_sha256": split_hash,
         # every (u, v) has its (v, u), each once: the analytics reuse the directed edge blocks
         "symmetric": bool((graph.adjacency != graph.adjacency.T).nnz == 0),
+        "symmetric_weights": bool((graph.adjacency != graph.adjacency.T).nnz == 0),  # every weight is 1.0
         "validated": True,  # features of one length and finite, weights 1.0
         # [[in-degree, vertices], ...] over the vertices with an in-edge, as build records it: the run
         # report plots it without a Spark job

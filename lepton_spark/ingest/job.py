@@ -451,6 +451,9 @@ def _report(spark: SparkSession, cfg: BuildConfig, vertices: DataFrame, edges: D
                   # every (u, v) has its (v, u), each once (duplicates merged): analytics reuse the
                   # directed edge blocks as the undirected ones
                   "symmetric": bool(cfg.symmetrize),
+                  # and with the same weight both ways (row normalisation divides (u, v) and (v, u) by
+                  # different degrees): the partitioned propagation takes in-degrees as out-degrees
+                  "symmetric_weights": bool(cfg.symmetrize) and cfg.edge_norm != "row",
                   # [[in-degree, vertices], ...] over the vertices with an in-edge (the run report's
                   # plot); a symmetric graph's in-degree is half its degree
                   **({"in_degree_histogram": [[d // 2, c] for d, c in histogram if d > 0]}

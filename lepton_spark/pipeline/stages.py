@@ -122,9 +122,10 @@ def _graph_arrays(vt: Any, et: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ stages
 
 
-def _symmetric(ctx: RunContext) -> bool:
-    """Whether the run's graph says every edge has its reverse, same weight, once (``_graph.json``)."""
-    return bool(storage.read_graph_meta(ctx.graph_dir).get("symmetric", False))
+def _symmetric(ctx: RunContext, weights: bool = False) -> bool:
+    """Whether the run's graph says every edge has its reverse, once (``_graph.json``: ``symmetric``),
+    and with ``weights`` also that both carry the same weight (``symmetric_weights``)."""
+    return bool(storage.read_graph_meta(ctx.graph_dir).get("symmetric_weights" if weights else "symmetric", False))
 
 
 def build_stage(ctx: RunContext) -> None:
@@ -168,7 +169,7 @@ def train_stage(ctx: RunContext) -> None:
     # there and served to the propagate stage when it asks for the same table (SparkOps recipes)
     summary = train_model(ctx.spark, ctx.cfg, ctx.graph_dir, model_dir, hparams=_hparams(ctx),
                           propagate_options={"operators": ctx.operators, "operator_key": ctx.graph_dir,
-                                             "keep_results": True, "symmetric": _symmetric(ctx)})
+                                             "keep_results": True, "symmetric": _symmetric(ctx, weights=True)})
     ctx.model_dir = model_dir
     keys = ("train_acc", "val_acc", "test_acc", "epochs_run", "majority_rate", "underfit", "feature_norm")
     if summary.get("task") == "link":
@@ -286,7 +287,7 @@ def forward_on_spark(ctx: RunContext, model: Any, vertices: DataFrame, edges: Da
         GraphFrame(vertices, edges),
         propagate_options={"checkpoint": storage.join_path(ctx.work_dir, stage), "on_round": on_round,
                            "config": ctx.cfg.graph, "operators": ctx.operators, "operator_key": ctx.graph_dir,
-                           "symmetric": _symmetric(ctx),
+                           "symmetric": _symmetric(ctx, weights=True),
                            **({"num_vertices": int(num_vertices)} if num_vertices else {}),
                            **({"num_features": int(num_features)} if num_vertices and num_features else {})},
     )

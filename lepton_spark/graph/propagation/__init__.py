@@ -199,7 +199,7 @@ def propagate(
         the broadcast plan measures the length while it collects, and a mismatch is logged.
     symmetric : bool, default False
         The caller's promise that every edge ``(u, v, w)`` has its reverse ``(v, u, w)``, each once (a
-        graph built with ``build.symmetrize``, whose ``_graph.json`` says ``symmetric``): the
+        graph built with ``build.symmetrize``, whose ``_graph.json`` says ``symmetric_weights``): the
         partitioned plan then counts in-degrees (``agg="mean"``, ``normalize="sym"``) as out-degrees
         inside each block, with no aggregation over the edges. A false promise gives wrong degrees.
 
