@@ -236,6 +236,7 @@ def write_graph(graph: PlanetoidGraph, out_dir: str | Path, source: str | Path |
     split_hash = hashlib.sha256("\n".join(str(s) for s in graph.split).encode()).hexdigest()
     in_degree = np.asarray(graph.adjacency.getnnz(axis=0))  # edges (src row, dst column) into each vertex
     degrees, counts = np.unique(in_degree[in_degree > 0], return_counts=True)
+    symmetric = bool((graph.adjacency != graph.adjacency.T).nnz == 0)  # weights too: every weight is 1.0
     meta = {
         "name": graph.name,
         "source": "Planetoid (Yang et al. 2016), GCN split (Kipf & Welling 2017)",
@@ -246,8 +247,8 @@ def write_graph(graph: PlanetoidGraph, out_dir: str | Path, source: str | Path |
         "split_counts": {k: int((graph.split == k).sum()) for k in ("train", "val", "test")},
         "split_sha256": split_hash,
         # every (u, v) has its (v, u), each once: the analytics reuse the directed edge blocks
-        "symmetric": bool((graph.adjacency != graph.adjacency.T).nnz == 0),
-        "symmetric_weights": bool((graph.adjacency != graph.adjacency.T).nnz == 0),  # every weight is 1.0
+        "symmetric": symmetric,
+        "symmetric_weights": symmetric,
         "validated": True,  # features of one length and finite, weights 1.0
         # [[in-degree, vertices], ...] over the vertices with an in-edge, as build records it: the run
         # report plots it without a Spark job

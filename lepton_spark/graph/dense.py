@@ -31,6 +31,14 @@ def _output_schema(df: DataFrame, output_col: str) -> T.StructType:
     return T.StructType(fields)
 
 
+def _apply(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, out_dim: int | None) -> np.ndarray:
+    """``fn(x)`` as float32, checked to have ``x``'s rows (and ``out_dim`` columns when given)."""
+    y = np.asarray(fn(x), dtype=np.float32)
+    if y.ndim != 2 or y.shape[0] != x.shape[0] or (out_dim is not None and y.shape[1] != out_dim):
+        raise ValueError(f"map_features: fn returned shape {y.shape} for input {x.shape}")
+    return y
+
+
 def map_features(
     df: DataFrame,
     fn: Callable[[np.ndarray], np.ndarray],
@@ -49,22 +57,17 @@ def map_features(
         raise ValueError(f"map_features: no column {input_col!r} (columns: {', '.join(df.columns)})")
     schema = _output_schema(df, output_col)
     names = schema.names
-    held = resident.lookup(df) if input_col == "features" and df.columns == ["id", "features"] else None
+    held = resident.lookup(df) if input_col == "features" else None  # a registered table is (id, features)
     if held is not None:  # the driver holds the rows (a broadcast propagation's result): no Python worker
         ids, x = held
-        y = np.asarray(fn(x), dtype=np.float32)
-        if y.ndim != 2 or y.shape[0] != x.shape[0] or (out_dim is not None and y.shape[1] != out_dim):
-            raise ValueError(f"map_features: fn returned shape {y.shape} for input {x.shape}")
+        y = _apply(fn, x, out_dim)
         cols = {"id": pa.array(ids, pa.int64()), "features": matrix_to_list(x), output_col: matrix_to_list(y)}
         out = storage.create_df(df.sparkSession, pa.table({n: cols[n] for n in names}), schema)
         return resident.remember(out, ids, y) if names == ["id", "features"] else out
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            x = list_to_matrix(batch.column(input_col))
-            y = np.asarray(fn(x), dtype=np.float32)
-            if y.ndim != 2 or y.shape[0] != x.shape[0] or (out_dim is not None and y.shape[1] != out_dim):
-                raise ValueError(f"map_features: fn returned shape {y.shape} for input {x.shape}")
+            y = _apply(fn, list_to_matrix(batch.column(input_col)), out_dim)
             cols = {name: batch.column(name) for name in batch.schema.names if name != output_col}
             cols[output_col] = matrix_to_list(y)
             yield pa.RecordBatch.from_arrays([cols[name] for name in names], names=names)

@@ -27,14 +27,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lepton_spark.config import GraphConfig
 from lepton_spark.graph import arrow, kernels
 from lepton_spark.graph.arrow import cell
-from lepton_spark.graph.propagation.partitioned_plan import block_keys, cogroup, endpoint_lookups
+from lepton_spark.graph.propagation.partitioned_plan import (
+    block_keys,
+    block_label,
+    cogroup,
+    endpoint_lookups,
+    number_in_blocks,
+)
 from lepton_spark.graph.propagation.rounds import LineagePolicy
 from lepton_spark.session import task_slots
 
@@ -73,11 +79,8 @@ def _pack_edges(vertices: DataFrame, edges: DataFrame, blocks: int, keys: list[i
     copy of the vertices' block labels (16 bytes a vertex) instead of two shuffle joins of the edges,
     as the partitioned propagation plan does.
     """
-    block = (F.pmod(F.xxhash64("id"), F.lit(blocks)) + 1).cast("int")
-    pid = F.element_at(F.array(*[F.lit(k) for k in keys]), block).cast("int")
     policy = LineagePolicy.for_session(vertices.sparkSession, what="blocks[partitioned]", logger=log)
-    vl = policy.cut(vertices.select("id").withColumn("pid", pid).withColumn(
-        "local", (F.row_number().over(Window.partitionBy("pid").orderBy("id")) - 1).cast("int")))
+    vl = number_in_blocks(vertices.select("id").withColumn("pid", block_label(keys)), policy)
     s, d = endpoint_lookups(vl, broadcast_ids)
     w = F.coalesce(F.col("weight").cast("float"), F.lit(1.0).cast("float")) if "weight" in edges.columns \
         else F.lit(1.0).cast("float")

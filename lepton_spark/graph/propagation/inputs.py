@@ -126,7 +126,7 @@ def prepare(g: Any, features: str, weight: str | None, num_vertices: int | None 
     w = F.col(weight).cast("float") if weight and weight in edges.columns else F.lit(1.0).cast("float")
     e = edges.select(F.col("src").cast("long").alias("src"), F.col("dst").cast("long").alias("dst"), w.alias("weight"))
     spark = vertices.sparkSession
-    held = resident.lookup(vertices) if features == "features" and vertices.columns == ["id", "features"] else None
+    held = resident.lookup(vertices) if features == "features" else None  # a registered table is (id, features)
     if held is not None:  # a broadcast propagation's result: its matrix is on the driver, checked here
         ids, x = held
         dim = check_matrix(np.full(len(ids), x.shape[1], np.int64), 0, x.reshape(-1)) if len(ids) else 0

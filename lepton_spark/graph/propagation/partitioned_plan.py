@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -125,21 +125,30 @@ def num_partitioned_blocks(size: int, slots: int, max_block_bytes: int) -> int:
 # ----------------------------------------------------------------------------------- the edge blocks
 
 
-def _assign_blocks(x0: DataFrame, keys: list[int], policy: LineagePolicy) -> tuple[DataFrame, DataFrame]:
-    """``(vfull, vl)``: ``x0`` with each vertex's block label ``pid`` (a hash of its id), cut; and the
-    vertices' ``(id, pid, local)``, ``local`` numbering a block's vertices 0.. in id order, cut.
-
-    Block ``b`` is labelled ``keys[b]`` (:func:`block_keys`). The window that numbers the vertices
-    reads the ids alone: numbering the feature rows themselves shuffled and sorted the whole feature
-    table (1M x 64: about 10 s of the preparation) only to attach an index that a block recovers
-    from the ids it holds (:meth:`_BlockStep._features`, round 0).
-    """
+def block_label(keys: list[int]) -> Column:
+    """Each vertex's block label ``pid``: a hash of its ``id`` picks block ``b``, labelled ``keys[b]``
+    (:func:`block_keys`). Both partitioned engines (propagation and vertex programs) place vertices by it."""
     block = (F.pmod(F.xxhash64("id"), F.lit(len(keys))) + 1).cast("int")
-    pid = F.element_at(F.array(*[F.lit(k) for k in keys]), block).cast("int")
-    vfull = policy.cut(x0.withColumn("pid", pid))
-    vl = policy.cut(vfull.select("id", "pid").withColumn(
+    return F.element_at(F.array(*[F.lit(k) for k in keys]), block).cast("int")
+
+
+def number_in_blocks(v: DataFrame, policy: LineagePolicy) -> DataFrame:
+    """The vertices ``v`` (``id``, ``pid``) as ``(id, pid, local)``, ``local`` numbering a block's vertices
+    0.. in id order, cut. The window reads the ids alone (never the features)."""
+    return policy.cut(v.select("id", "pid").withColumn(
         "local", (F.row_number().over(Window.partitionBy("pid").orderBy("id")) - 1).cast("int")))
-    return vfull, vl
+
+
+def _assign_blocks(x0: DataFrame, keys: list[int], policy: LineagePolicy) -> tuple[DataFrame, DataFrame]:
+    """``(vfull, vl)``: ``x0`` with each vertex's block label ``pid``, cut; and the vertices'
+    ``(id, pid, local)`` (:func:`number_in_blocks`).
+
+    Numbering the feature rows themselves shuffled and sorted the whole feature table (1M x 64: about
+    10 s of the preparation) only to attach an index that a block recovers from the ids it holds
+    (:meth:`_BlockStep._features`, round 0).
+    """
+    vfull = policy.cut(x0.withColumn("pid", block_label(keys)))
+    return vfull, number_in_blocks(vfull, policy)
 
 
 def _pack_block(vt: pa.Table, et: pa.Table, *, piece_entries: int = _PIECE_ENTRIES, loops: bool = False,
@@ -442,9 +451,10 @@ def run(inp: Inputs, rounds: Rounds, *, agg: str, blocks: int, native: bool,
     ``native``: Spark sums the partials (``vector_sum``). ``normalize="sym"``: GCN's operator, scaled
     inside the blocks (module docstring). Up to ``broadcast_ids_max`` vertices the edges look up their
     blocks in a broadcast id map. ``symmetric`` (the caller's promise that every edge has its reverse,
-    same weight, once): each block counts its in-degrees from its out-edges. Features the caller counted but nobody checked yet
-    (``inp.checked`` False) are checked once they sit in the blocks' cut table: one scan of that
-    table instead of computing them twice. The result is cut (its lineage does not reach the rounds).
+    same weight, once): each block counts its in-degrees from its out-edges. Features the caller
+    counted but nobody checked yet (``inp.checked`` False) are checked once they sit in the blocks'
+    cut table: one scan of that table instead of computing them twice. The result is cut (its lineage
+    does not reach the rounds).
     """
     sym = normalize == "sym"
     t0 = time.perf_counter()
