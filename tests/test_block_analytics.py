@@ -190,6 +190,47 @@ def test_partitioned_blocks_with_and_without_the_broadcast_id_map(spark, broadca
     np.testing.assert_allclose(pr, x, rtol=1e-9)
 
 
+def test_partitioned_blocks_in_many_pieces(spark, monkeypatch):
+    """Each block's CSR is stored as several rows of whole CSR rows (5 entries here): PageRank,
+    components, LPA and shortest paths still equal their local twins and networkx."""
+    from lepton_spark.graph import partitioned
+    from lepton_spark.graph.programs import (
+        BlockEngine,
+        components_program,
+        indexed_graph,
+        label_propagation_program,
+        pagerank_program,
+    )
+
+    monkeypatch.setattr(partitioned, "_PIECE_ENTRIES", 5)
+    ids, src, dst = _graph(seed=29)
+    ok = np.isin(dst, ids)
+    g = _frame(spark, ids, src[ok], dst[ok])
+    assert ok.sum() > 2 * 3 * 5  # several pieces in each of the 2 blocks
+    with BlockEngine(indexed_graph(g.vertices, g.edges), plan="partitioned", num_blocks=2) as engine:
+        def run(prog, iters):
+            return engine.run(prog, iters).toPandas().set_index("id").loc[ids, "value"].to_numpy()
+
+        pr, cc, lpa = run(pagerank_program(0.15), 20), run(components_program(), 100), \
+            run(label_propagation_program(), 4)
+    pos = np.searchsorted(ids, src[ok]), np.searchsorted(ids, dst[ok])  # the unnormalised GraphX iteration
+    outdeg = np.bincount(pos[0], minlength=len(ids)).astype(float)
+    x = np.ones(len(ids))
+    for _ in range(20):
+        x = 0.15 + 0.85 * np.bincount(pos[1], weights=x[pos[0]] / outdeg[pos[0]], minlength=len(ids))
+    np.testing.assert_allclose(pr, x, rtol=1e-9)
+    np.testing.assert_array_equal(cc, local.components(ids, src[ok], dst[ok]))
+    np.testing.assert_array_equal(lpa, local.label_propagation(ids, src[ok], dst[ok], 4))
+    marks = [int(ids[0]), int(ids[3])]
+    got = shortest_paths(g, marks, plan="partitioned", num_blocks=2).toPandas()
+    G = nx.DiGraph()
+    G.add_nodes_from(ids.tolist())
+    G.add_edges_from(zip(src[ok].tolist(), dst[ok].tolist()))
+    for _, row in got.iterrows():
+        assert dict(row["distances"]) == {mk: nx.shortest_path_length(G, row["id"], mk) for mk in marks
+                                          if nx.has_path(G, row["id"], mk)}
+
+
 def test_mode_and_min_kernels_by_hand():
     # rows: 0 <- [5, 3, 5, 3, 7] (tie 5/3 -> 3), 1 <- [9] , 2 <- [4, 4, 1]
     indptr = np.array([0, 5, 6, 9])

@@ -279,13 +279,13 @@ def test_partitioned_edge_blocks_in_many_pieces(spark, monkeypatch, agg, normali
 
 
 def test_edge_block_pieces_by_hand() -> None:
-    from lepton_spark.graph.propagation.partitioned_plan import _pieces
+    from lepton_spark.graph.propagation.partitioned_plan import row_pieces
 
-    assert _pieces(np.array([0])) == [(0, 0)]  # no rows: one empty piece (the part-0 row)
-    assert _pieces(np.array([0, 3]), 2) == [(0, 1)]  # one row is never split
-    assert _pieces(np.arange(8), 4) == [(0, 4), (4, 7)]
+    assert row_pieces(np.array([0])) == [(0, 0)]  # no rows: one empty piece (the part-0 row)
+    assert row_pieces(np.array([0, 3]), 2) == [(0, 1)]  # one row is never split
+    assert row_pieces(np.arange(8), 4) == [(0, 4), (4, 7)]
     # rows of 0, 10, 0, 1, 19, 1 entries: a cut lands on the first row starting at or after 4, 8, ...
-    assert _pieces(np.array([0, 0, 10, 10, 11, 30, 31]), 4) == [(0, 2), (2, 5), (5, 6)]
+    assert row_pieces(np.array([0, 0, 10, 10, 11, 30, 31]), 4) == [(0, 2), (2, 5), (5, 6)]
 
 
 def test_partitioned_round_reads_cached_edge_blocks_without_exchange_or_sort(spark, monkeypatch, capsys) -> None:

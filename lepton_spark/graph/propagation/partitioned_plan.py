@@ -203,7 +203,7 @@ def _pack_block(vt: pa.Table, et: pa.Table, *, piece_entries: int = _PIECE_ENTRI
         indptr, data = np.zeros(1, np.int64), np.zeros(0, np.float32)
     indices, data = indices.astype(np.int32, copy=False), data.astype(np.float32, copy=False)
     rows_out = []
-    for part, (a, b) in enumerate(_pieces(indptr, piece_entries)):
+    for part, (a, b) in enumerate(row_pieces(indptr, piece_entries)):
         lo, hi = int(indptr[a]), int(indptr[b])
         head = part == 0
         rows_out.append({
@@ -215,7 +215,7 @@ def _pack_block(vt: pa.Table, et: pa.Table, *, piece_entries: int = _PIECE_ENTRI
     return pa.Table.from_pylist(rows_out, schema=EBLOCK_PA)
 
 
-def _pieces(indptr: np.ndarray, max_entries: int = _PIECE_ENTRIES) -> list[tuple[int, int]]:
+def row_pieces(indptr: np.ndarray, max_entries: int = _PIECE_ENTRIES) -> list[tuple[int, int]]:
     """Row ranges ``[a, b)`` of a CSR cut into pieces of whole rows of about ``max_entries`` entries
     (a row with more entries is a piece of its own); at least one piece, empty when there are no rows."""
     nrows, m = len(indptr) - 1, int(indptr[-1])
