@@ -231,6 +231,49 @@ def test_partitioned_blocks_in_many_pieces(spark, monkeypatch):
                                           if nx.has_path(G, row["id"], mk)}
 
 
+def test_analytics_run_on_the_partitioned_propagation_blocks(spark, monkeypatch):
+    """On a symmetric graph, the analytics of a run whose partitioned propagation left its (GCN-scaled)
+    edge blocks in the operator cache run on those blocks (packing their own would fail here) and
+    give the local twins' tables; the propagation itself equals scipy's D^-1/2 (A + I) D^-1/2 x."""
+    import scipy.sparse as sp
+
+    from lepton_spark.analytics.batch import vertex_analytics
+    from lepton_spark.config import GraphConfig
+    from lepton_spark.graph import partitioned
+    from lepton_spark.graph.propagation import OperatorCache, propagate
+    from lepton_spark.models.normalize import sym_propagation
+
+    ids, src, dst = _graph(seed=31, n=40, m=50)
+    ok = np.isin(dst, ids) & (src != dst)
+    pairs = sorted({(int(a), int(b)) for a, b in zip(src[ok], dst[ok])} | {(int(b), int(a)) for a, b in zip(src[ok], dst[ok])})
+    s_arr, d_arr = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    x = np.random.default_rng(0).normal(size=(len(ids), 3)).astype(np.float32)
+    v = spark.createDataFrame([(int(i), [float(a) for a in r]) for i, r in zip(ids, x)], "id long, features array<float>")
+    e = spark.createDataFrame([(int(a), int(b), 1.0) for a, b in pairs], "src long, dst long, weight float")
+    cache = OperatorCache()
+    try:
+        out = propagate(GraphFrame(v, e, engine="builtin"), rounds=1, agg="sum", plan="partitioned", num_blocks=3,
+                        normalize="sym", symmetric=True, operators=cache, operator_key="g")
+        got = out.toPandas().set_index("id").loc[ids, "features"]
+        pos = np.searchsorted(ids, s_arr), np.searchsorted(ids, d_arr)
+        P = sym_propagation(sp.csr_matrix((np.ones(len(pairs)), pos), shape=(len(ids), len(ids))))
+        np.testing.assert_allclose(np.stack(got.to_numpy()), P @ x.astype(np.float64), rtol=1e-5, atol=1e-5)
+
+        def no_packing(*_a, **_k):
+            raise AssertionError("the analytics packed edge blocks of their own")
+
+        monkeypatch.setattr(partitioned, "_pack_edges", no_packing)
+        tables = vertex_analytics(v.select("id"), e, local_max_edges=0, lpa_iters=3, symmetric=True,
+                                  config=GraphConfig(plan="partitioned"), operators=cache, operator_key="g")
+        for name, col in (("components", "component"), ("communities", "label"), ("pagerank", "pagerank")):
+            tables[name] = tables[name].toPandas().set_index("id").loc[ids, col].to_numpy()
+    finally:
+        cache.close()
+    np.testing.assert_array_equal(tables["components"], local.components(ids, s_arr, d_arr))
+    np.testing.assert_array_equal(tables["communities"], local.label_propagation(ids, s_arr, d_arr, 3))
+    np.testing.assert_allclose(tables["pagerank"], local.pagerank(ids, s_arr, d_arr, 0.15, 20), rtol=1e-9)
+
+
 def test_mode_and_min_kernels_by_hand():
     # rows: 0 <- [5, 3, 5, 3, 7] (tie 5/3 -> 3), 1 <- [9] , 2 <- [4, 4, 1]
     indptr = np.array([0, 5, 6, 9])

@@ -362,7 +362,8 @@ def test_broadcast_plan_through_the_closure(spark, agg) -> None:
                                rtol=1e-5, atol=1e-5)
 
 
-def test_operator_cache_packs_the_edges_once(spark, caplog) -> None:
+@pytest.mark.parametrize("plan", ["broadcast", "partitioned"])
+def test_operator_cache_packs_the_edges_once(spark, caplog, plan) -> None:
     """Calls sharing an OperatorCache over one edges DataFrame reuse its blocks, with the same results."""
     import logging
 
@@ -373,14 +374,14 @@ def test_operator_cache_packs_the_edges_once(spark, caplog) -> None:
     cache = OperatorCache()
     try:
         with caplog.at_level(logging.INFO, logger="lepton_spark.graph.propagation"):
-            first = _to_matrix(propagate(g, rounds=1, agg="sum", plan="broadcast", operators=cache), ids)
+            first = _to_matrix(propagate(g, rounds=1, agg="sum", plan=plan, operators=cache, num_blocks=3), ids)
             # the second "layer": other features over the same edges object
-            g2 = types.SimpleNamespace(vertices=propagate(g, rounds=1, agg="mean", plan="broadcast",
-                                                          operators=cache), edges=g.edges)
-            second = _to_matrix(propagate(g2, rounds=2, agg="max", plan="broadcast", operators=cache), ids)
+            g2 = types.SimpleNamespace(vertices=propagate(g, rounds=1, agg="mean", plan=plan, operators=cache,
+                                                          num_blocks=3), edges=g.edges)
+            second = _to_matrix(propagate(g2, rounds=2, agg="max", plan=plan, operators=cache, num_blocks=3), ids)
     finally:
         cache.close()
-    msgs = [r.getMessage() for r in caplog.records if "propagate[broadcast]:" in r.getMessage()]
+    msgs = [r.getMessage() for r in caplog.records if f"propagate[{plan}]:" in r.getMessage()]
     assert sum("prepared in" in m for m in msgs) == 1 and sum("edge blocks reused" in m for m in msgs) == 2
     np.testing.assert_allclose(first, kernels.reference_propagate(src, dst, w, x, 1, "sum"), rtol=1e-5, atol=1e-5)
     mean1 = kernels.reference_propagate(src, dst, w, x, 1, "mean")

@@ -170,7 +170,15 @@ def _reduce_partials(prog: VertexProgram, n: int, width: int, locs: list[np.ndar
 
 
 class PartitionedOperator:
-    """Edge blocks of one graph and direction, packed and cached once; :meth:`run` runs a program on them."""
+    """Edge blocks of one graph and direction, packed and cached once; :meth:`run` runs a program on them.
+
+    :meth:`borrow` wraps the blocks the partitioned propagation plan packed from the same graph
+    instead (:class:`~lepton_spark.graph.propagation.partitioned_plan.PartitionedBlocks`: the same
+    block labels, local numbering and CSR pieces; their ``indeg`` serves as the out-degrees, which
+    only a symmetric graph allows, and their weights are read by weighted programs only).
+    """
+
+    degrees, degrees_dtype = "outdeg", np.float64
 
     def __init__(self, vertices: DataFrame, edges: DataFrame, *, undirected: bool = False,
                  config: GraphConfig | None = None, num_blocks: int | None = None,
@@ -196,15 +204,28 @@ class PartitionedOperator:
         log.info("blocks[partitioned]: %d %s blocks prepared in %.2fs", nb,
                  "undirected" if undirected else "directed", self.seconds_prepared)
 
+    @classmethod
+    def borrow(cls, packed: Any) -> PartitionedOperator:
+        """The operator over a symmetric graph's propagation blocks (``PartitionedBlocks``); ``close``
+        leaves them to their owner."""
+        op = cls.__new__(cls)
+        op.spark, op.eblocks, op.blocks = packed.eblocks.sparkSession, packed.eblocks, packed.blocks
+        op.degrees, op.degrees_dtype, op.seconds_prepared, op.borrowed = "indeg", np.int32, 0.0, True
+        return op
+
+    borrowed = False
+
     def close(self) -> None:
-        self.eblocks.unpersist()
+        if not self.borrowed:
+            self.eblocks.unpersist()
 
     def run(self, prog: VertexProgram, max_iter: int) -> DataFrame:
         """Run ``prog`` for at most ``max_iter`` rounds; DataFrame(id long, value)."""
-        return _run(self.spark, self.eblocks, self.blocks, prog, max_iter)
+        return _run(self.spark, self.eblocks, self.blocks, prog, max_iter, (self.degrees, self.degrees_dtype))
 
 
-def _run(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_iter: int) -> DataFrame:
+def _run(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_iter: int,
+         degrees: tuple[str, Any] = ("outdeg", np.float64)) -> DataFrame:
     from lepton_spark.graph.arrow import state_table
     t0 = time.perf_counter()
     policy = LineagePolicy.for_session(spark, what=prog.name, logger=log)  # every round is cut
@@ -217,8 +238,9 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_i
     reduce = prog.reduce
     # the cached blocks are columnar: a round reads only the columns its program uses (PageRank,
     # components and LPA are unweighted, so the block's weights never leave the cache)
-    eblocks = eblocks.select(*[c for c in eblocks.columns if (c != "data" or prog.weighted)
-                               and (c != "outdeg" or prog.needs_outdeg)])
+    deg_col, deg_dtype = degrees
+    eblocks = eblocks.select("pid", "part", "n", "ids", *([deg_col] if prog.needs_outdeg else []), "tgt",
+                             "tgt_local", "indptr", "indices", *(["data"] if prog.weighted else []))
 
     def step_fn(first: bool, last: bool):
         def step(incoming: pa.Table, eb: pa.Table) -> pa.Table:
@@ -246,7 +268,8 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_i
             out_pid, out_kind, out_local, out_vals, out_counts = [pid], [0], [ids.tobytes()], [state.tobytes()], [b""]
             tgt, tgt_local, indptr, indices, data = csr
             if not last and len(tgt):
-                msg = prog.message(state, cell(head, "outdeg", np.float64) if prog.needs_outdeg else None)
+                outdeg = cell(head, deg_col, deg_dtype).astype(np.float64) if prog.needs_outdeg else None
+                msg = prog.message(state, outdeg)
                 if reduce == "mode":
                     row_of = np.repeat(np.arange(len(tgt), dtype=np.int64), np.diff(indptr))
                     r, lab, cnt = kernels.value_counts(row_of, np.asarray(msg)[indices], None)

@@ -257,6 +257,15 @@ class BlockEngine:
                 log.info("block engine: reusing the propagation's edge blocks")
                 self._ops[direction] = op
                 self._borrowed.add(direction)
+        if direction == "in" and direction not in self._ops and self.shared and self.plan == "partitioned" \
+                and self.symmetric:
+            # the partitioned propagation's blocks hold in-edges' degrees: out-degrees on a symmetric graph only
+            packed = self.shared[0].find_blocks(self.shared[1])
+            if packed is not None and packed.n == self.n:
+                from lepton_spark.graph.partitioned import PartitionedOperator
+
+                log.info("block engine: reusing the propagation's partitioned edge blocks (%d blocks)", packed.blocks)
+                self._ops[direction] = PartitionedOperator.borrow(packed)
         if direction not in self._ops:
             e, undirected = _orient(self.ig.edges, direction)
             if self.plan == "partitioned":

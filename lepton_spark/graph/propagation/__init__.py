@@ -292,7 +292,7 @@ def _run(inp: Inputs, spec: RunSpec) -> DataFrame:
     blocks = spec.num_blocks or num_partitioned_blocks(inp.n * inp.dim * 4, slots, cfg.block_max_bytes)
     return partitioned_plan.run(inp, rounds, agg=spec.agg, blocks=blocks, native=choice.native,
                                 normalize=spec.normalize, broadcast_ids_max=cfg.broadcast_ids_max,
-                                symmetric=spec.symmetric)
+                                symmetric=spec.symmetric, cache=spec.operators, operator_key=spec.operator_key)
 
 
 def spmm(entries: DataFrame, dense: DataFrame, *, row: str = "row", col: str = "col", value: str = "value",

@@ -44,10 +44,15 @@ class OperatorCache:
     directory, so its analytics reuse the blocks its propagation packed; the blocks carry the edge
     weights, and unweighted rounds ignore them). :meth:`close` unpersists them (results of the
     broadcast plan are local rows, so nothing downstream needs them).
+
+    The partitioned plan keeps its cached edge blocks here too (:meth:`get_blocks`, :meth:`put_blocks`:
+    an object with ``close()``, keyed by the edges and the plan's block layout), and the vertex
+    programs of the same graph run on them (:meth:`find_blocks`).
     """
 
     def __init__(self) -> None:
         self._ops: dict[Any, tuple[Any, BroadcastOperator]] = {}
+        self._blocks: dict[Any, tuple[Any, Any]] = {}  # (edges key, layout) -> (edges object, blocks)
         # propagated tables by a caller's recipe (see get_result), kept until close
         self._results: dict[Any, Any] = {}
 
@@ -74,6 +79,24 @@ class OperatorCache:
             old[1].close()
         self._ops[k] = (obj, op)
 
+    def get_blocks(self, edges: Any, layout: Any, key: Any = None) -> Any:
+        """The partitioned plan's blocks packed from ``edges`` (or ``key``) with ``layout``, else None."""
+        k, obj = self._key(edges, key)
+        hit = self._blocks.get((k, layout))
+        return hit[1] if hit is not None and hit[0] is obj else None
+
+    def put_blocks(self, edges: Any, layout: Any, blocks: Any, key: Any = None) -> None:
+        """Keep the partitioned plan's ``blocks`` for ``edges`` (or ``key``) and ``layout``; the cache closes them."""
+        k, obj = self._key(edges, key)
+        old = self._blocks.pop((k, layout), None)
+        if old is not None:
+            old[1].close()
+        self._blocks[(k, layout)] = (obj, blocks)
+
+    def find_blocks(self, key: Any) -> Any:
+        """Any partitioned blocks a propagation packed from the edges named ``key`` (its first), else None."""
+        return next((b for (k, _layout), (_o, b) in self._blocks.items() if k == ("key", key)), None)
+
     def get_result(self, recipe: Any) -> Any:
         """The propagated table kept under ``recipe`` (:meth:`put_result`), else None.
 
@@ -98,6 +121,9 @@ class OperatorCache:
         for _, op in self._ops.values():
             op.close()
         self._ops.clear()
+        for _, blocks in self._blocks.values():
+            blocks.close()
+        self._blocks.clear()
         self.drop_results()
 
 

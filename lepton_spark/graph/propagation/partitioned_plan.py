@@ -16,13 +16,17 @@ partials are rows instead of blobs and Spark sums them with ``vector_sum`` (Spar
 one more shuffle per round.
 
 The vertex programs' partitioned engine (:mod:`lepton_spark.graph.partitioned`) uses the same block
-labels and cogroup (:func:`block_keys`, :func:`cogroup`).
+labels, numbering and cogroup (:func:`block_keys`, :func:`block_label`, :func:`number_in_blocks`,
+:func:`cogroup`). With an operator cache the packed blocks outlive the call
+(:class:`PartitionedBlocks`): the next layer over the same edges, and on a symmetric graph the
+vertex programs of the same run (PageRank, components, LPA), use them instead of packing again.
 
 ``normalize="sym"`` (GCN's ``D^-1/2 (A + I) D^-1/2``) never builds a normalised edge table: the blocks
-hold the raw weights plus one unit self-loop per vertex, and each vertex's ``d^-1/2`` (its weighted
-in-degree plus one, summed in the same aggregation as the in-degrees). A block scales its features by
-``d^-1/2`` before it multiplies and finishes the sums it receives with its own ``d^-1/2``, as the
-broadcast plan does on the driver. Normalising the edge table first (the former ``sym_edges``: two
+hold the graph's raw weights and each vertex's ``d^-1/2`` (its weighted in-degree plus one, summed in
+the same aggregation as the in-degrees). A block scales its features by ``d^-1/2`` before it
+multiplies, sends each vertex's scaled features to itself (the unit loop of ``A + I``, as a partial
+rather than CSR entries, so the blocks stay the graph's own), and finishes the sums it receives with
+its own ``d^-1/2``, as the broadcast plan does on the driver. Normalising the edge table first (the former ``sym_edges``: two
 semi-joins, an aggregation and two joins) cost four more shuffles of every edge: at 1M vertices /
 19M edges on 2 cores, most of a 109 s preparation.
 """
@@ -151,13 +155,15 @@ def _assign_blocks(x0: DataFrame, keys: list[int], policy: LineagePolicy) -> tup
     return vfull, number_in_blocks(vfull, policy)
 
 
-def _pack_block(vt: pa.Table, et: pa.Table, *, piece_entries: int = _PIECE_ENTRIES, loops: bool = False,
+def _pack_block(vt: pa.Table, et: pa.Table, *, piece_entries: int = _PIECE_ENTRIES, scaled: bool = False,
                 degrees_from_out: bool = False) -> pa.Table:
     """One block's vertices ``(pid, id, local[, indeg, deg])`` and out-edges as ``EBLOCK`` rows: part 0
     holds the vertices, and each part a piece of about ``piece_entries`` CSR entries (whole rows).
 
-    ``loops`` (``normalize="sym"``): the block adds a unit self-loop for each of its vertices (A + I),
-    and ``deg`` (weighted in-degree plus the loop) becomes the block's ``dinv``.
+    ``scaled`` (``normalize="sym"``): ``deg`` (weighted in-degree plus the unit loop of A + I) becomes
+    the block's ``dinv``. The loops themselves are not in the CSR: a round adds each vertex's own
+    scaled features as a partial of its own (:meth:`_BlockStep.apply`), so the blocks hold the graph's
+    edges only and the vertex programs can run on them too (:class:`PartitionedBlocks`).
     ``degrees_from_out``: the edges are symmetric (every (u, v) has its (v, u), same weight, once),
     so a vertex's in-degree is its out-degree, counted here from the block's own out-edges instead
     of arriving as ``indeg`` / ``deg`` columns (an aggregation of every edge by its target).
@@ -183,17 +189,11 @@ def _pack_block(vt: pa.Table, et: pa.Table, *, piece_entries: int = _PIECE_ENTRI
     bad_weights = int(np.count_nonzero(~np.isfinite(wt)))
     if degrees_from_out:
         indeg = np.bincount(src_loc, minlength=n).astype(np.int32)
-        wdeg = np.bincount(src_loc, weights=wt.astype(np.float64), minlength=n) if loops else None
+        wdeg = np.bincount(src_loc, weights=wt.astype(np.float64), minlength=n) if scaled else None
     else:
         indeg = vt.column("indeg").to_numpy().astype(np.int32)[order]
-        wdeg = vt.column("wdeg").to_numpy(zero_copy_only=False)[order] if loops else None
-    dinv = (1.0 / np.sqrt(wdeg + 1.0)).astype(np.float32) if loops else np.zeros(0, np.float32)
-    if loops:  # A + I: one unit loop per vertex, after the degrees were counted
-        local = np.arange(n, dtype=np.int64)
-        tgt_pid = np.concatenate([tgt_pid, np.full(n, pid, np.int64)])
-        tgt_loc = np.concatenate([tgt_loc, local])
-        src_loc = np.concatenate([src_loc, local.astype(np.int32)])
-        wt = np.concatenate([wt.astype(np.float32, copy=False), np.ones(n, np.float32)])
+        wdeg = vt.column("wdeg").to_numpy(zero_copy_only=False)[order] if scaled else None
+    dinv = (1.0 / np.sqrt(wdeg + 1.0)).astype(np.float32) if scaled else np.zeros(0, np.float32)
     if len(wt):
         key = tgt_pid * (1 << 32) + tgt_loc  # rows ordered by (target block, local index)
         rows, indptr, indices, data = kernels.csr_from_pairs(key, src_loc, wt)
@@ -239,8 +239,8 @@ def _pack_edge_blocks(vl: DataFrame, edges: DataFrame, parts: int, sym: bool = F
     copy of ``vl`` (16 bytes a vertex) instead of shuffling the edges twice (at 1M vertices / 19M edges
     on 2 cores those two shuffles were about half the preparation).
 
-    ``sym``: the blocks also carry every vertex's ``d^-1/2`` (``d``: weighted in-degree + 1) and a
-    unit self-loop per vertex, for GCN's operator (see the module docstring).
+    ``sym``: the blocks also carry every vertex's ``d^-1/2`` (``d``: weighted in-degree + 1), for GCN's
+    operator (its unit loops are added by the rounds, see the module docstring).
 
     ``symmetric``: the edges are symmetric, and each block counts its vertices' in-degrees as their
     out-degrees (:func:`_pack_block`); otherwise one aggregation of every edge by its target counts
@@ -263,7 +263,7 @@ def _pack_edge_blocks(vl: DataFrame, edges: DataFrame, parts: int, sym: bool = F
             "pid", "id", "local", F.coalesce("indeg", F.lit(0)).alias("indeg"),
             *([F.coalesce("wdeg", F.lit(0.0)).alias("wdeg")] if sym else []))
     # the piece size is read here, on the driver, and travels with the function
-    pack = functools.partial(_pack_block, piece_entries=_PIECE_ENTRIES, loops=sym, degrees_from_out=symmetric)
+    pack = functools.partial(_pack_block, piece_entries=_PIECE_ENTRIES, scaled=sym, degrees_from_out=symmetric)
     eblocks = cogroup(vside, e.withColumnRenamed("spid", "pid"), pack, EBLOCK)
     return eblocks.repartition(parts, "pid").sortWithinPartitions("pid", "part").persist()
 
@@ -341,9 +341,12 @@ class _BlockStep:
         x = self._features(incoming, head)
         if self.final:
             return pa.table({"id": pa.array(cell(head, "ids", np.int64)), "features": matrix_to_list(x)})
-        if self.sym:
-            x = x * cell(head, "dinv", np.float32)[:, None]
         out = []
+        if self.sym:  # D^-1/2 (A + I) D^-1/2: the unit loop sends each vertex's scaled features to itself
+            x = x * cell(head, "dinv", np.float32)[:, None]
+            n = len(x)
+            out.append(self._partials(x, np.full(n, int(head.column("pid")[0].as_py()), np.int32),
+                                      np.arange(n, dtype=np.int32)))
         for piece in pieces:  # each piece's rows are whole target rows: their partials never overlap
             y = kernels.block_apply(cell(piece, "indptr", np.int64), cell(piece, "indices", np.int32),
                                     cell(piece, "data", np.float32), x, "max" if self.agg == "max" else "sum")
@@ -444,8 +447,26 @@ class _PartitionedRounds:
         return self.policy.cut(result)
 
 
+@dataclass
+class PartitionedBlocks:
+    """A graph's cached edge blocks (``EBLOCK`` rows) in ``blocks`` blocks over ``n`` vertices.
+
+    ``scaled``: the blocks carry GCN's ``dinv``. ``indeg`` counts each vertex's in-edges (on a
+    symmetric graph also its out-edges, which the vertex programs' engine reads it as).
+    """
+
+    eblocks: DataFrame
+    blocks: int
+    n: int
+    scaled: bool
+
+    def close(self) -> None:
+        self.eblocks.unpersist()
+
+
 def run(inp: Inputs, rounds: Rounds, *, agg: str, blocks: int, native: bool,
-        normalize: str | None = None, broadcast_ids_max: int = 0, symmetric: bool = False) -> DataFrame:
+        normalize: str | None = None, broadcast_ids_max: int = 0, symmetric: bool = False,
+        cache: Any = None, operator_key: Any = None) -> DataFrame:
     """The partitioned plan: ``rounds`` over the vertices hashed into ``blocks`` blocks; DataFrame(id, features).
 
     ``native``: Spark sums the partials (``vector_sum``). ``normalize="sym"``: GCN's operator, scaled
@@ -455,24 +476,46 @@ def run(inp: Inputs, rounds: Rounds, *, agg: str, blocks: int, native: bool,
     counted but nobody checked yet (``inp.checked`` False) are checked once they sit in the blocks'
     cut table: one scan of that table instead of computing them twice. The result is cut (its lineage
     does not reach the rounds).
+
+    ``cache`` (an :class:`~.broadcast_plan.OperatorCache`): the edge blocks are taken from it when a
+    propagation over the same edges (``inp.source_edges``, or ``operator_key``) packed them in the same
+    layout, and left in it otherwise (its owner unpersists them): every layer of a forward pass, and
+    the analytics of the same graph, run on one packing. Without it they are unpersisted at the end.
     """
     sym = normalize == "sym"
     t0 = time.perf_counter()
     parts = blocks  # one block per partition: every task holds one block
-    vfull, vl = _assign_blocks(inp.x0, block_keys(inp.spark, blocks), rounds.policy)
+    keys = block_keys(inp.spark, blocks)
+    cacheable = cache is not None and inp.source_edges is not None
+    layout = ("partitioned", blocks, sym)
+    packed = cache.get_blocks(inp.source_edges, layout, operator_key) if cacheable else None
+    if packed is not None and packed.n != inp.n:
+        packed = None  # other vertices than the blocks were packed for: pack again (and replace them)
+    if packed is not None:
+        vfull = rounds.policy.cut(inp.x0.withColumn("pid", block_label(keys)))
+    else:
+        vfull, vl = _assign_blocks(inp.x0, keys, rounds.policy)
     if not inp.checked:
         inp.n, inp.dim = check_features(vfull, "features")
         inp.checked = True
-    eblocks = _pack_edge_blocks(vl, inp.edges, parts, sym=sym, broadcast_ids=0 < inp.n <= broadcast_ids_max,
-                                symmetric=symmetric)
-    nb = _count_blocks(eblocks)
-    log.info("propagate[partitioned]: %d vertices x %d dims in %d blocks (%d partitions), %s aggregation%s; "
-             "prepared in %.2fs", inp.n, inp.dim, nb, parts, "native vector_sum" if native else "numpy",
-             ", GCN scaling in the blocks" if sym else "", time.perf_counter() - t0)
+    reused = packed is not None
+    if packed is None:
+        eblocks = _pack_edge_blocks(vl, inp.edges, parts, sym=sym, broadcast_ids=0 < inp.n <= broadcast_ids_max,
+                                    symmetric=symmetric)
+        _count_blocks(eblocks)
+        packed = PartitionedBlocks(eblocks, blocks, inp.n, sym)
+        if cacheable:
+            cache.put_blocks(inp.source_edges, layout, packed, operator_key)
+    log.info("propagate[partitioned]: %d vertices x %d dims in %d blocks, %s aggregation%s; %s in %.2fs",
+             inp.n, inp.dim, blocks, "native vector_sum" if native else "numpy",
+             ", GCN scaling in the blocks" if sym else "", "edge blocks reused" if reused else "prepared",
+             time.perf_counter() - t0)
+    eblocks = packed.eblocks
     try:
         plan = _PartitionedRounds(inp, eblocks, parts, agg, native, rounds.policy, sym=sym)
         state = rounds.run(plan, _State(vfull.select("pid", "id", "features"), rows=True, mean_pending=False,
                                         by_id=True))
         return plan.finish(state)
     finally:
-        eblocks.unpersist()
+        if not cacheable:
+            packed.close()
