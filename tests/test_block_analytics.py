@@ -274,6 +274,41 @@ def test_analytics_run_on_the_partitioned_propagation_blocks(spark, monkeypatch)
     np.testing.assert_allclose(tables["pagerank"], local.pagerank(ids, s_arr, d_arr, 0.15, 20), rtol=1e-9)
 
 
+@pytest.mark.parametrize("direction", ["in", "undirected"])
+def test_partitioned_mode_push_and_pull(spark, direction):
+    """A ``mode`` program on the partitioned engine: over directed in-edges the blocks push
+    pre-counted partials, over undirected (symmetric) edges they pull their neighbours' values;
+    both equal a plain numpy count of what each vertex hears (ties to the smallest value)."""
+    import dataclasses
+
+    from lepton_spark.graph.programs import BlockEngine, indexed_graph, label_propagation_program
+
+    ids, src, dst = _graph(seed=37)
+    ok = np.isin(dst, ids)
+    s, d = src[ok], dst[ok]
+    g = _frame(spark, ids, s, d)
+    prog = dataclasses.replace(label_propagation_program(), direction=direction)
+    with BlockEngine(indexed_graph(g.vertices, g.edges), plan="partitioned", num_blocks=3) as engine:
+        got = engine.run(prog, 3).toPandas().set_index("id").loc[ids, "value"].to_numpy()
+    pairs = list(zip(s.tolist(), d.tolist()))
+    if direction == "undirected":
+        pairs += [(b, a) for a, b in pairs]
+    labels = {int(i): int(i) for i in ids}
+    for _ in range(3):
+        heard: dict[int, list[int]] = {}
+        for a, b in pairs:
+            heard.setdefault(b, []).append(labels[a])
+        new = {}
+        for v, lab in labels.items():
+            if v in heard:
+                vals, counts = np.unique(heard[v], return_counts=True)
+                new[v] = int(vals[np.argmax(counts)])  # np.unique sorts: the first maximum is the smallest
+            else:
+                new[v] = lab
+        labels = new
+    assert got.tolist() == [labels[int(i)] for i in ids]
+
+
 def test_mode_and_min_kernels_by_hand():
     # rows: 0 <- [5, 3, 5, 3, 7] (tie 5/3 -> 3), 1 <- [9] , 2 <- [4, 4, 1]
     indptr = np.array([0, 5, 6, 9])

@@ -58,16 +58,17 @@ _EBLOCK = T.StructType([
     T.StructField("tgt_local", T.BinaryType()), T.StructField("indptr", T.BinaryType()),
     T.StructField("indices", T.BinaryType()), T.StructField("data", T.BinaryType()),
 ])
-# kind 0: a block's own state (ids, values, delta); kind 1: a partial message (local, values, counts)
+# kind 0: a block's own state (ids, values, delta); kind 1: a partial message (local, values, counts);
+# kind 2 (pull): the sender ``src``'s values of its vertices ``local`` that have an edge into block ``pid``
 _MSG = T.StructType([
-    T.StructField("pid", T.IntegerType()), T.StructField("kind", T.IntegerType()),
+    T.StructField("pid", T.IntegerType()), T.StructField("kind", T.IntegerType()), T.StructField("src", T.IntegerType()),
     T.StructField("local", T.BinaryType()), T.StructField("values", T.BinaryType()),
     T.StructField("counts", T.BinaryType()), T.StructField("delta", T.DoubleType()),
 ])
 _EBLOCK_PA = pa.schema([(f.name, {"pid": pa.int32(), "part": pa.int32(), "n": pa.int64()}.get(f.name, pa.binary()))
                         for f in _EBLOCK])
-_MSG_PA = pa.schema([(f.name, {"pid": pa.int32(), "kind": pa.int32(), "delta": pa.float64()}.get(f.name, pa.binary()))
-                     for f in _MSG])
+_MSG_PA = pa.schema([(f.name, {"pid": pa.int32(), "kind": pa.int32(), "src": pa.int32(),
+                                "delta": pa.float64()}.get(f.name, pa.binary())) for f in _MSG])
 _CHUNK_ROWS = 1 << 16  # entries per partial value
 #: CSR entries per EBLOCK row. Every round the JVM hands each block's rows to Python again, and it
 #: moves many values of a few MB much faster than one of tens of MB: a cogroup reading 4 blocks of
@@ -142,6 +143,72 @@ def _assemble(eb: pa.Table, weighted: bool) -> tuple[pa.Table, tuple[np.ndarray,
     indices = np.concatenate([cell(r, "indices", np.int32) for r in rows])
     data = np.concatenate([cell(r, "data", np.float32) for r in rows]) if weighted else np.zeros(0, np.float32)
     return rows[0], (tgt, tgt_local, indptr, indices, data)
+
+
+def _segments(pid: np.ndarray, local: np.ndarray, values: np.ndarray, counts: np.ndarray | None,
+              kind: int, src: int) -> pa.Table:
+    """Messages as ``_MSG`` rows: the entries of each destination ``pid`` (runs of equal ``pid``) cut
+    into binary values of at most ``_CHUNK_ROWS`` entries."""
+    starts = np.flatnonzero(np.diff(pid)) + 1
+    bounds = np.concatenate([[0], starts, [len(pid)]]).astype(np.int64)
+    cuts = [np.arange(a + _CHUNK_ROWS, b, _CHUNK_ROWS) for a, b in itertools.pairwise(bounds)]
+    bounds = np.unique(np.concatenate([bounds, *cuts])).astype(np.int64)
+    k = len(bounds) - 1
+    return pa.table({
+        "pid": pa.array(pid[bounds[:-1]], pa.int32()), "kind": pa.array(np.full(k, kind, np.int32)),
+        "src": pa.array(np.full(k, src, np.int32)),
+        "local": arrow.binary_segments(np.ascontiguousarray(local), bounds),
+        "values": arrow.binary_segments(np.ascontiguousarray(values), bounds),
+        "counts": arrow.binary_segments(counts, bounds) if counts is not None
+        else pa.chunked_array([pa.array([b""] * k, pa.binary())]),
+        "delta": pa.array(np.zeros(k))}).cast(_MSG_PA)
+
+
+def _pull_sends(msg: np.ndarray, tgt: np.ndarray, indptr: np.ndarray, indices: np.ndarray, n: int,
+                src: int) -> pa.Table:
+    """Pull mode: for every block ``b`` that this block's edges reach, the values ``msg`` of the own
+    vertices with an edge into ``b`` (kind 2). A block's CSR rows are ordered by target block, so each
+    ``b``'s rows are one range and its senders one mask over the row range's entries."""
+    starts = np.flatnonzero(np.r_[True, tgt[1:] != tgt[:-1]]) if len(tgt) else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], len(tgt)]
+    pids, locs = [], []
+    for a, z in zip(starts, ends):
+        mask = np.zeros(n, dtype=bool)
+        mask[indices[indptr[a]:indptr[z]]] = True
+        need = np.flatnonzero(mask).astype(np.int32)
+        pids.append(np.full(len(need), tgt[a], np.int32))
+        locs.append(need)
+    if not pids:
+        return pa.Table.from_pylist([], schema=_MSG_PA)
+    local = np.concatenate(locs)
+    return _segments(np.concatenate(pids), local, np.asarray(msg)[local], None, kind=2, src=src)
+
+
+def _pull_mode(msgs: pa.Table, dtype: Any, tgt: np.ndarray, tgt_local: np.ndarray, indptr: np.ndarray,
+               indices: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pull mode: the most frequent value over each own vertex's neighbours, ``(reduced, received)``.
+
+    On a symmetric graph a vertex's in-neighbours are its out-neighbours, the rows of its CSR column:
+    each row's value is looked up among what the row's block sent (kind 2), then counted per column.
+    """
+    row_val = np.zeros(len(tgt), dtype=np.int64)
+    found = np.zeros(len(tgt), dtype=bool)
+    senders = msgs.column("src").to_numpy()
+    locs, vals = _cells(msgs.column("local"), np.int32), _cells(msgs.column("values"), dtype)
+    for c in np.unique(senders):
+        pick = np.flatnonzero(senders == c)
+        loc = np.concatenate([locs[i] for i in pick])
+        val = np.concatenate([vals[i] for i in pick])
+        order = np.argsort(loc, kind="stable")
+        loc, val = loc[order], val[order]
+        rows = np.flatnonzero(tgt == c)
+        pos = np.minimum(np.searchsorted(loc, tgt_local[rows]), max(len(loc) - 1, 0))
+        hit = (loc[pos] == tgt_local[rows]) if len(loc) else np.zeros(len(rows), bool)
+        row_val[rows[hit]], found[rows[hit]] = val[pos[hit]], True
+    if not found.all():
+        raise RuntimeError(f"pull mode: {int((~found).sum())} rows got no value (is the graph symmetric?)")
+    lab = row_val[np.repeat(np.arange(len(tgt), dtype=np.int64), np.diff(indptr))]
+    return kernels.mode_of_counts(n, indices.astype(np.int64), lab, None), np.bincount(indices, minlength=n) > 0
 
 
 def _reduce_partials(prog: VertexProgram, n: int, width: int, locs: list[np.ndarray], vals: list[np.ndarray],
@@ -219,13 +286,20 @@ class PartitionedOperator:
         if not self.borrowed:
             self.eblocks.unpersist()
 
-    def run(self, prog: VertexProgram, max_iter: int) -> DataFrame:
-        """Run ``prog`` for at most ``max_iter`` rounds; DataFrame(id long, value)."""
-        return _run(self.spark, self.eblocks, self.blocks, prog, max_iter, (self.degrees, self.degrees_dtype))
+    def run(self, prog: VertexProgram, max_iter: int, symmetric: bool = False) -> DataFrame:
+        """Run ``prog`` for at most ``max_iter`` rounds; DataFrame(id long, value).
+
+        ``symmetric``: the blocks' edges are symmetric (every (u, v) has its (v, u), as often). A
+        ``mode`` program then pulls: each block sends its vertices' values (one per vertex and
+        destination block) instead of pre-counted (vertex, value, count) partials (one per edge
+        while the values are still distinct), and counts its own vertices' neighbours' values.
+        """
+        return _run(self.spark, self.eblocks, self.blocks, prog, max_iter, (self.degrees, self.degrees_dtype),
+                    pull=symmetric and prog.reduce == "mode")
 
 
 def _run(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_iter: int,
-         degrees: tuple[str, Any] = ("outdeg", np.float64)) -> DataFrame:
+         degrees: tuple[str, Any] = ("outdeg", np.float64), pull: bool = False) -> DataFrame:
     from lepton_spark.graph.arrow import state_table
     t0 = time.perf_counter()
     policy = LineagePolicy.for_session(spark, what=prog.name, logger=log)  # every round is cut
@@ -256,20 +330,28 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_i
             else:
                 kinds = incoming.column("kind").to_numpy()
                 own = incoming.filter(pa.array(kinds == 0))
-                msgs = incoming.filter(pa.array(kinds == 1))
+                msgs = incoming.filter(pa.array(kinds != 0))
                 old = np.frombuffer(arrow.binary_cells(own.column("values"))[0], dtype=dtype).reshape(shape)
-                reduced, received = _reduce_partials(
-                    prog, n, width, _cells(msgs.column("local"), np.int32), _cells(msgs.column("values"), dtype)
-                    if reduce != "sum" else _cells(msgs.column("values"), np.float64),
-                    _cells(msgs.column("counts"), np.int64))
+                if pull:
+                    reduced, received = _pull_mode(msgs, dtype, *csr[:4], n)
+                else:
+                    reduced, received = _reduce_partials(
+                        prog, n, width, _cells(msgs.column("local"), np.int32), _cells(msgs.column("values"), dtype)
+                        if reduce != "sum" else _cells(msgs.column("values"), np.float64),
+                        _cells(msgs.column("counts"), np.int64))
                 state = prog.update(old, reduced, received, ids).astype(dtype, copy=False)
                 delta = prog.delta(old, state)
             state = np.ascontiguousarray(state)
-            out_pid, out_kind, out_local, out_vals, out_counts = [pid], [0], [ids.tobytes()], [state.tobytes()], [b""]
+            own_tbl = pa.table({"pid": pa.array([pid], pa.int32()), "kind": pa.array([0], pa.int32()),
+                                "src": pa.array([pid], pa.int32()), "local": pa.array([ids.tobytes()], pa.binary()),
+                                "values": pa.array([state.tobytes()], pa.binary()),
+                                "counts": pa.array([b""], pa.binary()), "delta": pa.array([delta])})
             tgt, tgt_local, indptr, indices, data = csr
             if not last and len(tgt):
                 outdeg = cell(head, deg_col, deg_dtype).astype(np.float64) if prog.needs_outdeg else None
                 msg = prog.message(state, outdeg)
+                if pull:
+                    return pa.concat_tables([own_tbl, _pull_sends(msg, tgt, indptr, indices, n, pid)])
                 if reduce == "mode":
                     row_of = np.repeat(np.arange(len(tgt), dtype=np.int64), np.diff(indptr))
                     r, lab, cnt = kernels.value_counts(row_of, np.asarray(msg)[indices], None)
@@ -279,25 +361,8 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_i
                     red = kernels.reduce_rows(indptr, indices, data,
                                               msg if reduce != "sum" else np.asarray(msg, np.float64), reduce)
                     seg_t, seg_l, seg_v, seg_c = tgt, tgt_local, np.ascontiguousarray(red), None
-                starts = np.flatnonzero(np.diff(seg_t)) + 1
-                bounds = np.concatenate([[0], starts, [len(seg_t)]]).astype(np.int64)
-                cuts = [np.arange(a + _CHUNK_ROWS, b, _CHUNK_ROWS) for a, b in itertools.pairwise(bounds)]
-                bounds = np.unique(np.concatenate([bounds, *cuts])).astype(np.int64)
-                k = len(bounds) - 1
-                loc_col = arrow.binary_segments(np.ascontiguousarray(seg_l), bounds)
-                val_col = arrow.binary_segments(seg_v, bounds)
-                cnt_col = arrow.binary_segments(seg_c, bounds) if seg_c is not None else \
-                    pa.chunked_array([pa.array([b""] * k, pa.binary())])
-                own_tbl = pa.table({"pid": pa.array(out_pid, pa.int32()), "kind": pa.array(out_kind, pa.int32()),
-                                    "local": pa.array(out_local, pa.binary()), "values": pa.array(out_vals, pa.binary()),
-                                    "counts": pa.array(out_counts, pa.binary()), "delta": pa.array([delta])})
-                msg_tbl = pa.table({"pid": pa.array(seg_t[bounds[:-1]], pa.int32()),
-                                    "kind": pa.array(np.ones(k, np.int32)), "local": loc_col, "values": val_col,
-                                    "counts": cnt_col, "delta": pa.array(np.zeros(k))})
-                return pa.concat_tables([own_tbl, msg_tbl.cast(_MSG_PA)])
-            return pa.table({"pid": pa.array(out_pid, pa.int32()), "kind": pa.array(out_kind, pa.int32()),
-                             "local": pa.array(out_local, pa.binary()), "values": pa.array(out_vals, pa.binary()),
-                             "counts": pa.array(out_counts, pa.binary()), "delta": pa.array([delta])})
+                return pa.concat_tables([own_tbl, _segments(seg_t, seg_l, seg_v, seg_c, kind=1, src=pid)])
+            return own_tbl
 
         return step
 

@@ -291,8 +291,9 @@ class BlockEngine:
 
         ``value`` is double (float64 states), long (int64) or array<int> (2-d int32 states).
         """
-        if self.plan == "partitioned":
-            return self._operator(prog).run(prog, max_iter)
+        if self.plan == "partitioned":  # symmetric edges: the graph's, or an undirected operator's (E + E^T)
+            return self._operator(prog).run(prog, max_iter,
+                                            symmetric=self.symmetric or prog.direction == "undirected")
         return self.to_df(*self.run_local(prog, max_iter))
 
     def run_local(self, prog: VertexProgram, max_iter: int) -> tuple[np.ndarray, np.ndarray]:
