@@ -75,6 +75,23 @@ def test_forward_spark_matches_forward_local_on_cora(cora_g, cora_inputs, cora_t
     assert dh <= 1e-5, f"{mtype}: max |embedding diff| = {dh:.3g}"
 
 
+@pytest.mark.parametrize("mtype", ["gcn", "sgc", "appnp"])
+def test_forward_spark_from_driver_held_features(cora_g, cora_inputs, cora_trained, mtype: str) -> None:
+    """With the features handed over as a driver matrix (``driver_features``: the nightly reads a small
+    validated graph's features with pyarrow), the first per-row step and propagation read that matrix
+    and the forward pass still equals forward_local to 1e-5."""
+    import scipy.sparse as sp
+
+    A, X, _, _ = cora_inputs
+    model, _ = cora_trained[mtype]
+    x = (X.toarray() if sp.issparse(X) else np.asarray(X)).astype(np.float32)
+    out = model.forward_spark(cora_g, propagate_options={"driver_features": (np.arange(A.shape[0]), x)}).cache()
+    got_p, got_h = _collect(out, A.shape[0], "probs"), _collect(out, A.shape[0], "embedding")
+    out.unpersist()
+    probs, hidden = model.forward_local(A, X, return_hidden=True)
+    assert np.abs(got_p - probs).max() <= 1e-5 and np.abs(got_h - hidden).max() <= 1e-5
+
+
 def test_sgc_forward_spark_without_embedding(cora_g, cora_inputs, cora_trained) -> None:
     A, X, _, _ = cora_inputs
     model, _ = cora_trained["sgc"]

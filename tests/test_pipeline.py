@@ -227,6 +227,37 @@ def test_analytics_on_spark_reuse_the_propagation_blocks(spark, tmp_path, caplog
     assert [comm[i] for i in ids] == local.label_propagation(ids, src, dst, 3).tolist()
 
 
+def test_driver_features_of_a_small_validated_graph(spark, tmp_path) -> None:
+    """The forward pass reads a small validated graph's features on the driver: the same matrix as
+    Spark reads, sorted by id; not when the plan is forced to partitioned, the matrix passes the
+    broadcast limit, or the graph is not validated (then Spark reads and checks them)."""
+    import json
+    import shutil
+    import types
+
+    from lepton_spark.config import GraphConfig
+    from lepton_spark.pipeline.stages import driver_features
+
+    meta = json.loads((SAMPLE_GRAPH / "_graph.json").read_text())
+    n, dim = meta["num_vertices"], meta["num_features"]
+
+    def ctx(graph_dir, **graph):
+        return types.SimpleNamespace(spark=spark, graph_dir=str(graph_dir), cfg=types.SimpleNamespace(
+            graph=GraphConfig(**graph)))
+
+    ids, x = driver_features(ctx(SAMPLE_GRAPH), n, dim)
+    rows = spark.read.parquet(str(SAMPLE_GRAPH / "vertices")).select("id", "features").toPandas().sort_values("id")
+    assert ids.tolist() == rows["id"].tolist() and x.dtype == np.float32
+    np.testing.assert_array_equal(x, np.stack(rows["features"].to_numpy()).astype(np.float32))
+    assert driver_features(ctx(SAMPLE_GRAPH, plan="partitioned"), n, dim) is None
+    assert driver_features(ctx(SAMPLE_GRAPH, broadcast_max_bytes=n * dim * 4 - 1), n, dim) is None
+    assert driver_features(ctx(SAMPLE_GRAPH), n + 1, dim) is None  # other vertices than counted
+    unvalidated = tmp_path / "g"
+    shutil.copytree(SAMPLE_GRAPH, unvalidated)
+    (unvalidated / "_graph.json").write_text(json.dumps({**meta, "validated": False}))
+    assert driver_features(ctx(unvalidated), n, dim) is None
+
+
 def test_unavailable_engine_fails_before_any_stage(spark, tmp_path, capsys) -> None:
     """graph.engine=graphframes without its jar (the test session has none): exit 2 before any stage
     runs, nothing staged, published or left behind."""

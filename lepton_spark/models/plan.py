@@ -395,6 +395,11 @@ class SparkOps:
         # keep this pass's propagations in the caller's cache for a later identical request (the
         # nightly's train stage); without it the cache is only read
         self.keep_results = bool(self.propagate_options.pop("keep_results", False))
+        # (sorted ids, float32 matrix) of the graph's feature column when the caller already holds them
+        # on the driver (the nightly reads a validated graph's features with pyarrow when the broadcast
+        # plan will collect them anyway): the features table is registered as resident, so the first
+        # per-row step runs on that matrix and the first propagation reads it, with no Spark job
+        self.driver_features = self.propagate_options.pop("driver_features", None)
         self._raw: Any = None
         # id(output table) -> (output, input, numpy fn) for every per-row step (map, dense): result()
         # follows them back so the probabilities are computed in the same pass as the embedding
@@ -403,10 +408,15 @@ class SparkOps:
     # tables ---------------------------------------------------------------------------------------
     def features(self) -> Any:
         F = self.F
-        return self._rows_of(None, self.g.vertices.select(
+        table = self.g.vertices.select(
             F.col("id").cast("long").alias("id"),
             F.col(self.feature_col).cast("array<float>").alias("features"),
-        ), self.num_features, ("features", self.feature_col))
+        )
+        if self.driver_features is not None:
+            from lepton_spark.graph import resident
+
+            resident.remember(table, *self.driver_features)
+        return self._rows_of(None, table, self.num_features, ("features", self.feature_col))
 
     def _rows_of(self, source: Any, out: Any, dim: int | None = None, recipe: Any = None) -> Any:
         """Record that ``out`` has the graph's vertex rows when ``source`` has them (None: ``out`` is
