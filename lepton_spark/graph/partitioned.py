@@ -4,14 +4,20 @@ The vertices are hashed into ``B`` blocks (one per task slot by default), labell
 hash partitioning gives every block a partition of its own (the labels of the partitioned
 propagation plan). Each block's out-edges are packed once into a CSR block (rows = destinations,
 ordered by their block; columns = the block's own vertices) with the out-degree of every vertex,
-and cached, partitioned and sorted by block.
+stored as a few rows of whole CSR rows (pieces: the JVM hands them to Python every round, and moves
+many values of a few MB much faster than one of tens of MB), and cached, partitioned and sorted by
+block. On a symmetric graph the blocks a partitioned propagation of the same run packed are used
+instead (:meth:`PartitionedOperator.borrow`): same labels, numbering and pieces.
 
 A round is one cogroup of the rows addressed to a block with its cached edge block. The rows are
 the block's own state (one binary row) and the partial messages the other blocks sent it. The block
 reduces the partials (sum: add; min: minimum; mode: add the counts of every (vertex, label) and
 take the most frequent label), updates its state with the program, and sends the next messages:
 one partial per destination block, already reduced per destination vertex (for ``mode``: label
-counts, since a mode does not combine). Lineage is cut every round; the blocks' ``delta`` values
+counts, since a mode does not combine). On symmetric edges a mode program pulls instead: each
+block sends its vertices' values to the blocks its edges reach and counts, per own vertex, the values
+of the rows of its CSR column (its neighbours): one value per vertex and destination block rather
+than one count per edge while the labels are still distinct. Lineage is cut every round; the blocks' ``delta`` values
 are summed for the convergence test. The program functions are the same as on the broadcast
 operator (:mod:`lepton_spark.graph.programs`), so both plans give the same results.
 """
