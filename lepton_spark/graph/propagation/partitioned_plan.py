@@ -342,15 +342,28 @@ class _BlockStep:
         if self.final:
             return pa.table({"id": pa.array(cell(head, "ids", np.int64)), "features": matrix_to_list(x)})
         out = []
+        own: np.ndarray | None = None
+        pid = int(head.column("pid")[0].as_py())
         if self.sym:  # D^-1/2 (A + I) D^-1/2: the unit loop sends each vertex's scaled features to itself
             x = x * cell(head, "dinv", np.float32)[:, None]
-            n = len(x)
-            out.append(self._partials(x, np.full(n, int(head.column("pid")[0].as_py()), np.int32),
-                                      np.arange(n, dtype=np.int32)))
+            own = x.copy()  # the block's partial for its own vertices: its loops plus its in-block edges
         for piece in pieces:  # each piece's rows are whole target rows: their partials never overlap
             y = kernels.block_apply(cell(piece, "indptr", np.int64), cell(piece, "indices", np.int32),
                                     cell(piece, "data", np.float32), x, "max" if self.agg == "max" else "sum")
-            out.append(self._partials(y, cell(piece, "tgt", np.int32), cell(piece, "tgt_local", np.int32)))
+            tgt, tgt_local = cell(piece, "tgt", np.int32), cell(piece, "tgt_local", np.int32)
+            if own is None:
+                out.append(self._partials(y, tgt, tgt_local))
+                continue
+            # rows are ordered by target block: the own block's rows are one range, added to the
+            # loops' partial (one partial row per own vertex, as when the loops were CSR entries)
+            a, b = int(np.searchsorted(tgt, pid, "left")), int(np.searchsorted(tgt, pid, "right"))
+            own[tgt_local[a:b]] += y[a:b]
+            out.extend(self._partials(y[lo:hi], tgt[lo:hi], tgt_local[lo:hi])
+                       for lo, hi in ((0, a), (b, len(tgt))) if hi > lo)
+        if own is not None:
+            out.append(self._partials(own, np.full(len(own), pid, np.int32), np.arange(len(own), dtype=np.int32)))
+        if not out:
+            return pa.Table.from_pylist([], schema=self._partial_schema)
         return out[0] if len(out) == 1 else pa.concat_tables([t.cast(self._partial_schema) for t in out])
 
     @property
