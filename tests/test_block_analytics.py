@@ -211,12 +211,12 @@ def test_partitioned_blocks_in_many_pieces(spark, monkeypatch):
         def run(prog, iters):
             return engine.run(prog, iters).toPandas().set_index("id").loc[ids, "value"].to_numpy()
 
-        pr, cc, lpa = run(pagerank_program(0.15), 20), run(components_program(), 100), \
+        pr, cc, lpa = run(pagerank_program(0.15), 8), run(components_program(), 100), \
             run(label_propagation_program(), 4)
     pos = np.searchsorted(ids, src[ok]), np.searchsorted(ids, dst[ok])  # the unnormalised GraphX iteration
     outdeg = np.bincount(pos[0], minlength=len(ids)).astype(float)
     x = np.ones(len(ids))
-    for _ in range(20):
+    for _ in range(8):
         x = 0.15 + 0.85 * np.bincount(pos[1], weights=x[pos[0]] / outdeg[pos[0]], minlength=len(ids))
     np.testing.assert_allclose(pr, x, rtol=1e-9)
     np.testing.assert_array_equal(cc, local.components(ids, src[ok], dst[ok]))
