@@ -7,6 +7,8 @@ a contiguous matrix with computed offsets (zero-copy of the values buffer).
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -62,6 +64,15 @@ def cell(table: pa.Table, name: str, dtype: type) -> np.ndarray:
 
 # one Arrow chunk's binary data stays below the int32 offset limit with room to spare
 _MAX_CHUNK_BYTES = 1 << 30
+
+
+def run_bounds(keys: np.ndarray, max_rows: int) -> np.ndarray:
+    """Row bounds ``[0, ..., len(keys)]`` of the runs of equal ``keys``, each run cut into pieces of at
+    most ``max_rows`` rows: the ``bounds`` of :func:`binary_segments` for messages per destination."""
+    starts = np.flatnonzero(np.diff(keys)) + 1
+    bounds = np.concatenate([[0], starts, [len(keys)]]).astype(np.int64)
+    cuts = [np.arange(a + max_rows, b, max_rows) for a, b in itertools.pairwise(bounds)]
+    return np.unique(np.concatenate([bounds, *cuts])).astype(np.int64)
 
 
 def binary_segments(arr: np.ndarray, bounds: np.ndarray) -> pa.ChunkedArray:

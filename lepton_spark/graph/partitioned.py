@@ -25,7 +25,6 @@ operator (:mod:`lepton_spark.graph.programs`), so both plans give the same resul
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import math
 import time
@@ -45,6 +44,7 @@ from lepton_spark.graph.propagation.partitioned_plan import (
     block_label,
     cogroup,
     endpoint_lookups,
+    head_and_pieces,
     number_in_blocks,
     row_pieces,
 )
@@ -139,8 +139,7 @@ def _pack_edges(vertices: DataFrame, edges: DataFrame, blocks: int, keys: list[i
 def _assemble(eb: pa.Table, weighted: bool) -> tuple[pa.Table, tuple[np.ndarray, ...]]:
     """A block's ``part`` 0 row and its whole CSR ``(tgt, tgt_local, indptr, indices, data)``, joined
     from its pieces (whole rows each, in part order); ``data`` is empty unless ``weighted``."""
-    order = np.argsort(eb.column("part").to_numpy(), kind="stable")
-    rows = [eb.slice(int(i), 1) for i in order]
+    head, rows = head_and_pieces(eb)
     tgt = np.concatenate([cell(r, "tgt", np.int32) for r in rows])
     tgt_local = np.concatenate([cell(r, "tgt_local", np.int32) for r in rows])
     ptrs = [cell(r, "indptr", np.int64) for r in rows]
@@ -148,17 +147,14 @@ def _assemble(eb: pa.Table, weighted: bool) -> tuple[pa.Table, tuple[np.ndarray,
     indptr = np.concatenate([ptrs[0][:1], *[p[1:] + o for p, o in zip(ptrs, offsets[:-1])]])
     indices = np.concatenate([cell(r, "indices", np.int32) for r in rows])
     data = np.concatenate([cell(r, "data", np.float32) for r in rows]) if weighted else np.zeros(0, np.float32)
-    return rows[0], (tgt, tgt_local, indptr, indices, data)
+    return head, (tgt, tgt_local, indptr, indices, data)
 
 
 def _segments(pid: np.ndarray, local: np.ndarray, values: np.ndarray, counts: np.ndarray | None,
               kind: int, src: int) -> pa.Table:
     """Messages as ``_MSG`` rows: the entries of each destination ``pid`` (runs of equal ``pid``) cut
     into binary values of at most ``_CHUNK_ROWS`` entries."""
-    starts = np.flatnonzero(np.diff(pid)) + 1
-    bounds = np.concatenate([[0], starts, [len(pid)]]).astype(np.int64)
-    cuts = [np.arange(a + _CHUNK_ROWS, b, _CHUNK_ROWS) for a, b in itertools.pairwise(bounds)]
-    bounds = np.unique(np.concatenate([bounds, *cuts])).astype(np.int64)
+    bounds = arrow.run_bounds(pid, _CHUNK_ROWS)
     k = len(bounds) - 1
     return pa.table({
         "pid": pa.array(pid[bounds[:-1]], pa.int32()), "kind": pa.array(np.full(k, kind, np.int32)),

@@ -152,8 +152,13 @@ def _assign_blocks(x0: DataFrame, keys: list[int], policy: LineagePolicy) -> tup
     10 s of the preparation) only to attach an index that a block recovers from the ids it holds
     (:meth:`_BlockStep._features`, round 0).
     """
-    vfull = policy.cut(x0.withColumn("pid", block_label(keys)))
+    vfull = _label_features(x0, keys, policy)
     return vfull, number_in_blocks(vfull, policy)
+
+
+def _label_features(x0: DataFrame, keys: list[int], policy: LineagePolicy) -> DataFrame:
+    """``x0`` with each vertex's block label ``pid``, cut."""
+    return policy.cut(x0.withColumn("pid", block_label(keys)))
 
 
 def _pack_block(vt: pa.Table, et: pa.Table, *, piece_entries: int = _PIECE_ENTRIES, scaled: bool = False,
@@ -226,7 +231,7 @@ def row_pieces(indptr: np.ndarray, max_entries: int = _PIECE_ENTRIES) -> list[tu
     return [(0, 0)] if nrows == 0 else [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
 
 
-def _head_and_pieces(eb: pa.Table) -> tuple[pa.Table, list[pa.Table]]:
+def head_and_pieces(eb: pa.Table) -> tuple[pa.Table, list[pa.Table]]:
     """A block's ``part`` 0 row (its vertices) and all its rows in part order (its CSR pieces)."""
     order = np.argsort(eb.column("part").to_numpy(), kind="stable")
     pieces = [eb.slice(int(i), 1) for i in order]
@@ -339,7 +344,7 @@ class _BlockStep:
             time.sleep(self.delay)
         if eb.num_rows == 0:
             return pa.Table.from_pylist([], schema=RESULT_PA if self.final else self._partial_schema)
-        head, pieces = _head_and_pieces(eb)
+        head, pieces = head_and_pieces(eb)
         x = self._features(incoming, head)
         if self.final:
             return pa.table({"id": pa.array(cell(head, "ids", np.int64)), "features": matrix_to_list(x)})
@@ -404,10 +409,7 @@ class _BlockStep:
         # partials per target block, as views of y, cut into values of about 64 KiB: the JVM copies
         # many small binary values much faster than a few of hundreds of MB (measured 3.2 against
         # 5-7 s per round at 1M vertices x 64 dims)
-        starts = np.flatnonzero(np.diff(tgt)) + 1
-        bounds = np.concatenate([[0], starts, [len(tgt)]]).astype(np.int64)
-        cuts = [np.arange(a + self.step_rows, b, self.step_rows) for a, b in itertools.pairwise(bounds)]
-        bounds = np.unique(np.concatenate([bounds, *cuts])).astype(np.int64)
+        bounds = arrow.run_bounds(tgt, self.step_rows)
         return pa.table({
             "pid": pa.array(tgt[bounds[:-1]], pa.int32()),
             "local": arrow.binary_segments(tgt_local, bounds),
@@ -507,7 +509,7 @@ def run(inp: Inputs, rounds: Rounds, *, agg: str, blocks: int, native: bool,
     if packed is not None and packed.n != inp.n:
         packed = None  # other vertices than the blocks were packed for: pack again (and replace them)
     if packed is not None:
-        vfull = rounds.policy.cut(inp.x0.withColumn("pid", block_label(keys)))
+        vfull = _label_features(inp.x0, keys, rounds.policy)
     else:
         vfull, vl = _assign_blocks(inp.x0, keys, rounds.policy)
     if not inp.checked:
