@@ -290,6 +290,35 @@ def read_parquet_arrow(path: str, columns: list[str]) -> Any:
     return ds.dataset(p, filesystem=fs, format="parquet").to_table(columns=columns)
 
 
+def count_parquet_rows(spark: SparkSession, path: str, by: str | None = None) -> tuple[int, dict[Any, int]]:
+    """``(rows, {value: rows})`` of the Parquet table at ``path``; the dict is per value of column ``by``
+    (nulls under None) and empty without ``by``.
+
+    Read with pyarrow on this process: the footers for the total, the one column for ``by``. In a
+    fresh JVM a Spark job per count took 0.15-0.3 s and the per-class collect about 1 s of a Cora
+    nightly; the footers take milliseconds at any size. A file system pyarrow cannot open falls back
+    to the same counts through Spark.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    try:
+        fs, p = filesystem(path)
+        dataset = ds.dataset(p, filesystem=fs, format="parquet")
+        if by is None:
+            return int(dataset.count_rows()), {}
+        vc = pc.value_counts(dataset.to_table(columns=[by]).column(by))
+        groups = dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()))
+        return int(sum(groups.values())), {k: int(c) for k, c in groups.items()}
+    except (OSError, ValueError, TypeError, KeyError) as exc:  # no pyarrow file system for the URI, ...
+        log.info("%s: counting with pyarrow failed (%s); counting through Spark", path, first_line(exc))
+    df = spark.read.parquet(path)
+    if by is None:
+        return df.count(), {}
+    groups = {r[by]: int(r["count"]) for r in df.groupBy(by).count().collect()}
+    return sum(groups.values()), groups
+
+
 def read_graph_meta(graph_dir: str) -> dict[str, Any]:
     """The optional ``_graph.json`` beside a graph (counts, classes); {} when absent."""
     p = join_path(graph_dir, "_graph.json")

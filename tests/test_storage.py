@@ -203,3 +203,35 @@ def test_fsync_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert len(calls) == 1
     storage.write_bytes(str(tmp_path / "scratch"), b"y", fsync=False)
     assert len(calls) == 1 and (tmp_path / "scratch").read_bytes() == b"y"
+
+
+# --------------------------------------------------------------------------------------------------
+# count_parquet_rows
+# --------------------------------------------------------------------------------------------------
+def test_count_parquet_rows_equals_spark_with_nulls_and_side_files(spark, tmp_path: Path) -> None:
+    """The footer count and the per-value counts equal Spark's count and groupBy on a table written by
+    Spark in several files, with null values and the run marker and _SUCCESS beside the data files."""
+    rows = [(i, None if i % 7 == 0 else i % 3) for i in range(50)]
+    path = str(tmp_path / "t" / "run_date=2026-12-01")
+    spark.createDataFrame(rows, "id long, label int").repartition(3).write.parquet(path)
+    (tmp_path / "t" / "run_date=2026-12-01" / "_LEPTON_RUN").write_text("run\ntoken\n")
+    want = {r["label"]: r["count"] for r in spark.read.parquet(path).groupBy("label").count().collect()}
+    assert storage.count_parquet_rows(spark, path) == (50, {})
+    total, groups = storage.count_parquet_rows(spark, path, by="label")
+    assert total == 50 and groups == want and groups[None] == 8  # 0, 7, ..., 49
+    empty = str(tmp_path / "empty")
+    spark.createDataFrame([], "id long, label int").write.parquet(empty)
+    assert storage.count_parquet_rows(spark, empty, by="label") == (0, {})
+
+
+def test_count_parquet_rows_falls_back_to_spark(spark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A path pyarrow cannot open (here: its file-system lookup fails) is counted through Spark."""
+    path = str(tmp_path / "t")
+    spark.createDataFrame([(1, 0), (2, 0), (3, 1)], "id long, label int").write.parquet(path)
+
+    def no_fs(p: str) -> None:
+        raise OSError(f"no pyarrow file system for {p}")
+
+    monkeypatch.setattr(storage, "filesystem", no_fs)
+    assert storage.count_parquet_rows(spark, path) == (3, {})
+    assert storage.count_parquet_rows(spark, path, by="label") == (3, {0: 2, 1: 1})

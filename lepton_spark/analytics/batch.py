@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 def vertex_analytics(vertices: DataFrame, edges: DataFrame, *, reset: float = 0.15, pagerank_iters: int = 20,
                      pagerank_tol: float = 0.0, lpa_iters: int = 5, components: bool = True,
                      local_max_edges: int = 2_000_000, config: GraphConfig | None = None,
-                     symmetric: bool = False, operators: Any = None, operator_key: Any = None) -> dict[str, DataFrame]:
+                     symmetric: bool = False, operators: Any = None, operator_key: Any = None,
+                     num_edges: int | None = None) -> dict[str, DataFrame]:
     """``{"pagerank": (id, pagerank double), "components": (id, component long), "communities": (id, label long)}``.
 
     ``pagerank_tol > 0`` iterates to that L1 tolerance instead of ``pagerank_iters`` iterations;
@@ -34,12 +35,13 @@ def vertex_analytics(vertices: DataFrame, edges: DataFrame, *, reset: float = 0.
     reverse once (a graph built with ``build.symmetrize``): components and communities then reuse the
     directed edge blocks instead of packing the undirected ones. ``operators``/``operator_key``: an
     :class:`~lepton_spark.graph.propagation.OperatorCache` where a propagation of the same graph left
-    its edge blocks under that key; they are reused instead of packed again.
+    its edge blocks under that key; they are reused instead of packed again. ``num_edges``: the edge
+    table's row count when known (a validated graph's ``_graph.json``), else counted up to the threshold.
     """
     from lepton_spark.analytics.components import is_integral_id
 
     # the count stops at the threshold: deciding must not scan a billion-edge table
-    n_edges = edges.limit(local_max_edges + 1).count()
+    n_edges = num_edges if isinstance(num_edges, int) else edges.limit(local_max_edges + 1).count()
     if n_edges <= local_max_edges and is_integral_id(vertices):
         log.info("analytics: %d edges <= local_max_edges=%d: on the driver (scipy)", n_edges, local_max_edges)
         return _on_driver(vertices, edges, reset, pagerank_iters, pagerank_tol, lpa_iters, components)

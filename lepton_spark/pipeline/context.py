@@ -40,6 +40,24 @@ class RunContext:
     engine: str = "builtin"  # what the GraphFrame API resolves to in this session (graph.engine)
     # edge blocks packed by one stage and reused by the next (propagate -> analytics), keyed by graph dir
     operators: Any = None
+    _graphs: dict[str, tuple[DataFrame, DataFrame]] = field(default_factory=dict, repr=False)
+
+    def graph(self) -> tuple[DataFrame, DataFrame]:
+        """The run graph's ``(vertices, edges)`` DataFrames, read once per graph directory.
+
+        Every ``spark.read`` lists the files and resolves their schema again (about 0.4 s each in a
+        fresh JVM; the stages of a Cora nightly read the graph eight times). Only the build writes a
+        graph, and it reads nothing through here before, so a memo keyed by the directory is current.
+        """
+        if self.graph_dir not in self._graphs:
+            self._graphs[self.graph_dir] = storage.read_graph(self.spark, self.graph_dir)
+        return self._graphs[self.graph_dir]
+
+    def graph_meta(self) -> dict[str, Any]:
+        """``_graph.json`` of the run's graph when ``validated`` (written by build or sample with the
+        graph: counts that need no Spark job), else {}."""
+        meta = storage.read_graph_meta(self.graph_dir)
+        return meta if meta.get("validated") else {}
 
     @property
     def run_dir(self) -> str:
@@ -57,17 +75,14 @@ class RunContext:
 def stage_df(ctx: RunContext, df: DataFrame, table: str, count_by: str | None = None) -> None:
     """Stage one output table for this run (published only after all stages succeed).
 
-    The staged files are counted (Parquet footers); with ``count_by`` the count is per value of that
-    column, kept in ``counts["<table>_by_<column>"]`` (the predictions per class: the run report plots
-    them without reading the table again)."""
+    The staged files are counted (Parquet footers, :func:`~lepton_spark.storage.count_parquet_rows`);
+    with ``count_by`` the count is per value of that column, kept in ``counts["<table>_by_<column>"]``
+    (the predictions per class: the run report plots them without reading the table again)."""
     publish.stage_table(df, ctx.output, ctx.run_id, table, ctx.run_date)
-    staged = ctx.spark.read.parquet(publish.staged_dir(ctx.output, ctx.run_id, table, ctx.run_date))
-    if count_by is None:
-        rows = staged.count()
-    else:
-        groups = [(r[count_by], int(r["count"])) for r in staged.groupBy(count_by).count().collect()]
-        rows = sum(c for _, c in groups)
-        ctx.counts[f"{table}_by_{count_by}"] = sorted([v, c] for v, c in groups if v is not None)
+    rows, groups = storage.count_parquet_rows(ctx.spark, publish.staged_dir(ctx.output, ctx.run_id, table, ctx.run_date),
+                                              by=count_by)
+    if count_by is not None:
+        ctx.counts[f"{table}_by_{count_by}"] = sorted([v, c] for v, c in groups.items() if v is not None)
     ctx.tables[table] = rows
     ctx.counts[f"{table}_rows"] = rows
     log.info("staged %s: %d rows", table, rows)

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def read_graph(ctx: RunContext) -> tuple[DataFrame, DataFrame]:
-    vertices, edges = storage.read_graph(ctx.spark, ctx.graph_dir)
+    vertices, edges = ctx.graph()
     if "features" not in vertices.columns:
         raise InvalidInputError(f"graph {ctx.graph_dir}/vertices: no 'features' column")
     return vertices, edges
@@ -167,7 +167,8 @@ def train_stage(ctx: RunContext) -> None:
     model_dir = storage.join_path(ctx.run_dir, "model")
     # the run's operator cache: a propagation of training (SGC/SIGN above train.local_max_nodes) is kept
     # there and served to the propagate stage when it asks for the same table (SparkOps recipes)
-    summary = train_model(ctx.spark, ctx.cfg, ctx.graph_dir, model_dir, hparams=_hparams(ctx),
+    summary = train_model(ctx.spark, ctx.cfg, ctx.graph_dir, model_dir, hparams=_hparams(ctx), graph=ctx.graph(),
+                          num_vertices=ctx.graph_meta().get("num_vertices"),
                           propagate_options={"operators": ctx.operators, "operator_key": ctx.graph_dir,
                                              "keep_results": True, "symmetric": _symmetric(ctx, weights=True)})
     ctx.model_dir = model_dir
@@ -179,17 +180,20 @@ def train_stage(ctx: RunContext) -> None:
 
 def train_model(spark: SparkSession, cfg: Any, graph_dir: str, model_dir: str,
                 hparams: dict[str, Any] | None = None,
-                propagate_options: dict[str, Any] | None = None) -> dict[str, Any]:
+                propagate_options: dict[str, Any] | None = None,
+                graph: tuple[DataFrame, DataFrame] | None = None, num_vertices: int | None = None) -> dict[str, Any]:
     """Train ``cfg.model.type`` on the graph in ``graph_dir``; write model.npz + model.json to model_dir.
 
     ``propagate_options``: passed to the Spark propagations of the large-graph path (SGC/SIGN/APPNP).
+    ``graph``: its ``(vertices, edges)`` DataFrames when the caller has read them already;
+    ``num_vertices``: its vertex count when known (a validated graph's ``_graph.json``), else counted.
     """
     from lepton_spark.models import MODEL_TYPES, create_model
     from lepton_spark.models.artifact import data_fingerprint
     from lepton_spark.models.trainer import train
 
-    vertices, edges = storage.read_graph(spark, graph_dir)
-    n = vertices.count()
+    vertices, edges = graph or storage.read_graph(spark, graph_dir)
+    n = num_vertices if isinstance(num_vertices, int) else vertices.count()
     hp = dict(hparams or {})
     if n > cfg.train.local_max_nodes:
         if cfg.model.type not in ("sgc", "sign", "appnp", "gae"):
@@ -361,6 +365,7 @@ def analytics_stage(ctx: RunContext) -> None:
     tables = vertex_analytics(vertices, edges, reset=a.pagerank_reset, pagerank_iters=a.pagerank_iters,
                               pagerank_tol=a.pagerank_tol, lpa_iters=a.lpa_iters, components=a.components,
                               local_max_edges=a.local_max_edges, config=ctx.cfg.graph,
+                              num_edges=ctx.graph_meta().get("num_edges"),
                               symmetric=_symmetric(ctx),
                               operators=ctx.operators, operator_key=ctx.graph_dir)
     for table, df in tables.items():
