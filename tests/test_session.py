@@ -1,0 +1,58 @@
+"""lepton_spark.session: the local session's settings."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+
+def test_local_python_workers_use_unix_domain_sockets(spark) -> None:
+    """On pyspark >= 4.1 the local session's Python workers talk to the JVM over a Unix domain socket
+    (SPARK-51688); a mapInArrow job runs through it."""
+    from lepton_spark.session import _unix_sockets_supported
+
+    want = "true" if _unix_sockets_supported() else None
+    assert spark.conf.get("spark.python.unix.domain.socket.enabled", None) == want
+
+    def double(batches):
+        import pyarrow.compute as pc
+
+        for b in batches:
+            yield pa.RecordBatch.from_arrays([pc.multiply(b.column("id"), 2)], names=["id"])
+
+    assert sorted(r["id"] for r in spark.range(0, 5, 1, 2).mapInArrow(double, "id long").collect()) == [0, 2, 4, 6, 8]
+
+
+def test_class_data_archive_is_mapped_only_when_its_checked_size_matches(tmp_path, monkeypatch) -> None:
+    """The driver JVM maps the class-data archive only beside the size run.sh recorded after a JVM
+    mapped it: no archive, no size file, or a different size (a truncated file, which would crash the
+    JVM) give no options."""
+    from lepton_spark import session
+
+    archive = tmp_path / "share" / "spark-x.jsa"
+    monkeypatch.setattr(session, "class_data_archive", lambda: archive)
+    assert session._class_data_options() == []
+    archive.parent.mkdir()
+    archive.write_bytes(b"x" * 100)
+    assert session._class_data_options() == []  # not checked by run.sh: no size beside it
+    (archive.parent / "spark-x.jsa.size").write_text("99\n")
+    assert session._class_data_options() == []
+    (archive.parent / "spark-x.jsa.size").write_text("100\n")
+    assert session._class_data_options() == ["-XX:+IgnoreUnrecognizedVMOptions", f"-XX:SharedArchiveFile={archive}",
+                                             "-Xlog:cds=off", "-Xlog:cds+dynamic=off"]
+    spaced = tmp_path / "a b" / "spark-x.jsa"
+    monkeypatch.setattr(session, "class_data_archive", lambda: spaced)
+    spaced.parent.mkdir()
+    spaced.write_bytes(b"x" * 100)
+    (spaced.parent / "spark-x.jsa.size").write_text("100\n")
+    assert session._class_data_options() == []  # the JVM option string is split on spaces
+
+
+def test_class_data_archive_lives_in_the_environment() -> None:
+    import sys
+
+    import pyspark
+
+    from lepton_spark.session import class_data_archive
+
+    assert class_data_archive().is_relative_to(sys.prefix)
+    assert class_data_archive().name == f"spark-{pyspark.__version__}.jsa"
