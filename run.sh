@@ -39,7 +39,8 @@ setup() {
   class_data
 }
 
-# JVM class-data sharing (AppCDS), once per environment: one nightly on the bundled sample records the
+# JVM class-data sharing (AppCDS), once per environment: one nightly on the bundled sample (built from
+# its tables as raw input, analytics on Spark: the paths a nightly on a user's graph takes) records the
 # classes a run loads from Spark's jars; local sessions then map them instead of loading them again
 # (lepton_spark.session._class_data_options: about 2.5 s of a Cora nightly). The archive is checked
 # by a JVM that must map it (-Xshare:on) before it is moved into place with its size beside it (a
@@ -56,7 +57,8 @@ class_data() {
   if PYSPARK_PYTHON="$VENV/bin/python" SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}" \
        "$VENV/bin/spark-submit" --master "local[2]" \
        --driver-java-options "-XX:+IgnoreUnrecognizedVMOptions -XX:ArchiveClassesAtExit=$tmp/spark.jsa" \
-       jobs/nightly.py --output "$tmp/out" --run-date 2000-01-01 > "$tmp/record.log" 2>&1 \
+       jobs/nightly.py --output "$tmp/out" --run-date 2000-01-01 --set build.vertices=data/cora/vertices \
+       --set build.edges=data/cora/edges --set analytics.local_max_edges=0 > "$tmp/record.log" 2>&1 \
      && [ -s "$tmp/spark.jsa" ] \
      && PYSPARK_PYTHON="$VENV/bin/python" SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}" \
        "$VENV/bin/spark-submit" --master "local[1]" \
