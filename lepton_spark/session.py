@@ -115,8 +115,8 @@ def class_data_archive() -> Path:
 def _class_data_options() -> list[str]:
     """Driver JVM options that map :func:`class_data_archive` when it exists, else none.
 
-    Measured on Cora (alternating runs, 2 cores): 11.6-13.2 s from "session ready" to the report with
-    the archive, 13.6-14.2 s without (the build stage's first reads 2.0 s -> 1.0 s). The JVM checks
+    Measured on Cora (alternating runs, 2 cores): 10.2-13.4 s from "session ready" to the report with
+    the archive, 13.6-17.6 s without (the build stage's first reads 2.0 s -> 1.0 s). The JVM checks
     that the archive matches its own build and class path and otherwise runs without it, silently
     (``-Xshare:auto``, the default; its cds log tags are turned off); a JVM without these options
     ignores them (``IgnoreUnrecognizedVMOptions``). The archive is used only beside the size

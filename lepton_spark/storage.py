@@ -309,7 +309,7 @@ def count_parquet_rows(spark: SparkSession, path: str, by: str | None = None) ->
             return int(dataset.count_rows()), {}
         vc = pc.value_counts(dataset.to_table(columns=[by]).column(by))
         groups = dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()))
-        return int(sum(groups.values())), {k: int(c) for k, c in groups.items()}
+        return sum(groups.values()), groups
     except (OSError, ValueError, TypeError, KeyError) as exc:  # no pyarrow file system for the URI, ...
         log.info("%s: counting with pyarrow failed (%s); counting through Spark", path, first_line(exc))
     df = spark.read.parquet(path)

@@ -233,17 +233,17 @@ def test_driver_features_of_a_small_validated_graph(spark, tmp_path) -> None:
     broadcast limit, or the graph is not validated (then Spark reads and checks them)."""
     import json
     import shutil
-    import types
 
-    from lepton_spark.config import GraphConfig
+    from lepton_spark.config import Config, GraphConfig
+    from lepton_spark.pipeline.context import RunContext
     from lepton_spark.pipeline.stages import driver_features
 
     meta = json.loads((SAMPLE_GRAPH / "_graph.json").read_text())
     n, dim = meta["num_vertices"], meta["num_features"]
 
     def ctx(graph_dir, **graph):
-        return types.SimpleNamespace(spark=spark, graph_dir=str(graph_dir), cfg=types.SimpleNamespace(
-            graph=GraphConfig(**graph)))
+        return RunContext(spark=spark, cfg=Config(graph=GraphConfig(**graph)), output=str(tmp_path / "out"),
+                          run_date=DATE, run_id="test", resume=False, graph_dir=str(graph_dir))
 
     ids, x = driver_features(ctx(SAMPLE_GRAPH), n, dim)
     rows = spark.read.parquet(str(SAMPLE_GRAPH / "vertices")).select("id", "features").toPandas().sort_values("id")

@@ -132,8 +132,8 @@ def build_stage(ctx: RunContext) -> None:
     b = ctx.cfg.build
     if not (b.vertices and b.edges):
         vertices, edges = read_graph(ctx)
-        meta = storage.read_graph_meta(ctx.graph_dir)
-        if meta.get("validated") and isinstance(meta.get("num_vertices"), int) and isinstance(
+        meta = ctx.graph_meta()
+        if isinstance(meta.get("num_vertices"), int) and isinstance(
                 meta.get("num_edges"), int):  # written with the graph by build or sample: no count jobs
             n, m = meta["num_vertices"], meta["num_edges"]
         else:
@@ -261,8 +261,8 @@ def graph_dims(ctx: RunContext, vertices: DataFrame, edges: DataFrame) -> tuple[
     """
     from lepton_spark.graph.propagation import check_features, check_weights
 
-    meta = storage.read_graph_meta(ctx.graph_dir)
-    if meta.get("validated") and meta.get("num_vertices") and meta.get("num_features"):
+    meta = ctx.graph_meta()
+    if meta.get("num_vertices") and meta.get("num_features"):
         return int(meta["num_features"]), int(meta["num_vertices"])
     n, dim = check_features(vertices, "features")
     check_weights(edges)
@@ -291,7 +291,7 @@ def driver_features(ctx: RunContext, n: int | None, dim: int | None) -> tuple[np
 
     g = ctx.cfg.graph
     if not n or not dim or g.plan == "partitioned" or is_connect(ctx.spark) \
-            or n * dim * 4 > min(g.broadcast_max_bytes, _DRIVER_FEATURES_MAX_BYTES) or not storage.read_graph_meta(ctx.graph_dir).get("validated"):
+            or n * dim * 4 > min(g.broadcast_max_bytes, _DRIVER_FEATURES_MAX_BYTES) or not ctx.graph_meta():
         return None
     try:
         vt = storage.read_parquet_arrow(storage.join_path(ctx.graph_dir, "vertices"), ["id", "features"])
