@@ -134,16 +134,6 @@ def _class_data_options() -> list[str]:
             "-Xlog:cds+dynamic=off"]
 
 
-def _unix_sockets_supported() -> bool:
-    """pyspark >= 4.1 (its Python workers can use Unix domain sockets) on an OS that has them."""
-    import socket
-
-    import pyspark
-
-    major, minor = (int(p) if p.isdigit() else 0 for p in [*pyspark.__version__.split("."), "0"][:2])
-    return hasattr(socket, "AF_UNIX") and (major, minor) >= (4, 1)
-
-
 def get_spark(conf: SparkConfig | None = None) -> SparkSession:
     """Return the active SparkSession or build one from ``conf`` (see module docstring)."""
     conf = conf or SparkConfig()
@@ -190,11 +180,11 @@ def get_spark(conf: SparkConfig | None = None) -> SparkSession:
                 # each) gave 3 tasks for 2 cores on a 260 MB vertex table, one core idle for the last third
                 # (files under spark.sql.files.openCostInBytes, 4 MB, are not split further)
                 settings["spark.sql.files.minPartitionNum"] = str(4 * (_local_cores(conf.master) or 1))
-            if _unix_sockets_supported():
-                # Python workers and the JVM talk over a Unix domain socket (SPARK-51688, Spark >= 4.1)
-                # instead of loopback TCP: a mapInArrow task's input arrived about 40 ms late over TCP
-                # (a one-task job 0.17 s -> 0.13 s here), and every PageRank round is such a job
-                settings["spark.python.unix.domain.socket.enabled"] = "true"
+            # Python workers keep loopback TCP. Unix domain sockets (spark.python.unix.domain.socket
+            # .enabled, pyspark >= 4.1) made a one-task mapInArrow job 0.17 -> 0.13 s, but the JVM
+            # closes a Python worker that sat idle for a minute, and over a Unix socket that worker's
+            # goodbye fails (EPIPE) and pyspark's daemon prints a BrokenPipeError traceback on stderr:
+            # every nightly with a minute between Python jobs, and stderr is JSON lines in json mode
     settings.update(conf.extra)
     for key, value in settings.items():
         builder = builder.config(key, value)
