@@ -41,7 +41,7 @@ import pytest
 from lepton_spark.graph import engine as eng
 from lepton_spark.graph.frame import AM, GraphFrame
 
-from .graphframes_cases import GRAPHS, compute, core_ops
+from .graphframes_cases import AUTO_CASES, GRAPHS, compute, core_ops
 
 pytestmark = pytest.mark.engine
 
@@ -138,7 +138,12 @@ def test_auto_delegates_to_graphframes_when_the_jar_loads(real, builtin) -> None
     usable, why = real["status"]
     assert usable, why
     assert real["auto_engine"] == eng.GRAPHFRAMES
-    assert_same_results(real["auto"], real["graphframes"], SAME_BACKEND_TOL, "auto vs graphframes")
+    assert real["auto"].keys() == AUTO_CASES.keys()
+    for graph, names in AUTO_CASES.items():
+        assert sorted(real["auto"][graph]) == sorted(names)
+        for case in names:
+            assert_same_results(real["auto"][graph][case], real["graphframes"][graph][case], SAME_BACKEND_TOL,
+                                f"auto vs graphframes {graph}/{case}")
     # and it really ran GraphFrames: its string-id labels are its internal longs, ours the ids
     assert ok(real["auto"]["string"]["communities"], "auto string/communities")["dtype"] == "bigint"
     assert ok(builtin["cases"]["string"]["communities"], "builtin string/communities")["dtype"] == "string"
