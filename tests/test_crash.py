@@ -196,7 +196,7 @@ def clean_cli(raw, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])  # an early and a late kill: 5.6 s and 15.5 s after launch (seed 3 drew 6.9 s)
 def test_sigkill_at_a_random_moment_then_rerun_converges(raw, clean_cli, tmp_path, seed: int) -> None:
     """The driver process (and its JVM: the whole process group) is SIGKILLed at a seeded random
     moment of a local-mode nightly through the console script; a plain rerun converges."""
