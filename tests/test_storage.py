@@ -235,3 +235,48 @@ def test_count_parquet_rows_falls_back_to_spark(spark, tmp_path: Path, monkeypat
     monkeypatch.setattr(storage, "filesystem", no_fs)
     assert storage.count_parquet_rows(spark, path) == (3, {})
     assert storage.count_parquet_rows(spark, path, by="label") == (3, {0: 2, 1: 1})
+
+
+def test_create_df_in_local_mode_reads_the_rows_from_a_local_parquet_file(spark) -> None:
+    """In a local-mode session create_df writes the table to this process's rows directory and reads it
+    back: the same rows as createDataFrame, cast to the schema when one is given (float64 lists ->
+    array<float>); an empty table too."""
+    import numpy as np
+    import pyarrow as pa
+    from pyspark.sql import types as T
+    from pyspark.testing import assertDataFrameEqual
+
+    x = np.arange(12, dtype=np.float64).reshape(6, 2) / 3.0
+    table = pa.table({"id": pa.array([5, 1, 4, 2, 3, 0], pa.int64()),
+                      "features": pa.array([list(r) for r in x], pa.list_(pa.float64()))})
+    schema = T.StructType([T.StructField("id", T.LongType(), False),
+                           T.StructField("features", T.ArrayType(T.FloatType(), False), False)])
+    df = storage.create_df(spark, table, schema)
+    assert df.schema.simpleString() == "struct<id:bigint,features:array<float>>"
+    assert [f for f in os.listdir(storage.local_rows_dir()) if f.endswith(".parquet")]
+    want = spark.createDataFrame([(int(i), [float(v) for v in r.astype(np.float32)]) for i, r in
+                                  zip(table.column("id").to_pylist(), x)], "id long, features array<float>")
+    assertDataFrameEqual(df, want, rtol=0, atol=0)
+    assert sorted(r["id"] for r in df.select("id").collect()) == [0, 1, 2, 3, 4, 5]
+    untyped = storage.create_df(spark, pa.table({"id": pa.array([1, 2], pa.int64()), "v": [0.5, None]}))
+    assertDataFrameEqual(untyped, spark.createDataFrame([(1, 0.5), (2, None)], "id long, v double"))
+    empty = storage.create_df(spark, table.slice(0, 0), schema)
+    assert empty.count() == 0 and empty.columns == ["id", "features"]
+
+
+def test_remove_stale_dirs_keeps_live_and_foreign_names(tmp_path: Path) -> None:
+    """Directories of a process that is gone are removed; this process's, a live one's (pid 1) and
+    names without a pid stay."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    (tmp_path / f"lepton-rows-{dead}-abc").mkdir()
+    (tmp_path / f"lepton-rows-{os.getpid()}-mine").mkdir()
+    (tmp_path / "lepton-rows-1-init").mkdir()
+    (tmp_path / "lepton-rows-nopid").mkdir()
+    (tmp_path / "other-123-x").mkdir()
+    assert storage.remove_stale_dirs(str(tmp_path), "lepton-rows-") == [str(tmp_path / f"lepton-rows-{dead}-abc")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"lepton-rows-{os.getpid()}-mine", "lepton-rows-1-init", "lepton-rows-nopid", "other-123-x"])

@@ -107,27 +107,7 @@ def remove_stale_exchanges(base: str) -> list[str]:
     /dev/shm that is memory: the next run on the machine removes it. The directory name carries the
     driver's pid (``lepton-blocks-<pid>-...``); names without one are left alone.
     """
-    removed = []
-    try:
-        names = os.listdir(base)
-    except OSError:
-        return removed
-    for name in names:
-        if not name.startswith(EXCHANGE_PREFIX):
-            continue
-        pid = name[len(EXCHANGE_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-            continue  # the owner is alive
-        except ProcessLookupError:
-            pass
-        except OSError:  # e.g. no permission to signal it: alive, not ours
-            continue
-        shutil.rmtree(os.path.join(base, name), ignore_errors=True)
-        removed.append(os.path.join(base, name))
-    return removed
+    return storage.remove_stale_dirs(base, EXCHANGE_PREFIX)
 
 
 def _buf(value: pa.Scalar) -> pa.Buffer:
