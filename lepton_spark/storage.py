@@ -19,6 +19,7 @@ nightly's manifest, written last, is the commit point readers should trust (docs
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -252,22 +253,20 @@ def create_df(spark: SparkSession, table: Any, schema: Any = None) -> DataFrame:
 
 
 ROWS_PREFIX = "lepton-rows-"
-_ROWS_DIR: list[str] = []
 
 
+@functools.cache
 def local_rows_dir() -> str:
     """This process's directory for :func:`create_df`'s files, ``<tmp>/lepton-rows-<pid>-...``: made on
     first use, removed when the process exits. A killed process cannot remove its own: the next process
     that makes one removes those whose process is gone (:func:`remove_stale_dirs`)."""
-    if not _ROWS_DIR:
-        import atexit
+    import atexit
 
-        base = tempfile.gettempdir()
-        remove_stale_dirs(base, ROWS_PREFIX)
-        path = tempfile.mkdtemp(prefix=f"{ROWS_PREFIX}{os.getpid()}-", dir=base)
-        atexit.register(shutil.rmtree, path, True)
-        _ROWS_DIR.append(path)
-    return _ROWS_DIR[0]
+    base = tempfile.gettempdir()
+    remove_stale_dirs(base, ROWS_PREFIX)
+    path = tempfile.mkdtemp(prefix=f"{ROWS_PREFIX}{os.getpid()}-", dir=base)
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def remove_stale_dirs(base: str, prefix: str) -> list[str]:
