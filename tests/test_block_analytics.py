@@ -341,3 +341,45 @@ def test_stale_exchange_directories_of_dead_drivers_are_removed(tmp_path):
         (d / "block-1").mkdir(parents=True)
     assert remove_stale_exchanges(str(tmp_path)) == [str(stale)]
     assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_broadcast_operator_rounds_reuse_one_job_per_reduction(spark):
+    """In local mode the operator makes one round DataFrame per (reduction, weighting) and collects it
+    every round, its tasks reading the round's input from fixed file names: rounds of another dtype
+    and width through the same job, and another reduction, still equal scipy."""
+    import scipy.sparse as sp
+
+    from lepton_spark.graph.blocks import BroadcastOperator
+
+    ids, src, dst = _graph(seed=11)
+    rng = np.random.default_rng(0)
+    w = rng.uniform(0.5, 2.0, len(src))
+    edges = spark.createDataFrame([(int(s), int(d), float(x)) for s, d, x in zip(src, dst, w)],
+                                  "src long, dst long, weight double")
+    pos = {int(v): i for i, v in enumerate(ids)}
+    keep = [k for k in range(len(src)) if int(dst[k]) in pos]
+    # A[v, u] = summed weight of the edges u -> v (float32 weights, as the blocks store them)
+    rows, cols = [pos[int(dst[k])] for k in keep], [pos[int(src[k])] for k in keep]
+    a = sp.csr_matrix((w[keep].astype(np.float32).astype(np.float64), (rows, cols)), shape=(len(ids), len(ids)))
+    with BroadcastOperator.prepare(spark, ids, edges, 3) as op:
+        assert op.block_paths is not None  # the local-mode path this test is about
+        x1 = rng.normal(size=len(ids))
+        x2 = rng.normal(size=(len(ids), 3)).astype(np.float32)
+        got1, _ = op.apply(x1, "sum")
+        got2, _ = op.apply(x2, "sum")
+        got3, _ = op.apply(x1, "sum", weighted=False)
+        labels = rng.integers(0, 5, len(ids)).astype(np.int64)
+        got4, received = op.apply(labels, "min")
+        again, _ = op.apply(x1, "sum")
+        assert len(op._round_jobs) == 3  # (sum, weighted), (sum, unweighted), (min, weighted)
+    np.testing.assert_allclose(got1, a @ x1, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(got2, a @ x2.astype(np.float64), rtol=1e-5, atol=1e-5)
+    counts = sp.csr_matrix((np.ones(len(keep)), (rows, cols)), shape=a.shape)  # multi-edges count twice
+    np.testing.assert_allclose(got3, counts @ x1, rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(again, got1)
+    assert got2.dtype == np.float32 and got4.dtype == np.int64
+    for v in range(len(ids)):
+        senders = [c for r, c in zip(rows, cols) if r == v]
+        assert received[v] == bool(senders)
+        if senders:
+            assert got4[v] == min(labels[s] for s in senders)
