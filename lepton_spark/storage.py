@@ -26,6 +26,7 @@ import os
 import shutil
 import tempfile
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -244,12 +245,88 @@ def create_df(spark: SparkSession, table: Any, schema: Any = None) -> DataFrame:
         path = os.path.join(local_rows_dir(), f"{uuid.uuid4().hex}.parquet")
         # one row group per task slot: Spark splits a Parquet file at its row groups
         pq.write_table(table, path, row_group_size=max(1, -(-table.num_rows // slots)), compression="none")
-        return (spark.read if schema is None else spark.read.schema(schema)).parquet(path)
+        df = (spark.read if schema is None else spark.read.schema(schema)).parquet(path)
+        return _remember_rows(df, path, {name: name for name in table.column_names})
     if int(spark.version.split(".")[0]) >= 4:
         df = spark.createDataFrame(table, schema=schema)
     else:
         df = spark.createDataFrame(table.to_pandas(), schema=schema)
     return df.coalesce(slots)
+
+
+#: DataFrames create_df made from a local file (and renamed copies of them): id(df) -> (weak reference,
+#: file, {DataFrame column: file column}); an entry goes with its DataFrame
+_LOCAL_ROWS: dict[int, tuple[weakref.ref, str, dict[str, str]]] = {}
+
+
+def _remember_rows(df: DataFrame, path: str, names: dict[str, str]) -> DataFrame:
+    key = id(df)
+    _LOCAL_ROWS[key] = (weakref.ref(df, lambda _ref, key=key: _LOCAL_ROWS.pop(key, None)), path, names)
+    return df
+
+
+def _rows_entry(df: DataFrame) -> tuple[str, dict[str, str]] | None:
+    hit = _LOCAL_ROWS.get(id(df))
+    if hit is None or hit[0]() is not df:
+        return None
+    return hit[1], hit[2]
+
+
+def rename_columns(df: DataFrame, mapping: dict[str, str]) -> DataFrame:
+    """``df.withColumnsRenamed(mapping)``; when ``df`` holds rows :func:`create_df` wrote to a local file,
+    :func:`local_rows` knows the renamed DataFrame too."""
+    out = df.withColumnsRenamed(mapping)
+    hit = _rows_entry(df)
+    if hit is None:
+        return out
+    path, names = hit
+    return _remember_rows(out, path, {mapping.get(col, col): src for col, src in names.items()})
+
+
+def local_rows(df: DataFrame) -> Any:
+    """The rows of ``df`` as a pyarrow Table when it is a DataFrame :func:`create_df` made from a local
+    file in this process (or :func:`rename_columns` of one), read back from that file; else None
+    (any other DataFrame, including ones derived from such a DataFrame by other means).
+
+    Such rows are on this machine already: a table of them is written with pyarrow
+    (:func:`write_rows`) rather than through a Spark job that reads the file and writes it again
+    (1M x 64 embeddings and their class probabilities: 0.8 s against 3.6-5 s).
+    """
+    hit = _rows_entry(df)
+    if hit is None:
+        return None
+    import pyarrow.parquet as pq
+
+    path, names = hit
+    return pq.read_table(path, columns=list(names.values())).rename_columns(list(names))
+
+
+#: rows per row group of :func:`write_rows` (Spark splits a Parquet file at its row groups: 131072
+#: rows of 64 floats are about 32 MiB)
+WRITE_ROW_GROUP = 131_072
+
+
+def write_rows(table: Any, path: str) -> None:
+    """Write a pyarrow Table as the Parquet directory ``path`` on the local file system (replacing it),
+    as ``df.write.mode("overwrite").parquet(path)`` would: one snappy-compressed data file, written
+    under a hidden temporary name and renamed (:func:`atomic_write`). Spark reads it with the same
+    schema as its own files of the same table."""
+    import pyarrow.parquet as pq
+
+    local = _local(path)
+    if local is None:
+        raise ValueError(f"write_rows: {path} is not on the local file system")
+    if local.exists():
+        shutil.rmtree(local)
+    local.mkdir(parents=True)
+    atomic_write(local / f"part-00000-{uuid.uuid4()}.snappy.parquet",
+                 lambda out: pq.write_table(table, out, row_group_size=WRITE_ROW_GROUP, compression="snappy"),
+                 fsync=False)
+
+
+def is_local_path(path: str) -> bool:
+    """A plain path or ``file://`` URI (not hdfs://, s3://, ...)."""
+    return _local(path) is not None
 
 
 ROWS_PREFIX = "lepton-rows-"

@@ -280,3 +280,54 @@ def test_remove_stale_dirs_keeps_live_and_foreign_names(tmp_path: Path) -> None:
     assert storage.remove_stale_dirs(str(tmp_path), "lepton-rows-") == [str(tmp_path / f"lepton-rows-{dead}-abc")]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [f"lepton-rows-{os.getpid()}-mine", "lepton-rows-1-init", "lepton-rows-nopid", "other-123-x"])
+
+
+def test_driver_rows_are_written_as_spark_writes_them(spark, tmp_path: Path) -> None:
+    """A forward pass's rows that create_df wrote locally (renamed with rename_columns) are known to
+    local_rows and staged with pyarrow; the files read back through Spark as the same rows, with the
+    same schema, as the DataFrame path's writes (embeddings; predictions with ties, a NaN, a negative)."""
+    import numpy as np
+    import pyarrow as pa
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+    from pyspark.testing import assertDataFrameEqual
+
+    from lepton_spark.graph.arrow import matrix_to_list
+    from lepton_spark.pipeline.stages import embedding_rows, prediction_rows, predictions_from
+
+    rng = np.random.default_rng(5)
+    probs = rng.random((50, 4)).astype(np.float32)
+    probs[3] = [0.2, 0.7, 0.7, 0.1]  # tie: the first largest
+    probs[7] = [0.1, np.nan, 0.9, 0.0]  # NaN counts as the largest in both
+    probs[9] = [-1.0, -0.5, -3.0, -0.5]
+    table = pa.table({"id": pa.array(rng.permutation(1000)[:50], pa.int64()),
+                      "features": matrix_to_list(rng.normal(size=(50, 6)).astype(np.float32)),
+                      "probs": matrix_to_list(probs)})
+    arr = T.ArrayType(T.FloatType())
+    schema = T.StructType([T.StructField("id", T.LongType()), T.StructField("features", arr),
+                           T.StructField("probs", arr)])
+    out = storage.rename_columns(storage.create_df(spark, table, schema), {"features": "embedding"})
+    rows = storage.local_rows(out)
+    assert rows is not None and rows.column_names == ["id", "embedding", "probs"]
+    assert rows.column("embedding").to_pylist() == table.column("features").to_pylist()
+    assert storage.local_rows(out.select("id", "probs")) is None  # a derived DataFrame is not
+    assert storage.local_rows(spark.range(3)) is None
+
+    emb_spark = out.select("id", F.col("embedding").cast("array<float>").alias("embedding"))
+    emb_spark.write.parquet(str(tmp_path / "e_spark"))
+    predictions_from(out).write.parquet(str(tmp_path / "p_spark"))
+    storage.write_rows(embedding_rows(rows), str(tmp_path / "e_rows"))
+    storage.write_rows(prediction_rows(rows), str(tmp_path / "p_rows"))
+    storage.write_rows(prediction_rows(rows), str(tmp_path / "p_rows"))  # replaces, as mode overwrite
+    assert len(list((tmp_path / "p_rows").glob("*.parquet"))) == 1
+    assert not [p for p in (tmp_path / "p_rows").iterdir() if p.name.startswith(".")]  # no temp files left
+    for name in ("e", "p"):
+        want = spark.read.parquet(str(tmp_path / f"{name}_spark"))
+        got = spark.read.parquet(str(tmp_path / f"{name}_rows"))
+        assert got.schema == want.schema
+        assertDataFrameEqual(got, want, rtol=0.0, atol=0.0)
+    labels = {r["id"]: r["label"] for r in spark.read.parquet(str(tmp_path / "p_rows")).collect()}
+    ids = table.column("id").to_pylist()
+    assert labels[ids[3]] == 1 and labels[ids[7]] == 1 and labels[ids[9]] == 1
+    with pytest.raises(ValueError, match="not on the local file system"):
+        storage.write_rows(rows, "s3://bucket/x")

@@ -591,7 +591,11 @@ class SparkOps:
             if chain:
                 fused = self.engine.map_features(_id_features(embedding), _Compose(chain),
                                                  input_col="features", output_col="probs")
-                return fused.select("id", F.col("features").alias("embedding"), "probs")
+                from lepton_spark import storage
+
+                # (id, features, probs) renamed, not re-selected: rows the driver holds stay
+                # recognisable to the writer (storage.local_rows)
+                return storage.rename_columns(fused, {"features": "embedding"})
         p = probs.select("id", F.col("features").alias("probs"))
         if embedding is None:
             return p

@@ -77,10 +77,36 @@ def stage_df(ctx: RunContext, df: DataFrame, table: str, count_by: str | None = 
 
     The staged files are counted (Parquet footers, :func:`~lepton_spark.storage.count_parquet_rows`);
     with ``count_by`` the count is per value of that column, kept in ``counts["<table>_by_<column>"]``
-    (the predictions per class: the run report plots them without reading the table again)."""
+    (the predictions per class: the run report plots them without reading the table again). A
+    DataFrame of rows the driver wrote to a local file (:func:`~lepton_spark.storage.local_rows`) goes
+    to a local output through :func:`stage_rows`."""
+    rows = storage.local_rows(df) if storage.is_local_path(ctx.output) else None
+    if rows is not None:
+        stage_rows(ctx, rows, table, count_by)
+        return
     publish.stage_table(df, ctx.output, ctx.run_id, table, ctx.run_date)
     rows, groups = storage.count_parquet_rows(ctx.spark, publish.staged_dir(ctx.output, ctx.run_id, table, ctx.run_date),
                                               by=count_by)
+    _staged(ctx, table, rows, groups, count_by)
+
+
+def stage_rows(ctx: RunContext, rows: Any, table: str, count_by: str | None = None) -> None:
+    """:func:`stage_df` for a pyarrow Table the driver holds: written with pyarrow on a local output
+    (:func:`~lepton_spark.pipeline.publish.stage_rows`), through Spark elsewhere; counted from the table."""
+    if not storage.is_local_path(ctx.output):
+        stage_df(ctx, storage.create_df(ctx.spark, rows), table, count_by)
+        return
+    import pyarrow.compute as pc
+
+    publish.stage_rows(rows, ctx.output, ctx.run_id, table, ctx.run_date)
+    groups: dict[Any, int] = {}
+    if count_by is not None:
+        vc = pc.value_counts(rows.column(count_by))
+        groups = dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True))
+    _staged(ctx, table, rows.num_rows, groups, count_by)
+
+
+def _staged(ctx: RunContext, table: str, rows: int, groups: dict[Any, int], count_by: str | None) -> None:
     if count_by is not None:
         ctx.counts[f"{table}_by_{count_by}"] = sorted([v, c] for v, c in groups.items() if v is not None)
     ctx.tables[table] = rows

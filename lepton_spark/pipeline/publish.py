@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from pyspark.sql import DataFrame
 
@@ -48,6 +49,15 @@ def stage_table(df: DataFrame, output: str, run_id: str, table: str, run_date: s
     """Write ``df`` (without run_date; the partition directory carries it) to the staging area."""
     path = staged_dir(output, run_id, table, run_date)
     df.write.mode("overwrite").parquet(path)
+    storage.write_text(storage.join_path(path, RUN_MARKER), f"{run_id}\n{uuid.uuid4().hex}\n")
+    return path
+
+
+def stage_rows(rows: Any, output: str, run_id: str, table: str, run_date: str) -> str:
+    """:func:`stage_table` for a pyarrow Table the driver holds, on a local output: written with pyarrow
+    (:func:`lepton_spark.storage.write_rows`), the run marker after it as for a DataFrame."""
+    path = staged_dir(output, run_id, table, run_date)
+    storage.write_rows(rows, path)
     storage.write_text(storage.join_path(path, RUN_MARKER), f"{run_id}\n{uuid.uuid4().hex}\n")
     return path
 

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from lepton_spark import storage
 from lepton_spark.errors import InvalidInputError, UsageError
-from lepton_spark.pipeline.context import RunContext, stage_df
+from lepton_spark.pipeline.context import RunContext, stage_df, stage_rows
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +253,28 @@ def predictions_from(out: DataFrame) -> DataFrame:
     return out.select("id", label.alias("label"), F.col("probs").cast("array<float>").alias("probs"))
 
 
+def embedding_rows(rows: Any) -> Any:
+    """The ``embeddings`` table from a forward pass's rows held as a pyarrow Table (``id``,
+    ``embedding``; the types the DataFrame path writes)."""
+    import pyarrow as pa
+
+    return pa.table({"id": rows.column("id").cast(pa.int64()),
+                     "embedding": rows.column("embedding").cast(pa.list_(pa.float32()))})
+
+
+def prediction_rows(rows: Any) -> Any:
+    """:func:`predictions_from` on a pyarrow Table: ``label`` is the first position of the largest
+    probability (numpy's argmax, which like Spark's ``array_max`` takes NaN as the largest)."""
+    import pyarrow as pa
+
+    from lepton_spark.graph.arrow import list_to_matrix
+
+    probs = rows.column("probs").cast(pa.list_(pa.float32())).combine_chunks()
+    m = list_to_matrix(probs)
+    labels = np.argmax(m, axis=1).astype(np.int32) if m.size else np.zeros(len(probs), dtype=np.int32)
+    return pa.table({"id": rows.column("id").cast(pa.int64()), "label": pa.array(labels, pa.int32()), "probs": probs})
+
+
 def graph_dims(ctx: RunContext, vertices: DataFrame, edges: DataFrame) -> tuple[int, int | None]:
     """(feature length, vertex count or None) of the run's graph, for loading a model against it.
 
@@ -343,9 +365,18 @@ def propagate_stage(ctx: RunContext) -> None:
     dim, n = graph_dims(ctx, vertices, edges)
     model = load_model_checked(ctx.model_dir, dim, None)
     out = forward_on_spark(ctx, model, vertices, edges, "propagate", num_vertices=n, num_features=dim)
-    if getattr(model, "task", "node") == "link":  # a link model has no class predictions: embeddings only
+    link = getattr(model, "task", "node") == "link"
+    if link:  # a link model has no class predictions: embeddings only
         ctx.counts.setdefault("skipped_tables", {})["predictions"] = \
             f"{model.model_type} is a link model: no class predictions (see the links stage)"
+    rows = storage.local_rows(out) if storage.is_local_path(ctx.output) else None
+    if rows is not None:  # a broadcast forward pass in local mode: the driver wrote these rows itself
+        stage_rows(ctx, embedding_rows(rows), "embeddings")
+        if not link:
+            stage_rows(ctx, prediction_rows(rows), "predictions", count_by="label")
+        ctx.operators.drop_results()
+        return
+    if link:
         stage_df(ctx, out.select("id", F.col("embedding").cast("array<float>").alias("embedding")), "embeddings")
         return
     out = out.persist()
