@@ -54,7 +54,7 @@ def write_report(spark: SparkSession, run_dir: str, output: str | None = None) -
         card = _card(manifest)
         history = ((card or {}).get("metrics") or {}).get("per_epoch") or {}
         if history.get("epoch"):
-            fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+            fig, ax = plt.subplots(1, 2, figsize=(10, 3.5), gridspec_kw={**_MARGINS, "left": 0.07})
             for key in ("train_loss", "val_loss"):
                 if history.get(key):
                     ax[0].plot(history["epoch"], history[key], label=key)
@@ -74,14 +74,14 @@ def write_report(spark: SparkSession, run_dir: str, output: str | None = None) -
                 _, edges = storage.read_graph(spark, graph_dir)
                 deg = edges.groupBy("dst").count().groupBy("count").count().orderBy("count").collect()
             if deg:
-                fig, ax = plt.subplots(figsize=(5, 3.5))
+                fig, ax = plt.subplots(figsize=(5, 3.5), gridspec_kw=_MARGINS)
                 ax.loglog([r[0] for r in deg], [r[1] for r in deg], "o", markersize=3)
                 ax.set(title="in-degree distribution", xlabel="degree", ylabel="vertices")
                 figures.append((_save(fig, tmp, "degree_distribution.png", plt), "Degree distribution"))
         rounds = {k: v for k, v in (manifest.get("round_seconds") or {}).items() if v}
         stages = manifest.get("stage_seconds") or {}
         if rounds or stages:
-            fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+            fig, ax = plt.subplots(1, 2, figsize=(10, 3.5), gridspec_kw={**_MARGINS, "left": 0.06, "wspace": 0.3})
             for name, secs in rounds.items():
                 ax[0].bar(range(1, len(secs) + 1), secs, label=name)
             ax[0].set(title="seconds per propagation round", xlabel="round")
@@ -92,7 +92,7 @@ def write_report(spark: SparkSession, run_dir: str, output: str | None = None) -
         if links.get("edge_score_histogram"):  # link models: score histograms recorded by the links stage
             bins = int(links.get("histogram_bins") or len(links["edge_score_histogram"]))
             edges_x = [(i + 0.5) / bins for i in range(bins)]
-            fig, ax = plt.subplots(figsize=(6, 3.5))
+            fig, ax = plt.subplots(figsize=(6, 3.5), gridspec_kw=_MARGINS)
             ax.bar(edges_x, links["edge_score_histogram"], width=0.9 / bins, alpha=0.6, label="edge_scores")
             ax.bar(edges_x, links.get("prediction_score_histogram") or [0] * bins, width=0.9 / bins, alpha=0.6,
                    label="link_predictions")
@@ -106,7 +106,7 @@ def write_report(spark: SparkSession, run_dir: str, output: str | None = None) -
             classes = [[r["label"], r["count"]] for r in
                        spark.read.parquet(pred_path).groupBy("label").count().orderBy("label").collect()]
         if classes:
-            fig, ax = plt.subplots(figsize=(5, 3.5))
+            fig, ax = plt.subplots(figsize=(5, 3.5), gridspec_kw=_MARGINS)
             ax.bar([str(v) for v, _ in classes], [c for _, c in classes])
             ax.set(title="predicted class distribution", xlabel="class", ylabel="vertices")
             figures.append((_save(fig, tmp, "prediction_classes.png", plt), "Predicted classes"))
@@ -145,8 +145,12 @@ def _fit_check(manifest: dict[str, Any], card: dict[str, Any] | None) -> dict[st
     return out
 
 
+#: fixed figure margins (fractions of the figure) with room for the tick and axis labels, instead of
+#: ``tight_layout``, which measures every text in an extra draw (0.56 of the 1.2 s four plots took)
+_MARGINS = {"left": 0.14, "right": 0.97, "bottom": 0.15, "top": 0.91, "wspace": 0.25}
+
+
 def _save(fig: Any, folder: Path, name: str, plt: Any) -> str:
-    fig.tight_layout()
     fig.savefig(folder / name, dpi=90)
     plt.close(fig)
     return name
