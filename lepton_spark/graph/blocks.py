@@ -366,8 +366,8 @@ class BroadcastOperator:
         """:meth:`apply` in local mode: the round's tasks map ``x.npy`` and write ``out.npy`` in the exchange."""
         if x.size == 0:
             return np.zeros(x.shape, dtype=out_dtype), self.received().copy()
-        assert self.exchange is not None and self.block_paths is not None
-        x_path, out_path = (os.path.join(self.exchange, f) for f in _ROUND_FILES)
+        assert self.block_paths is not None
+        x_path, out_path = self._round_files()
         try:
             np.save(x_path, x, allow_pickle=False)
             # the tasks write their rows into one shared file (a sparse file: rows no block writes
@@ -398,9 +398,9 @@ class BroadcastOperator:
         key = (reduce, weighted)
         if key in self._round_jobs:
             return self._round_jobs[key]
-        assert self.exchange is not None and self.block_paths is not None
+        assert self.block_paths is not None
         paths = self.block_paths
-        x_path, out_path = (os.path.join(self.exchange, f) for f in _ROUND_FILES)
+        x_path, out_path = self._round_files()
         delay = fault_sleep()
 
         def step_files(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -424,8 +424,16 @@ class BroadcastOperator:
         self._round_jobs[key] = jobs.mapInArrow(step_files, _PATH_SCHEMA)
         return self._round_jobs[key]
 
+    def _round_files(self) -> tuple[str, str]:
+        """``(input, output)`` paths of a local-mode round in the exchange (:data:`_ROUND_FILES`)."""
+        assert self.exchange is not None
+        x_name, out_name = _ROUND_FILES
+        return os.path.join(self.exchange, x_name), os.path.join(self.exchange, out_name)
+
     def close(self) -> None:
-        """Release the blocks (unpersist, or delete their files) and remove the local exchange directory."""
+        """Release the blocks (unpersist, or delete their files), the round DataFrames and the local
+        exchange directory."""
+        self._round_jobs.clear()
         if self.blocks is not None:
             self.blocks.unpersist()
         if self.exchange:

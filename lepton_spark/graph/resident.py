@@ -13,25 +13,21 @@ an ordinary one. An entry lives as long as its DataFrame.
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import numpy as np
 
-_TABLES: dict[int, tuple[weakref.ref, np.ndarray, np.ndarray]] = {}
+from lepton_spark.frame_tags import FrameTags
+
+_TABLES: FrameTags[tuple[np.ndarray, np.ndarray]] = FrameTags()
 
 
 def remember(df: Any, ids: np.ndarray, x: np.ndarray) -> Any:
     """Register ``df`` (columns ``id``, ``features``) as holding ``x[i]`` for ``ids[i]``, ids sorted
     ascending and unique; returns ``df``."""
-    key = id(df)
-    _TABLES[key] = (weakref.ref(df, lambda _ref, key=key: _TABLES.pop(key, None)), ids, x)
-    return df
+    return _TABLES.tag(df, (ids, x))
 
 
 def lookup(df: Any) -> tuple[np.ndarray, np.ndarray] | None:
     """``(ids, x)`` when ``df`` itself is a registered table, else None."""
-    hit = _TABLES.get(id(df))
-    if hit is None or hit[0]() is not df:
-        return None
-    return hit[1], hit[2]
+    return _TABLES.get(df)

@@ -72,15 +72,21 @@ class RunContext:
         fail_after(point)
 
 
+def held_rows(ctx: RunContext, df: DataFrame) -> Any:
+    """``df``'s rows as a pyarrow Table when the driver wrote them itself
+    (:func:`~lepton_spark.storage.local_rows`) and the run's output is local, so :func:`stage_rows` can
+    write them; else None."""
+    return storage.local_rows(df) if storage.is_local_path(ctx.output) else None
+
+
 def stage_df(ctx: RunContext, df: DataFrame, table: str, count_by: str | None = None) -> None:
     """Stage one output table for this run (published only after all stages succeed).
 
     The staged files are counted (Parquet footers, :func:`~lepton_spark.storage.count_parquet_rows`);
     with ``count_by`` the count is per value of that column, kept in ``counts["<table>_by_<column>"]``
-    (the predictions per class: the run report plots them without reading the table again). A
-    DataFrame of rows the driver wrote to a local file (:func:`~lepton_spark.storage.local_rows`) goes
-    to a local output through :func:`stage_rows`."""
-    rows = storage.local_rows(df) if storage.is_local_path(ctx.output) else None
+    (the predictions per class: the run report plots them without reading the table again). Rows the
+    driver wrote itself (:func:`held_rows`) go through :func:`stage_rows`."""
+    rows = held_rows(ctx, df)
     if rows is not None:
         stage_rows(ctx, rows, table, count_by)
         return
@@ -91,18 +97,10 @@ def stage_df(ctx: RunContext, df: DataFrame, table: str, count_by: str | None = 
 
 
 def stage_rows(ctx: RunContext, rows: Any, table: str, count_by: str | None = None) -> None:
-    """:func:`stage_df` for a pyarrow Table the driver holds: written with pyarrow on a local output
-    (:func:`~lepton_spark.pipeline.publish.stage_rows`), through Spark elsewhere; counted from the table."""
-    if not storage.is_local_path(ctx.output):
-        stage_df(ctx, storage.create_df(ctx.spark, rows), table, count_by)
-        return
-    import pyarrow.compute as pc
-
+    """:func:`stage_df` for a pyarrow Table the driver holds, on a local output (see :func:`held_rows`):
+    written with pyarrow (:func:`~lepton_spark.pipeline.publish.stage_rows`), counted from the table."""
     publish.stage_rows(rows, ctx.output, ctx.run_id, table, ctx.run_date)
-    groups: dict[Any, int] = {}
-    if count_by is not None:
-        vc = pc.value_counts(rows.column(count_by))
-        groups = dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True))
+    groups = storage.value_counts(rows.column(count_by)) if count_by is not None else {}
     _staged(ctx, table, rows.num_rows, groups, count_by)
 
 

@@ -49,8 +49,7 @@ def stage_table(df: DataFrame, output: str, run_id: str, table: str, run_date: s
     """Write ``df`` (without run_date; the partition directory carries it) to the staging area."""
     path = staged_dir(output, run_id, table, run_date)
     df.write.mode("overwrite").parquet(path)
-    storage.write_text(storage.join_path(path, RUN_MARKER), f"{run_id}\n{uuid.uuid4().hex}\n")
-    return path
+    return _mark(path, run_id)
 
 
 def stage_rows(rows: Any, output: str, run_id: str, table: str, run_date: str) -> str:
@@ -58,6 +57,11 @@ def stage_rows(rows: Any, output: str, run_id: str, table: str, run_date: str) -
     (:func:`lepton_spark.storage.write_rows`), the run marker after it as for a DataFrame."""
     path = staged_dir(output, run_id, table, run_date)
     storage.write_rows(rows, path)
+    return _mark(path, run_id)
+
+
+def _mark(path: str, run_id: str) -> str:
+    """Write a staged partition's run marker (its data is complete); returns ``path``."""
     storage.write_text(storage.join_path(path, RUN_MARKER), f"{run_id}\n{uuid.uuid4().hex}\n")
     return path
 

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from lepton_spark import storage
 from lepton_spark.errors import InvalidInputError, UsageError
-from lepton_spark.pipeline.context import RunContext, stage_df, stage_rows
+from lepton_spark.pipeline.context import RunContext, held_rows, stage_df, stage_rows
 
 log = logging.getLogger(__name__)
 
@@ -369,7 +369,7 @@ def propagate_stage(ctx: RunContext) -> None:
     if link:  # a link model has no class predictions: embeddings only
         ctx.counts.setdefault("skipped_tables", {})["predictions"] = \
             f"{model.model_type} is a link model: no class predictions (see the links stage)"
-    rows = storage.local_rows(out) if storage.is_local_path(ctx.output) else None
+    rows = held_rows(ctx, out)
     if rows is not None:  # a broadcast forward pass in local mode: the driver wrote these rows itself
         stage_rows(ctx, embedding_rows(rows), "embeddings")
         if not link:
