@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pytest
 
 
 def test_local_python_workers_stay_on_loopback_tcp(spark) -> None:
@@ -55,3 +56,18 @@ def test_class_data_archive_lives_in_the_environment() -> None:
 
     assert class_data_archive().is_relative_to(sys.prefix)
     assert class_data_archive().name == f"spark-{pyspark.__version__}.jsa"
+
+
+def test_local_driver_jvm_runs_the_throughput_collector(spark) -> None:
+    """A local session's JVM (the driver that is also the executor) runs the parallel collector
+    (session.LOCAL_GC_OPTIONS), read back from the running JVM's collector beans; on Spark Connect
+    or under spark-submit the JVM is not ours and keeps its own collector."""
+    from lepton_spark.session import LOCAL_GC_OPTIONS, launched_by_spark_submit
+
+    if getattr(spark, "_jvm", None) is None or launched_by_spark_submit():
+        pytest.skip("the session's JVM is not one this process launched (Spark Connect or spark-submit)")
+    assert LOCAL_GC_OPTIONS == ("-XX:+UseParallelGC",)
+    assert "-XX:+UseParallelGC" in spark.conf.get("spark.driver.extraJavaOptions").split()
+    beans = spark._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
+    names = {beans.get(i).getName() for i in range(beans.size())}
+    assert names == {"PS Scavenge", "PS MarkSweep"}, names
