@@ -50,10 +50,12 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="log lines on stderr: text, or one JSON object per line (default: logging.format)")
 
 
-def _spark(cfg: Config):  # SparkSession import kept lazy so --help is instant
+def _spark(cfg: Config, inputs: Sequence[str] = ()):  # SparkSession import kept lazy so --help is instant
+    """The session, told the size of the command's local ``inputs`` (``spark.jit: auto``)."""
     from lepton_spark.session import get_spark
+    from lepton_spark.storage import local_size
 
-    return get_spark(cfg.spark)
+    return get_spark(cfg.spark, input_bytes=local_size(inputs) if inputs else None)
 
 
 # ---------------------------------------------------------------- handlers
@@ -73,7 +75,7 @@ def _cmd_describe(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     from lepton_spark.storage import read_graph
 
     graph_dir = args.graph or cfg.pipeline.graph_dir or _default_graph()
-    spark = _spark(cfg)
+    spark = _spark(cfg, [graph_dir])
     vertices, edges = read_graph(spark, graph_dir)
     summary = describe_graph(vertices, edges)
     return {"command": "describe", "graph": graph_dir, **summary}
@@ -88,7 +90,7 @@ def _cmd_build(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
         cfg.build.edges = args.edges
     if args.format:
         cfg.build.format = args.format
-    report = build_graph(_spark(cfg), cfg.build, args.output or "")
+    report = build_graph(_spark(cfg, [cfg.build.vertices, cfg.build.edges]), cfg.build, args.output or "")
     return {"command": "build", "output": args.output, **report["counts"], "quarantine": report["quarantine"],
             "num_features": report["graph"]["num_features"], "num_classes": report["graph"]["num_classes"]}
 
@@ -101,7 +103,7 @@ def _cmd_train(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     if not args.output:
         raise UsageError("train needs --output DIR (where model.npz and model.json are written)")
     hp = {**preset_hparams(cfg.model.type, cfg.model.preset), **cfg.model.params}
-    metrics = train_model(_spark(cfg), cfg, graph_dir, args.output, hparams=hp)
+    metrics = train_model(_spark(cfg, [graph_dir]), cfg, graph_dir, args.output, hparams=hp)
     keys = ("model_type", "seed", "train_acc", "val_acc", "test_acc", "epochs_run", "best_epoch", "fit_seconds")
     link = {k: metrics[k] for k in ("val_auc", "val_ap", "test_auc", "test_ap") if k in metrics}  # link models
     return {"command": "train", "output": args.output, **{k: metrics.get(k) for k in keys}, **link}
@@ -125,7 +127,8 @@ def _pipeline(args: argparse.Namespace, cfg: Config, stages: list[str] | None) -
                                 resume=cfg.pipeline.resume if resume is None else resume)  # before Spark
     with tracker, run_context(run_id):
         manifest = run_pipeline(
-            _spark(cfg), cfg, output=output, run_date=run_date, stages=stages, run_id=run_id, resume=resume,
+            _spark(cfg, _pipeline_inputs(args, cfg, stages)), cfg, output=output, run_date=run_date, stages=stages,
+            run_id=run_id, resume=resume,
             graph_dir=getattr(args, "graph", None), model_dir=getattr(args, "model", None),
         )
         tracker.finish(manifest, output)
@@ -133,6 +136,13 @@ def _pipeline(args: argparse.Namespace, cfg: Config, stages: list[str] | None) -
             "output": output, "tables": {t: i["rows"] for t, i in manifest["tables"].items()},
             "stage_seconds": manifest["stage_seconds"], "model_test_acc": manifest["model"].get("test_acc"),
             "engine": manifest["engine"]}
+
+
+def _pipeline_inputs(args: argparse.Namespace, cfg: Config, stages: list[str] | None) -> list[str]:
+    """What a pipeline run reads: the raw tables when it builds from them, else its graph."""
+    if "build" in (stages or cfg.pipeline.stages) and cfg.build.vertices and cfg.build.edges:
+        return [cfg.build.vertices, cfg.build.edges]
+    return [getattr(args, "graph", None) or cfg.pipeline.graph_dir or _default_graph()]
 
 
 def _cmd_nightly(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
@@ -154,7 +164,7 @@ def _cmd_stage(stage: str) -> Handler:
 def _cmd_report(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     from lepton_spark.pipeline.report import write_report
 
-    page = write_report(_spark(cfg), args.run_dir)
+    page = write_report(_spark(cfg, [args.run_dir]), args.run_dir)
     return {"command": "report", "report": page}
 
 
@@ -164,7 +174,8 @@ def _cmd_export(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
 
     if not args.output:
         raise UsageError("export needs --output FILE")
-    vertices, edges = read_graph(_spark(cfg), args.graph or cfg.pipeline.graph_dir or _default_graph())
+    graph_dir = args.graph or cfg.pipeline.graph_dir or _default_graph()
+    vertices, edges = read_graph(_spark(cfg, [graph_dir]), graph_dir)
     return {"command": "export", **export_graph(vertices, edges, args.output, args.format,
                                                   max_vertices=args.max_vertices, max_edges=args.max_edges,
                                                   pagerank_iters=cfg.analytics.pagerank_iters,

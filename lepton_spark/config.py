@@ -38,6 +38,8 @@ class SparkConfig:
     ui: bool = False
     checkpoint_dir: str = ""  # "" = <tmp>/lepton-spark-checkpoints
     log_level: str = "WARN"
+    jit: Literal["auto", "tiered", "c1"] = "auto"  # local driver JVM's JIT compilers (session.jit_options)
+    jit_c1_max_mb: int = 128  # jit auto: C1 only when the job's local input is at most this many MiB
     extra: dict[str, str] = field(default_factory=dict)  # any spark.* setting
 
 

@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -309,6 +309,29 @@ def write_rows(table: Any, path: str) -> None:
     atomic_write(local / f"part-00000-{uuid.uuid4()}.snappy.parquet",
                  lambda out: pq.write_table(table, out, row_group_size=WRITE_ROW_GROUP, compression="snappy"),
                  fsync=False)
+
+
+def local_size(paths: Iterable[str]) -> int | None:
+    """Bytes in the files at or under ``paths`` when every one is a local path that exists; None when
+    any is empty, a URI of another file system, a glob or missing (the size is then not known).
+
+    >>> local_size([]) is None, local_size(["s3://bucket/table"]) is None
+    (True, True)
+    """
+    total, seen = 0, False
+    for path in paths:
+        local = _local(path) if path else None
+        if local is None or not local.exists():
+            return None
+        seen = True
+        if local.is_file():
+            total += local.stat().st_size
+            continue
+        for root, _dirs, files in os.walk(local):
+            for name in files:
+                with contextlib.suppress(OSError):  # removed while walking
+                    total += os.stat(os.path.join(root, name)).st_size
+    return total if seen else None
 
 
 def is_local_path(path: str) -> bool:

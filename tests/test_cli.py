@@ -116,3 +116,19 @@ def test_propagate_bad_graph_data_exits_3(spark, tmp_path, capsys, features, wei
     ui = "\n".join(ln for ln in err.split("--- Logging error ---")[0].splitlines())
     assert "Traceback" not in ui
     assert not (tmp_path / "out" / "outputs").exists() or not any((tmp_path / "out" / "outputs").rglob("*.parquet"))
+
+
+def test_pipeline_inputs_are_the_raw_tables_or_the_graph() -> None:
+    """What spark.jit auto measures for a pipeline run: the raw tables when it builds from them, else
+    the graph it reads (--graph, pipeline.graph_dir, or the bundled sample)."""
+    import argparse
+
+    from lepton_spark.cli import _pipeline_inputs
+    from lepton_spark.config import DEFAULT_SAMPLE_DIR, load_config
+
+    raw = load_config(None, ["build.vertices=/in/v", "build.edges=/in/e"])
+    assert _pipeline_inputs(argparse.Namespace(graph=None), raw, None) == ["/in/v", "/in/e"]
+    assert _pipeline_inputs(argparse.Namespace(graph="/g"), raw, ["analytics"]) == ["/g"]
+    plain = load_config()
+    assert _pipeline_inputs(argparse.Namespace(graph=None), plain, None) == [str(DEFAULT_SAMPLE_DIR)]
+    assert _pipeline_inputs(argparse.Namespace(), load_config(None, ["pipeline.graph_dir=/gd"]), ["train"]) == ["/gd"]

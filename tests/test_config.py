@@ -34,6 +34,7 @@ def test_overrides_are_typed() -> None:
         ("model.params={hiddn: 8}", "model.params: unknown hyper-parameter(s) ['hiddn'] for gcn"),
         ("bogus.x=1", "unknown config key bogus"),
         ("spark.ui=maybe", "spark.ui: expected true/false"),
+        ("spark.jit=c2", "spark.jit: 'c2' is not one of 'auto', 'tiered', 'c1'"),
         ("noequals", "expected key.sub=value"),
     ],
 )

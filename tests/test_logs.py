@@ -143,3 +143,11 @@ def test_nightly_stderr_is_json_lines(nightly_json) -> None:
     assert staged and all("round" not in d for d in staged)  # the round ends with the loop
     # the JVM's own log4j lines are JSON too
     assert any(d["logger"].startswith("org.apache.spark") for d in docs), lines[:5]
+
+
+def test_small_nightly_runs_its_jvm_with_c1_only(nightly_json) -> None:
+    """spark.jit auto: the nightly's input (the bundled sample graph, well under jit_c1_max_mb) makes
+    its local JVM run the client compiler only; the session line reads that from the JVM's own
+    arguments, not from the config."""
+    ready = [json.loads(ln)["message"] for ln in nightly_json.stderr.splitlines() if "session ready" in ln]
+    assert len(ready) == 1 and "jit c1" in ready[0], ready

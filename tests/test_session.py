@@ -71,3 +71,30 @@ def test_local_driver_jvm_runs_the_throughput_collector(spark) -> None:
     beans = spark._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
     names = {beans.get(i).getName() for i in range(beans.size())}
     assert names == {"PS Scavenge", "PS MarkSweep"}, names
+
+
+def test_jit_options_follow_the_mode_and_the_input_size() -> None:
+    """``spark.jit``: c1 and tiered are what they say whatever the input; auto is c1 up to the
+    threshold (inclusive) and tiered above it or when the input size is not known."""
+    from lepton_spark.session import jit_options
+
+    c1, mib = ("-XX:TieredStopAtLevel=1",), 1 << 20
+    assert jit_options("c1", 10**12, 128 * mib) == c1
+    assert jit_options("tiered", 0, 128 * mib) == ()
+    assert jit_options("auto", 0, 128 * mib) == c1
+    assert jit_options("auto", 128 * mib, 128 * mib) == c1
+    assert jit_options("auto", 128 * mib + 1, 128 * mib) == ()
+    assert jit_options("auto", None, 128 * mib) == ()
+    assert jit_options("auto", 1, 0) == ()  # jit_c1_max_mb: 0 turns auto's c1 off for any non-empty input
+    with pytest.raises(ValueError, match=r"spark\.jit must be one of auto, tiered, c1"):
+        jit_options("c2", 0, 0)
+
+
+def test_the_test_session_jvm_runs_tiered(spark) -> None:
+    """The test session has no input size: its JVM keeps the default tiered JIT (a 20-minute session
+    of small jobs earns C2's compiles back), read back from the JVM's own arguments."""
+    from lepton_spark.session import jvm_jit
+
+    if getattr(spark, "_jvm", None) is None:
+        pytest.skip("the session's JVM is not one this process launched (Spark Connect)")
+    assert jvm_jit(spark) == "tiered"

@@ -331,3 +331,22 @@ def test_driver_rows_are_written_as_spark_writes_them(spark, tmp_path: Path) -> 
     assert labels[ids[3]] == 1 and labels[ids[7]] == 1 and labels[ids[9]] == 1
     with pytest.raises(ValueError, match="not on the local file system"):
         storage.write_rows(rows, "s3://bucket/x")
+
+
+def test_local_size_sums_files_under_local_paths(tmp_path: Path) -> None:
+    """A directory's files (nested ones too) and a single file add up; a file:// URI is local; a
+    missing path, an empty one or another file system's URI make the size unknown (None)."""
+    table = tmp_path / "table"
+    (table / "part=1").mkdir(parents=True)
+    (table / "a.parquet").write_bytes(b"x" * 100)
+    (table / "part=1" / "b.parquet").write_bytes(b"x" * 23)
+    (table / "_SUCCESS").write_bytes(b"")
+    single = tmp_path / "edges.csv"
+    single.write_bytes(b"y" * 7)
+    assert storage.local_size([str(table)]) == 123
+    assert storage.local_size([str(table), str(single)]) == 130
+    assert storage.local_size([f"file://{single}"]) == 7
+    assert storage.local_size([str(table), str(tmp_path / "missing")]) is None
+    assert storage.local_size([str(table), "s3://bucket/edges"]) is None
+    assert storage.local_size([str(table), ""]) is None
+    assert storage.local_size([]) is None
