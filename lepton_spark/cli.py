@@ -51,11 +51,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _spark(cfg: Config, inputs: Sequence[str] = ()):  # SparkSession import kept lazy so --help is instant
-    """The session, told the size of the command's local ``inputs`` (``spark.jit: auto``)."""
+    """The session, told the command's ``inputs`` (their local size decides ``spark.jit: auto``)."""
     from lepton_spark.session import get_spark
-    from lepton_spark.storage import local_size
 
-    return get_spark(cfg.spark, input_bytes=local_size(inputs) if inputs else None)
+    return get_spark(cfg.spark, inputs=inputs)
 
 
 # ---------------------------------------------------------------- handlers

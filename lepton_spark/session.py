@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -110,6 +111,8 @@ def task_slots(spark: SparkSession) -> int:
 LOCAL_GC_OPTIONS = ("-XX:+UseParallelGC",)
 
 JIT_MODES = ("auto", "tiered", "c1")
+#: the JVM option of ``spark.jit: c1``: stop at the client compiler
+C1_ONLY = "-XX:TieredStopAtLevel=1"
 
 
 def jit_options(mode: str, input_bytes: int | None, c1_max_bytes: int) -> tuple[str, ...]:
@@ -138,7 +141,7 @@ def jit_options(mode: str, input_bytes: int | None, c1_max_bytes: int) -> tuple[
     if mode not in JIT_MODES:
         raise ValueError(f"spark.jit must be one of {', '.join(JIT_MODES)}, got {mode!r}")
     c1 = mode == "c1" or (mode == "auto" and input_bytes is not None and input_bytes <= c1_max_bytes)
-    return ("-XX:TieredStopAtLevel=1",) if c1 else ()
+    return (C1_ONLY,) if c1 else ()
 
 
 def jvm_jit(spark: SparkSession) -> str:
@@ -149,7 +152,7 @@ def jvm_jit(spark: SparkSession) -> str:
         flags = [str(args.get(i)) for i in range(args.size())]
     except Exception:  # noqa: BLE001 - no JVM in this process (Spark Connect) or no py4j gateway
         return "?"
-    return "c1" if "-XX:TieredStopAtLevel=1" in flags else "tiered"
+    return "c1" if C1_ONLY in flags else "tiered"
 
 
 def class_data_archive() -> Path:
@@ -185,11 +188,11 @@ def _class_data_options() -> list[str]:
             "-Xlog:cds+dynamic=off"]
 
 
-def get_spark(conf: SparkConfig | None = None, *, input_bytes: int | None = None) -> SparkSession:
+def get_spark(conf: SparkConfig | None = None, *, inputs: Sequence[str] = ()) -> SparkSession:
     """Return the active SparkSession or build one from ``conf`` (see module docstring).
 
-    ``input_bytes``: the size of the job's local input when known, for ``spark.jit: auto``
-    (:func:`jit_options`; a JVM this call launches in local mode only)."""
+    ``inputs``: the paths the job reads; for ``spark.jit: auto`` (:func:`jit_options`) their local
+    size is measured, only when this call launches a local JVM."""
     conf = conf or SparkConfig()
     active = SparkSession.getActiveSession()
     if active is not None:
@@ -219,6 +222,9 @@ def get_spark(conf: SparkConfig | None = None, *, input_bytes: int | None = None
             if conf.master.startswith("local"):
                 # keep a local driver on loopback (no warning, nothing listening on the LAN)
                 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+            from lepton_spark.storage import local_size
+
+            input_bytes = local_size(inputs) if conf.jit == "auto" else None  # only auto reads it
             settings.update(
                 {
                     "spark.driver.memory": conf.driver_memory,
