@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shlex
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -144,15 +146,62 @@ def jit_options(mode: str, input_bytes: int | None, c1_max_bytes: int) -> tuple[
     return (C1_ONLY,) if c1 else ()
 
 
+def jit_of(flags: Sequence[str]) -> str:
+    """What a JVM started with the options ``flags`` compiles with: ``c1`` (stopped at the client
+    compiler), ``c2`` (tiered compilation off), ``interpreter`` or ``tiered`` (Java's default). The
+    last of repeated options wins, as in the JVM."""
+    jit = "tiered"
+    for flag in flags:
+        if flag.startswith("-XX:TieredStopAtLevel="):
+            level = flag.partition("=")[2]
+            jit = "interpreter" if level == "0" else "c1" if level in ("1", "2", "3") else "tiered"
+        elif flag in ("-XX:-TieredCompilation", "-XX:+TieredCompilation"):
+            jit = "c2" if flag == "-XX:-TieredCompilation" else "tiered"
+    return jit
+
+
 def jvm_jit(spark: SparkSession) -> str:
-    """``c1`` or ``tiered``: what the session's JVM runs, read from its own arguments; ``?`` when
+    """What the session's JVM compiles with (:func:`jit_of`), read from its own arguments; ``?`` when
     this process cannot see its JVM (Spark Connect)."""
     try:
         args = spark._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()  # type: ignore[attr-defined]
         flags = [str(args.get(i)) for i in range(args.size())]
     except Exception:  # noqa: BLE001 - no JVM in this process (Spark Connect) or no py4j gateway
         return "?"
-    return "c1" if C1_ONLY in flags else "tiered"
+    return jit_of(flags)
+
+
+def _option_kind(option: str) -> str | None:
+    """Which of the project's local JVM settings a JVM option sets (see :func:`local_java_options`)."""
+    if re.fullmatch(r"-XX:[+]Use\w*GC", option) and option != "-XX:+UseGCOverheadLimit":
+        return "collector"
+    if option.startswith("-XX:TieredStopAtLevel=") or option in ("-XX:-TieredCompilation", "-XX:+TieredCompilation"):
+        return "jit"
+    if option.startswith(("-Dlog4j2.configurationFile=", "-Dlog4j.configurationFile=")):
+        return "logging"
+    if option.startswith(("-Xshare:", "-XX:SharedArchiveFile=")):
+        return "class data"
+    return None
+
+
+def local_java_options(project: Sequence[str], user: str) -> str:
+    """``spark.driver.extraJavaOptions`` of a local JVM: the project's options (log configuration,
+    collector, JIT, class data), then the user's from ``spark.extra``.
+
+    A user's ``-XX:+HeapDumpOnOutOfMemoryError`` (say) is added to the project's options instead of
+    replacing them: replaced, the JVM lost its log configuration (Spark's own INFO lines on the
+    console, and plain text in the middle of ``--log-format json``), its collector and its JIT
+    choice. Where the user sets the same thing, the user's option is the one kept: a collector
+    (``-XX:+Use*GC``; two would stop the JVM), the JIT (``-XX:TieredStopAtLevel``,
+    ``-XX:±TieredCompilation``), the log4j configuration file, class data sharing (``-Xshare:*``,
+    ``-XX:SharedArchiveFile``; then none of the project's class-data options is kept).
+    The user's string is appended as given (Spark splits it, quotes included).
+    """
+    kinds = {_option_kind(option) for option in shlex.split(user)} - {None}
+    if "class data" in kinds:  # the project's class-data options go together
+        project = [o for o in project if o not in _CLASS_DATA_COMPANIONS]
+    kept = [o for o in project if _option_kind(o) not in kinds]
+    return " ".join([*kept, *([user.strip()] if user.strip() else [])])
 
 
 def class_data_archive() -> Path:
@@ -164,6 +213,10 @@ def class_data_archive() -> Path:
     import pyspark
 
     return Path(sys.prefix) / "share" / "lepton-spark" / f"spark-{pyspark.__version__}.jsa"
+
+
+#: the options that go with the class-data archive's ``-XX:SharedArchiveFile`` (:func:`_class_data_options`)
+_CLASS_DATA_COMPANIONS = ("-XX:+IgnoreUnrecognizedVMOptions", "-Xlog:cds=off", "-Xlog:cds+dynamic=off")
 
 
 def _class_data_options() -> list[str]:
@@ -184,8 +237,7 @@ def _class_data_options() -> list[str]:
             return []
     except (OSError, ValueError):
         return []
-    return ["-XX:+IgnoreUnrecognizedVMOptions", f"-XX:SharedArchiveFile={archive}", "-Xlog:cds=off",
-            "-Xlog:cds+dynamic=off"]
+    return [*_CLASS_DATA_COMPANIONS[:1], f"-XX:SharedArchiveFile={archive}", *_CLASS_DATA_COMPANIONS[1:]]
 
 
 def get_spark(conf: SparkConfig | None = None, *, inputs: Sequence[str] = ()) -> SparkSession:
@@ -198,6 +250,7 @@ def get_spark(conf: SparkConfig | None = None, *, inputs: Sequence[str] = ()) ->
     if active is not None:
         return active
     remote = conf.remote or os.environ.get("SPARK_REMOTE", "")
+    extra = dict(conf.extra)  # spark.* settings of the user's, applied last
     builder = SparkSession.builder.appName(conf.app_name)
     settings: dict[str, str] = {
         "spark.sql.shuffle.partitions": str(conf.shuffle_partitions),
@@ -230,9 +283,10 @@ def get_spark(conf: SparkConfig | None = None, *, inputs: Sequence[str] = ()) ->
                     "spark.driver.memory": conf.driver_memory,
                     "spark.ui.enabled": str(conf.ui).lower(),
                     "spark.ui.showConsoleProgress": "false",
-                    "spark.driver.extraJavaOptions": " ".join(
+                    "spark.driver.extraJavaOptions": local_java_options(
                         [f"-Dlog4j2.configurationFile=file:{logs.log4j_config()}", *LOCAL_GC_OPTIONS,
-                         *jit_options(conf.jit, input_bytes, conf.jit_c1_max_mb << 20), *_class_data_options()]),
+                         *jit_options(conf.jit, input_bytes, conf.jit_c1_max_mb << 20), *_class_data_options()],
+                        extra.pop("spark.driver.extraJavaOptions", "")),
                     "spark.sql.warehouse.dir": os.path.join(tempfile.gettempdir(), "lepton-spark-warehouse"),
                 }
             )
@@ -246,7 +300,7 @@ def get_spark(conf: SparkConfig | None = None, *, inputs: Sequence[str] = ()) ->
             # closes a Python worker that sat idle for a minute, and over a Unix socket that worker's
             # goodbye fails (EPIPE) and pyspark's daemon prints a BrokenPipeError traceback on stderr:
             # every nightly with a minute between Python jobs, and stderr is JSON lines in json mode
-    settings.update(conf.extra)
+    settings.update(extra)
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -113,14 +113,16 @@ def nightly_json(tmp_path_factory):
     """The nightly (SGC on Cora, build/train/propagate) in its own process with logging.format json."""
     out = tmp_path_factory.mktemp("json-logs")
     cfg = out / "json.yaml"
-    # spark.log.level INFO: the JVM logs at start-up whatever the run does (its JSON lines are checked)
+    # spark.log.level INFO: the JVM logs at start-up whatever the run does (its JSON lines are checked);
+    # a JVM option of the user's (a GC log file) goes beside the project's ones (checked below)
     cfg.write_text("logging:\n  format: json\nspark:\n  driver_memory: 2g\n  shuffle_partitions: 4\n"
-                   "  extra:\n    spark.log.level: INFO\n"
+                   f"  extra:\n    spark.log.level: INFO\n    spark.driver.extraJavaOptions: -Xlog:gc:file={out}/gc.log\n"
                    "model:\n  type: sgc\n  params: {K: 2}\npipeline:\n  stages: [build, train, propagate]\n")
     r = subprocess.run([sys.executable, "-m", "lepton_spark.cli", "nightly", "--config", str(cfg),
                         "--output", str(out / "run"), "--run-date", "2026-11-01"],
                        capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
+    r.gc_log = out / "gc.log"
     return r
 
 
@@ -151,3 +153,10 @@ def test_small_nightly_runs_its_jvm_with_c1_only(nightly_json) -> None:
     arguments, not from the config."""
     ready = [json.loads(ln)["message"] for ln in nightly_json.stderr.splitlines() if "session ready" in ln]
     assert len(ready) == 1 and "jit c1" in ready[0], ready
+
+
+def test_user_java_options_join_the_project_ones(nightly_json) -> None:
+    """spark.extra's spark.driver.extraJavaOptions reaches the local JVM (it wrote the GC log the
+    option asked for) without replacing the project's options: the JVM ran the project's collector,
+    its log4j configuration (the JVM's lines are JSON, test above) and its JIT choice (test above)."""
+    assert "Using Parallel" in nightly_json.gc_log.read_text()

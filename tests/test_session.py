@@ -98,3 +98,46 @@ def test_the_test_session_jvm_runs_tiered(spark) -> None:
     if getattr(spark, "_jvm", None) is None:
         pytest.skip("the session's JVM is not one this process launched (Spark Connect)")
     assert jvm_jit(spark) == "tiered"
+
+
+def test_user_java_options_are_added_to_the_local_jvm_options() -> None:
+    """``spark.extra`` ``spark.driver.extraJavaOptions`` on a local launch: appended to the project's
+    options; a user option that sets a collector, the JIT, the log4j configuration or class data
+    sharing replaces the project's option of that kind (two collectors would stop the JVM)."""
+    from lepton_spark.session import local_java_options
+
+    ours = ["-Dlog4j2.configurationFile=file:/x/log4j2.properties", "-XX:+UseParallelGC", "-XX:TieredStopAtLevel=1",
+            "-XX:+IgnoreUnrecognizedVMOptions", "-XX:SharedArchiveFile=/x/spark.jsa", "-Xlog:cds=off",
+            "-Xlog:cds+dynamic=off"]
+    assert local_java_options(ours, "") == " ".join(ours)
+    assert local_java_options(ours, "  ") == " ".join(ours)
+    # an option of another kind: added after all of ours
+    assert local_java_options(ours, "-XX:+HeapDumpOnOutOfMemoryError -Dfoo='a b'") == \
+        " ".join(ours) + " -XX:+HeapDumpOnOutOfMemoryError -Dfoo='a b'"
+    # -XX:+UseGCOverheadLimit is not a collector
+    assert local_java_options(ours, "-XX:+UseGCOverheadLimit").split()[:-1] == ours
+    cases = {
+        "-XX:+UseG1GC": {"-XX:+UseParallelGC"},
+        "-XX:+UseZGC -Xmx2g": {"-XX:+UseParallelGC"},
+        "-XX:TieredStopAtLevel=4": {"-XX:TieredStopAtLevel=1"},
+        "-XX:-TieredCompilation": {"-XX:TieredStopAtLevel=1"},
+        "-Dlog4j.configurationFile=mine.xml": {"-Dlog4j2.configurationFile=file:/x/log4j2.properties"},
+        "-Xshare:off": {"-XX:+IgnoreUnrecognizedVMOptions", "-XX:SharedArchiveFile=/x/spark.jsa",
+                        "-Xlog:cds=off", "-Xlog:cds+dynamic=off"},
+    }
+    for user, dropped in cases.items():
+        got = local_java_options(ours, user)
+        assert got == " ".join([o for o in ours if o not in dropped] + [user]), (user, got)
+
+
+def test_jit_of_reads_the_last_jit_option() -> None:
+    """The session line's JIT word: the JVM's last JIT option wins, as in the JVM."""
+    from lepton_spark.session import C1_ONLY, jit_of
+
+    assert jit_of([]) == "tiered"
+    assert jit_of(["-Xmx4g", C1_ONLY]) == "c1"
+    assert jit_of([C1_ONLY, "-XX:TieredStopAtLevel=4"]) == "tiered"
+    assert jit_of(["-XX:TieredStopAtLevel=4", "-XX:TieredStopAtLevel=3"]) == "c1"
+    assert jit_of(["-XX:TieredStopAtLevel=0"]) == "interpreter"
+    assert jit_of([C1_ONLY, "-XX:-TieredCompilation"]) == "c2"
+    assert jit_of(["-XX:-TieredCompilation", "-XX:+TieredCompilation"]) == "tiered"
