@@ -284,3 +284,22 @@ def test_links_bad_inputs_get_clear_errors(spark, link_nightly, tmp_path, capsys
         assert rc == code, (argv, err)
         assert len(lines) == 1 and needle in lines[0], err
     assert not (tmp_path / "o" / "outputs").exists()
+
+
+def test_large_graph_gae_propagation_follows_the_graph_config(spark, link_nightly, tmp_path, caplog) -> None:
+    """The gae Spark path's propagation over the training graph obeys the run's ``graph`` settings
+    (a forced plan here), as the propagate stage's does."""
+    import logging
+
+    from lepton_spark.config import load_config
+    from lepton_spark.pipeline.stages import train_model
+
+    _, graph, _, _ = link_nightly
+    cfg = load_config(None, ["model.type=gae", "train.local_max_nodes=10", "graph.plan=partitioned",
+                             "model.params={encoder: sgc, epochs: 20}"])
+    with caplog.at_level(logging.INFO, logger="lepton_spark.graph.propagation"):
+        metrics = train_model(spark, cfg, str(graph), str(tmp_path / "m"), hparams=cfg.model.params)
+    plans = [r.getMessage() for r in caplog.records if r.getMessage().startswith("propagate: ")
+             and " plan (" in r.getMessage()]
+    assert plans and all(m.startswith("propagate: partitioned plan (forced)") for m in plans), plans
+    assert metrics["path"] == "spark-propagated features" and 0.0 <= metrics["test_auc"] <= 1.0

@@ -186,3 +186,44 @@ def test_train_from_spark_propagation_is_served_to_the_forward_pass(tmp_path, mo
         assert calls == [2, 2, 2]
     finally:
         cache.close()
+
+
+
+SPARK_PATH_SGC = ["model.type=sgc", "train.local_max_nodes=10", "model.params={weight_decay: 0.00001}"]
+
+
+@pytest.fixture(scope="module")
+def cora_spark_path_sgc(spark, tmp_path_factory) -> dict[str, Any]:
+    """The train stage's metrics for SGC on the bundled Cora graph through the Spark path, default config."""
+    from lepton_spark.config import load_config
+    from lepton_spark.pipeline.stages import train_model
+
+    from .conftest import ROOT
+
+    cfg = load_config(None, SPARK_PATH_SGC)
+    return train_model(spark, cfg, str(ROOT / "data" / "cora"), str(tmp_path_factory.mktemp("sgc-ref") / "model"),
+                       hparams=cfg.model.params)
+
+
+@pytest.mark.parametrize("plan", ["broadcast", "partitioned"])
+def test_train_stage_spark_path_follows_the_graph_config(spark, tmp_path, caplog, cora_spark_path_sgc,
+                                                         plan: str) -> None:
+    """Above train.local_max_nodes the train stage's propagations obey the run's ``graph`` settings
+    (here a forced plan), like the propagate stage's: they ran on the defaults whatever the config
+    said. The model is the one the default config trains (test accuracy within 0.01)."""
+    import logging
+
+    from lepton_spark.config import load_config
+    from lepton_spark.pipeline.stages import train_model
+
+    from .conftest import ROOT
+
+    cfg = load_config(None, [*SPARK_PATH_SGC, f"graph.plan={plan}"])
+    with caplog.at_level(logging.INFO, logger="lepton_spark.graph.propagation"):
+        metrics = train_model(spark, cfg, str(ROOT / "data" / "cora"), str(tmp_path / "model"),
+                              hparams=cfg.model.params)
+    plans = [r.getMessage() for r in caplog.records if r.getMessage().startswith("propagate: ")
+             and " plan (" in r.getMessage()]
+    assert plans and all(m.startswith(f"propagate: {plan} plan (forced)") for m in plans), plans
+    ref = cora_spark_path_sgc
+    assert metrics["test_acc"] > 0.7 and abs(metrics["test_acc"] - ref["test_acc"]) <= 0.01, (metrics, ref)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -87,11 +88,15 @@ def _negatives(spark: Any, pool: np.ndarray, count: int, pairs: DataFrame, rng: 
 
 
 def train_link_from_spark(g: Any, model: GAE, *, seed: int = 0, features: str = "features",
-                          weight: str = "weight") -> tuple[GAE, dict[str, Any]]:
+                          weight: str = "weight",
+                          propagate_options: Mapping[str, Any] | None = None) -> tuple[GAE, dict[str, Any]]:
     """Train ``model`` (a :class:`GAE` with ``encoder="sgc"``) from a
     :class:`lepton_spark.graph.GraphFrame` over the RAW graph; see the module docstring. Returns
     ``(model, metrics)`` with the keys of :func:`lepton_spark.models.gae.train_link_model` (``path``:
-    ``spark-propagated features``, ``edge_split``: the pair counts per part and the sample sizes)."""
+    ``spark-propagated features``, ``edge_split``: the pair counts per part and the sample sizes).
+    ``propagate_options``: passed to the Spark propagation of the training graph (e.g. ``config``, the
+    run's :class:`~lepton_spark.config.GraphConfig`); not an operator cache keyed by the whole graph,
+    whose edges differ from the training graph's."""
     from lepton_spark.graph import GraphFrame
     from lepton_spark.models.base import json_clean as _clean
     from lepton_spark.models.plan import SparkOps
@@ -135,11 +140,11 @@ def train_link_from_spark(g: Any, model: GAE, *, seed: int = 0, features: str = 
         pairs.unpersist()
         # S^K X~ over the TRAINING graph, collected for the sampled vertices only
         if not hasattr(model, "params_"):
-            ops0 = SparkOps(GraphFrame(g.vertices, edges), features=features)
+            ops0 = SparkOps(GraphFrame(g.vertices, edges), features=features, propagate_options=propagate_options)
             needs_stats = model.feature_norm in ("auto", "standard")
             model.resolve_feature_norm(ops0.feature_summary(ops0.features()) if needs_stats else None)
         train_edges = tagged.filter(F.col("part").isin("train", "loop")).select("src", "dst", "weight")
-        ops = SparkOps(GraphFrame(g.vertices, train_edges), features=features)
+        ops = SparkOps(GraphFrame(g.vertices, train_edges), features=features, propagate_options=propagate_options)
         try:
             x = model._input_table(ops)
             z = ops.propagate(x, ops.gcn_edges(), model.K) if model.K else x

@@ -205,10 +205,14 @@ def train_model(spark: SparkSession, cfg: Any, graph_dir: str, model_dir: str,
         from lepton_spark.models.precompute import train_from_spark
 
         g, model = GraphFrame(vertices, edges), create_model(cfg.model.type, **hp)
-        if cfg.model.type == "gae":  # sampled pairs
-            model, metrics = train_link_from_spark(g, model, seed=cfg.train.seed)
+        # the run's graph settings (plan, broadcast_max_bytes, partitions, ...) rule these propagations
+        # as they rule the propagate stage's; a caller's "config" wins
+        options = {"config": cfg.graph, **(propagate_options or {})}
+        if cfg.model.type == "gae":  # sampled pairs, over the training graph: no shared operators
+            model, metrics = train_link_from_spark(g, model, seed=cfg.train.seed,
+                                                   propagate_options={"config": options["config"]})
         else:
-            model, metrics = train_from_spark(g, model, seed=cfg.train.seed, propagate_options=propagate_options)
+            model, metrics = train_from_spark(g, model, seed=cfg.train.seed, propagate_options=options)
         fingerprint = {"num_vertices": n, "num_edges": edges.count(), "trained_from": "spark-propagated features"}
     else:
         data = local_graph(spark, vertices, edges, graph_dir)
