@@ -47,7 +47,9 @@ class SparkConfig:
 class GraphConfig:
     engine: Literal["auto", "builtin", "graphframes"] = "auto"
     plan: Literal["auto", "broadcast", "partitioned"] = "auto"
-    broadcast_max_bytes: int = 512 * 1024 * 1024  # feature matrix size up to which the broadcast plan runs
+    # per-vertex state size up to which the broadcast plan runs; 0 = auto (graph.broadcast_limit: 512 MiB,
+    # in local mode a sixteenth of physical memory within [512 MiB, 2 GiB])
+    broadcast_max_bytes: int = 0
     native_aggregate: Literal["auto", "on", "off"] = "auto"  # vector_sum/vector_avg on Spark >= 4.3
     checkpoint_interval: int = 1  # cut lineage every N rounds
     local_exchange: bool = True  # local mode: broadcast plan exchanges features via /dev/shm files
@@ -279,6 +281,8 @@ def _validate(obj: Any, prefix: str) -> None:
             raise ConfigError(f"{prefix}.{name}: must be > 0, got {getattr(obj, name)}")
     if isinstance(obj, ModelConfig):
         _validate_model_params(obj, prefix)
+    if isinstance(obj, GraphConfig) and obj.broadcast_max_bytes < 0:
+        raise ConfigError(f"{prefix}.broadcast_max_bytes: must be >= 0 (0 = auto), got {obj.broadcast_max_bytes}")
     if isinstance(obj, BuildConfig) and not 0.0 <= obj.max_quarantine_fraction <= 1.0:
         raise ConfigError(f"{prefix}.max_quarantine_fraction: must be in [0, 1]")
     if isinstance(obj, AnalyticsConfig) and not 0.0 < obj.pagerank_reset < 1.0:

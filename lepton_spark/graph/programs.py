@@ -35,6 +35,7 @@ from lepton_spark import storage
 from lepton_spark.config import GraphConfig
 from lepton_spark.graph.arrow import state_table
 from lepton_spark.graph.blocks import BroadcastOperator
+from lepton_spark.graph.broadcast_limit import broadcast_max_bytes
 from lepton_spark.session import is_connect
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ def choose_plan(spark: Any, n_bytes_state: int, cfg: GraphConfig, plan: str | No
         return plan
     if is_connect(spark):
         return "partitioned"
-    return "broadcast" if n_bytes_state <= cfg.broadcast_max_bytes else "partitioned"
+    return "broadcast" if n_bytes_state <= broadcast_max_bytes(spark, cfg) else "partitioned"
 
 
 def _orient(edges: DataFrame, direction: str) -> tuple[DataFrame, bool]:

@@ -313,11 +313,13 @@ def driver_features(ctx: RunContext, n: int | None, dim: int | None) -> tuple[np
     propagate stage at 100k x 64; pyarrow reads the Parquet files in a fraction of that. Anything
     unexpected (another file system, other ids than counted, ragged rows) falls back to Spark.
     """
+    from lepton_spark.graph.broadcast_limit import broadcast_max_bytes
     from lepton_spark.session import is_connect
 
     g = ctx.cfg.graph
     if not n or not dim or g.plan == "partitioned" or is_connect(ctx.spark) \
-            or n * dim * 4 > min(g.broadcast_max_bytes, _DRIVER_FEATURES_MAX_BYTES) or not ctx.graph_meta():
+            or n * dim * 4 > min(broadcast_max_bytes(ctx.spark, g), _DRIVER_FEATURES_MAX_BYTES) \
+            or not ctx.graph_meta():
         return None
     try:
         vt = storage.read_parquet_arrow(storage.join_path(ctx.graph_dir, "vertices"), ["id", "features"])

@@ -6,7 +6,8 @@ every aggregator. Edges whose src or dst is not a vertex are ignored (GraphFrame
 
 This package is the public API and the choice of plan; each physical plan is a module of its own.
 Two plans, chosen once per call by the size of the feature matrix (``n * d * 4`` bytes) against
-``graph.broadcast_max_bytes`` (always partitioned on Spark Connect), and logged:
+``graph.broadcast_max_bytes`` (:mod:`lepton_spark.graph.broadcast_limit`; always partitioned on Spark
+Connect), and logged:
 
 - **broadcast** (:mod:`.broadcast_plan`): the feature matrix sits on the driver and every cached
   CSR block multiplies it in one mapInArrow per round; nothing is shuffled. The fastest plan on one
@@ -32,6 +33,7 @@ from pyspark.sql import functions as F
 
 from lepton_spark.config import GraphConfig
 from lepton_spark.graph import kernels
+from lepton_spark.graph.broadcast_limit import broadcast_max_bytes
 from lepton_spark.graph.propagation import broadcast_plan, partitioned_plan
 from lepton_spark.graph.propagation.broadcast_plan import OperatorCache
 from lepton_spark.graph.propagation.inputs import (
@@ -167,7 +169,8 @@ def propagate(
         Partitioned plan: the number of vertex blocks (default: one per task slot, more only when a
         block would exceed ``config.block_max_bytes``).
     broadcast_max_bytes : int, optional
-        The ``auto`` plan's threshold; default ``config.broadcast_max_bytes``.
+        The ``auto`` plan's threshold; default ``config.broadcast_max_bytes``; 0 means automatic
+        (:mod:`lepton_spark.graph.broadcast_limit`: 512 MiB, more in local mode).
     checkpoint : str, optional
         A directory for the round state: each completed round is written there, and a later call
         with the same inputs resumes after the last complete round.
@@ -259,9 +262,10 @@ def choose_plan(inp: Inputs, spec: RunSpec) -> PlanChoice:
         if is_connect(inp.spark):
             chosen, why = "partitioned", "Spark Connect: the feature matrix never rides in a client closure"
         else:
-            chosen = "broadcast" if size <= spec.broadcast_max_bytes else "partitioned"
+            limit = broadcast_max_bytes(inp.spark, spec.config, spec.broadcast_max_bytes)
+            chosen = "broadcast" if size <= limit else "partitioned"
             why = (f"feature matrix {size / 2**20:.1f} MiB {'<=' if chosen == 'broadcast' else '>'} "
-                   f"{spec.broadcast_max_bytes / 2**20:.0f} MiB")
+                   f"{limit / 2**20:.0f} MiB")
     else:
         chosen, why = spec.plan, "forced"
     if chosen == "broadcast":
