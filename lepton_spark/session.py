@@ -20,7 +20,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from lepton_spark import logs
-from lepton_spark.config import SparkConfig
+from lepton_spark.config import ConfigError, SparkConfig
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,11 @@ def local_java_options(project: Sequence[str], user: str) -> str:
     ``-XX:SharedArchiveFile``; then none of the project's class-data options is kept).
     The user's string is appended as given (Spark splits it, quotes included).
     """
-    kinds = {_option_kind(option) for option in shlex.split(user)} - {None}
+    try:
+        words = shlex.split(user)
+    except ValueError as exc:  # unbalanced quotes: the JVM could not start with it either
+        raise ConfigError(f"spark.extra: spark.driver.extraJavaOptions {user!r}: {exc}") from None
+    kinds = {_option_kind(option) for option in words} - {None}
     if "class data" in kinds:  # the project's class-data options go together
         project = [o for o in project if o not in _CLASS_DATA_COMPANIONS]
     kept = [o for o in project if _option_kind(o) not in kinds]

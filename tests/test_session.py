@@ -128,6 +128,10 @@ def test_user_java_options_are_added_to_the_local_jvm_options() -> None:
     for user, dropped in cases.items():
         got = local_java_options(ours, user)
         assert got == " ".join([o for o in ours if o not in dropped] + [user]), (user, got)
+    from lepton_spark.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"spark\.driver\.extraJavaOptions .*No closing quotation"):
+        local_java_options(ours, "-Dfoo='a b")
 
 
 def test_jit_of_reads_the_last_jit_option() -> None:
