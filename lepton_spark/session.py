@@ -8,13 +8,14 @@ builds a small-machine local session (``local[*]``, few shuffle partitions, UI o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shlex
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -76,6 +77,35 @@ def _local_cores(master: str) -> int | None:
     if inner == "*":
         return os.cpu_count() or 1
     return int(inner) if inner.isdigit() else None
+
+
+@contextlib.contextmanager
+def sql_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[None]:
+    """Run the block with the SQL ``settings`` set on ``spark``, restoring the previous values after.
+
+    A setting the session refuses (some shared clusters and Connect servers deny some keys) is left
+    as it is: these settings tune speed, never results. Only jobs that start inside the block see them.
+    """
+    previous: dict[str, str | None] = {}
+    for key, value in settings.items():
+        try:
+            before = spark.conf.get(key, None)
+            spark.conf.set(key, value)
+        except Exception as exc:  # noqa: BLE001 - a refused tuning setting must not fail the job
+            log.debug("sql_conf: %s=%s not set (%s)", key, value, exc)
+            continue
+        previous[key] = before
+    try:
+        yield
+    finally:
+        for key, before in previous.items():
+            try:
+                if before is None:
+                    spark.conf.unset(key)
+                else:
+                    spark.conf.set(key, before)
+            except Exception as exc:  # noqa: BLE001
+                log.debug("sql_conf: %s not restored (%s)", key, exc)
 
 
 def task_slots(spark: SparkSession) -> int:

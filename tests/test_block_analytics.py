@@ -383,3 +383,28 @@ def test_broadcast_operator_rounds_reuse_one_job_per_reduction(spark):
         assert received[v] == bool(senders)
         if senders:
             assert got4[v] == min(labels[s] for s in senders)
+
+
+def test_partitioned_rounds_run_without_adaptive_execution_and_restore_it(spark, monkeypatch):
+    """The partitioned engine's rounds run with ``ROUND_CONF`` (adaptive execution off: their shuffles
+    have fixed partition counts) and leave the session's own setting as it was; results unchanged."""
+    from lepton_spark.graph import partitioned
+
+    seen = []
+    real = partitioned._rounds
+
+    def spy(spark_, *args, **kwargs):
+        seen.append(spark_.conf.get("spark.sql.adaptive.enabled"))
+        return real(spark_, *args, **kwargs)
+
+    monkeypatch.setattr(partitioned, "_rounds", spy)
+    before = spark.conf.get("spark.sql.adaptive.enabled", None)
+    ids, src, dst = _graph()
+    ok = np.isin(dst, ids)
+    g = _frame(spark, ids, src[ok], dst[ok])
+    got = page_rank(g, maxIter=5, plan="partitioned", num_blocks=2).vertices.toPandas()
+    ref = page_rank(g, maxIter=5, plan="broadcast").vertices.toPandas()
+    assert seen == ["false"]
+    assert spark.conf.get("spark.sql.adaptive.enabled", None) == before
+    m = dict(zip(ref["id"], ref["pagerank"]))
+    np.testing.assert_allclose(got["pagerank"].to_numpy(), [m[i] for i in got["id"]], rtol=1e-9)

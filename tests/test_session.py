@@ -145,3 +145,46 @@ def test_jit_of_reads_the_last_jit_option() -> None:
     assert jit_of(["-XX:TieredStopAtLevel=0"]) == "interpreter"
     assert jit_of([C1_ONLY, "-XX:-TieredCompilation"]) == "c2"
     assert jit_of(["-XX:-TieredCompilation", "-XX:+TieredCompilation"]) == "tiered"
+
+
+def test_sql_conf_sets_settings_for_the_block_and_restores_them(spark) -> None:
+    from lepton_spark.session import sql_conf
+
+    key, unset_key = "spark.sql.shuffle.partitions", "spark.lepton.test.unset"
+    before = spark.conf.get(key)
+    assert spark.conf.get(unset_key, None) is None
+    with sql_conf(spark, {key: "7", unset_key: "x"}):
+        assert spark.conf.get(key) == "7"
+        assert spark.conf.get(unset_key) == "x"
+    assert spark.conf.get(key) == before
+    assert spark.conf.get(unset_key, None) is None  # a key that was not set is unset again
+    with pytest.raises(RuntimeError), sql_conf(spark, {key: "9"}):
+        raise RuntimeError("the block fails")
+    assert spark.conf.get(key) == before  # restored when the block raises too
+
+
+def test_sql_conf_skips_a_setting_the_session_refuses() -> None:
+    from lepton_spark.session import sql_conf
+
+    class Conf:
+        def __init__(self) -> None:
+            self.values = {"ok": "1"}
+
+        def get(self, key, default=None):
+            return self.values.get(key, default)
+
+        def set(self, key, value):
+            if key == "refused":
+                raise PermissionError("not allowed on this cluster")
+            self.values[key] = value
+
+        def unset(self, key):
+            self.values.pop(key, None)
+
+    class Session:
+        conf = Conf()
+
+    s = Session()
+    with sql_conf(s, {"refused": "x", "ok": "2"}):
+        assert s.conf.values == {"ok": "2"}
+    assert s.conf.values == {"ok": "1"}

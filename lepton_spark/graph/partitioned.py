@@ -40,6 +40,7 @@ from lepton_spark.config import GraphConfig
 from lepton_spark.graph import arrow, kernels
 from lepton_spark.graph.arrow import cell
 from lepton_spark.graph.propagation.partitioned_plan import (
+    ROUND_CONF,
     block_keys,
     block_label,
     cogroup,
@@ -49,7 +50,7 @@ from lepton_spark.graph.propagation.partitioned_plan import (
     row_pieces,
 )
 from lepton_spark.graph.propagation.rounds import LineagePolicy
-from lepton_spark.session import task_slots
+from lepton_spark.session import sql_conf, task_slots
 
 if TYPE_CHECKING:
     from lepton_spark.graph.programs import VertexProgram
@@ -302,7 +303,6 @@ class PartitionedOperator:
 
 def _run(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_iter: int,
          degrees: tuple[str, Any] = ("outdeg", np.float64), pull: bool = False) -> DataFrame:
-    from lepton_spark.graph.arrow import state_table
     t0 = time.perf_counter()
     policy = LineagePolicy.for_session(spark, what=prog.name, logger=log)  # every round is cut
     # a local round state is cut lazily: the round's delta job stores it (one job a round, not two);
@@ -368,6 +368,15 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_i
 
         return step
 
+    with sql_conf(spark, ROUND_CONF):
+        return _rounds(spark, eblocks, blocks, prog, max_iter, rounds, policy, step_fn, width, dtype, t0)
+
+
+def _rounds(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_iter: int,
+            rounds: LineagePolicy, policy: LineagePolicy, step_fn: Any, width: int, dtype: np.dtype,
+            t0: float) -> DataFrame:
+    """The rounds of :func:`_run` and the result table (under :data:`ROUND_CONF`)."""
+    from lepton_spark.graph.arrow import state_table
     empty = spark.createDataFrame([], _MSG)
     state = rounds.cut(cogroup(empty, eblocks, step_fn(True, max_iter == 0), _MSG))
     try:
