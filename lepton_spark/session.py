@@ -84,7 +84,8 @@ def sql_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[None]
     """Run the block with the SQL ``settings`` set on ``spark``, restoring the previous values after.
 
     A setting the session refuses (some shared clusters and Connect servers deny some keys) is left
-    as it is: these settings tune speed, never results. Only jobs that start inside the block see them.
+    as it is: these settings tune speed, never results. Jobs see them when they start inside the block;
+    the settings are the session's, so a job another thread starts meanwhile sees them too.
     """
     previous: dict[str, str | None] = {}
     for key, value in settings.items():
