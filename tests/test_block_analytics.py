@@ -391,13 +391,13 @@ def test_partitioned_rounds_run_without_adaptive_execution_and_restore_it(spark,
     from lepton_spark.graph import partitioned
 
     seen = []
-    real = partitioned._rounds
+    real = partitioned._run
 
     def spy(spark_, *args, **kwargs):
         seen.append(spark_.conf.get("spark.sql.adaptive.enabled"))
         return real(spark_, *args, **kwargs)
 
-    monkeypatch.setattr(partitioned, "_rounds", spy)
+    monkeypatch.setattr(partitioned, "_run", spy)
     before = spark.conf.get("spark.sql.adaptive.enabled", None)
     ids, src, dst = _graph()
     ok = np.isin(dst, ids)

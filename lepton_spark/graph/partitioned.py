@@ -297,12 +297,14 @@ class PartitionedOperator:
         destination block) instead of pre-counted (vertex, value, count) partials (one per edge
         while the values are still distinct), and counts its own vertices' neighbours' values.
         """
-        return _run(self.spark, self.eblocks, self.blocks, prog, max_iter, (self.degrees, self.degrees_dtype),
-                    pull=symmetric and prog.reduce == "mode")
+        with sql_conf(self.spark, ROUND_CONF):  # the rounds and the result table
+            return _run(self.spark, self.eblocks, self.blocks, prog, max_iter, (self.degrees, self.degrees_dtype),
+                        pull=symmetric and prog.reduce == "mode")
 
 
 def _run(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_iter: int,
          degrees: tuple[str, Any] = ("outdeg", np.float64), pull: bool = False) -> DataFrame:
+    from lepton_spark.graph.arrow import state_table
     t0 = time.perf_counter()
     policy = LineagePolicy.for_session(spark, what=prog.name, logger=log)  # every round is cut
     # a local round state is cut lazily: the round's delta job stores it (one job a round, not two);
@@ -368,15 +370,6 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_i
 
         return step
 
-    with sql_conf(spark, ROUND_CONF):
-        return _rounds(spark, eblocks, blocks, prog, max_iter, rounds, policy, step_fn, width, dtype, t0)
-
-
-def _rounds(spark: Any, eblocks: DataFrame, blocks: int, prog: VertexProgram, max_iter: int,
-            rounds: LineagePolicy, policy: LineagePolicy, step_fn: Any, width: int, dtype: np.dtype,
-            t0: float) -> DataFrame:
-    """The rounds of :func:`_run` and the result table (under :data:`ROUND_CONF`)."""
-    from lepton_spark.graph.arrow import state_table
     empty = spark.createDataFrame([], _MSG)
     state = rounds.cut(cogroup(empty, eblocks, step_fn(True, max_iter == 0), _MSG))
     try:
