@@ -408,3 +408,67 @@ def test_partitioned_rounds_run_without_adaptive_execution_and_restore_it(spark,
     assert spark.conf.get("spark.sql.adaptive.enabled", None) == before
     m = dict(zip(ref["id"], ref["pagerank"]))
     np.testing.assert_allclose(got["pagerank"].to_numpy(), [m[i] for i in got["id"]], rtol=1e-9)
+
+
+@pytest.mark.parametrize("parts", [3, 4])  # block numbers by dst modulo 3, and by a mask for 4
+def test_broadcast_operator_packs_the_same_blocks_from_edge_files(spark, tmp_path, caplog, parts):
+    """In local mode an operator given the Parquet files its edges were read from (EdgeFiles) packs
+    its blocks from the files, and every round, degree and receiver set equals the operator packed
+    from the DataFrame: non-dense ids, self-loops, multi-edges, an edge to a missing vertex; weighted
+    and unweighted files. Files with a string ``src`` are not used (the DataFrame is packed); a
+    null weight is rejected either way."""
+    import logging
+
+    from lepton_spark.errors import InvalidGraphError
+    from lepton_spark.graph.blocks import BroadcastOperator, EdgeFiles
+
+    ids, src, dst = _graph(seed=11)
+    rng = np.random.default_rng(1)
+    w = rng.uniform(0.5, 2.0, len(src))
+    path = str(tmp_path / "edges")
+    spark.createDataFrame([(int(s), int(d), float(x)) for s, d, x in zip(src, dst, w)],
+                          "src long, dst long, weight double").repartition(3).write.parquet(path)
+    edges = spark.read.parquet(path)
+    x = rng.normal(size=(len(ids), 2))
+    labels = rng.integers(0, 5, len(ids)).astype(np.int64)
+
+    def rounds(op: BroadcastOperator) -> list[np.ndarray]:
+        return [*op.apply(x, "sum"), op.apply(x, "sum", weighted=False)[0], op.apply(labels, "min")[0],
+                op.apply(x, "max")[0], op.out_degrees(), op.in_degrees()]
+
+    with BroadcastOperator.prepare(spark, ids, edges, parts) as op:
+        expected = rounds(op)
+    with (caplog.at_level(logging.INFO, logger="lepton_spark.graph.blocks"),
+          BroadcastOperator.prepare(spark, ids, edges, parts, files=EdgeFiles(path)) as op):
+        got = rounds(op)
+    assert "read from the edge files" in caplog.text
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-12, atol=0)
+
+    # unweighted files: every edge weighs 1, as an edge DataFrame without a weight column
+    plain = edges.select("src", "dst")
+    with BroadcastOperator.prepare(spark, ids, plain, parts) as op:
+        expected = rounds(op)
+    with BroadcastOperator.prepare(spark, ids, plain, parts, files=EdgeFiles(path, weight=None)) as op:
+        got = rounds(op)
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-12, atol=0)
+
+    # a string src column: the files are not used, and the DataFrame's blocks give the same rounds
+    spath = str(tmp_path / "edges_str")
+    edges.selectExpr("cast(src as string) as src", "dst", "weight").write.parquet(spath)
+    caplog.clear()
+    with (caplog.at_level(logging.INFO, logger="lepton_spark.graph.blocks"),
+          BroadcastOperator.prepare(spark, ids, spark.read.parquet(spath), parts, files=EdgeFiles(spath)) as op):
+        got_sum = op.apply(x, "sum")[0]
+    assert "other types" in caplog.text and "read from the edge files" not in caplog.text
+    with BroadcastOperator.prepare(spark, ids, edges, parts) as op:
+        np.testing.assert_allclose(got_sum, op.apply(x, "sum")[0], rtol=1e-12, atol=0)
+
+    # a null weight: InvalidGraphError from the files as from the DataFrame
+    npath = str(tmp_path / "edges_null")
+    spark.createDataFrame([(int(ids[0]), int(ids[1]), None), (int(ids[1]), int(ids[2]), 1.0)],
+                          "src long, dst long, weight double").write.parquet(npath)
+    for files in (None, EdgeFiles(npath)):
+        with pytest.raises(InvalidGraphError, match="null, NaN or infinite weight"):
+            BroadcastOperator.prepare(spark, ids, spark.read.parquet(npath), parts, files=files)

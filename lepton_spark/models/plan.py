@@ -400,6 +400,9 @@ class SparkOps:
         # plan will collect them anyway): the features table is registered as resident, so the first
         # per-row step runs on that matrix and the first propagation reads it, with no Spark job
         self.driver_features = self.propagate_options.pop("driver_features", None)
+        # the local Parquet directory the graph's edges were read from (a validated graph's): the
+        # propagations over the graph's own edges pack their blocks from its files (graph.blocks.EdgeFiles)
+        self.edge_files: str | None = self.propagate_options.pop("edge_files", None)
         self._raw: Any = None
         # id(output table) -> (output, input, numpy fn) for every per-row step (map, dense): result()
         # follows them back so the probabilities are computed in the same pass as the embedding
@@ -515,6 +518,11 @@ class SparkOps:
             edges = edges.raw
         if edges is self._raw:  # the graph's own edges (not e.g. APPNP's teleport graph)
             key = self.operator_key
+            if self.edge_files:
+                from lepton_spark.graph.blocks import EdgeFiles
+
+                opts["edge_files"] = EdgeFiles(self.edge_files,
+                                               self.weight_col if self.weight_col in self.g.edges.columns else None)
         else:  # the caller's symmetry promise is about the graph's own edges
             opts.pop("symmetric", None)
         g = self.engine.GraphFrame(_id_features(table), edges)

@@ -170,7 +170,8 @@ def train_stage(ctx: RunContext) -> None:
     summary = train_model(ctx.spark, ctx.cfg, ctx.graph_dir, model_dir, hparams=_hparams(ctx), graph=ctx.graph(),
                           num_vertices=ctx.graph_meta().get("num_vertices"),
                           propagate_options={"operators": ctx.operators, "operator_key": ctx.graph_dir,
-                                             "keep_results": True, "symmetric": _symmetric(ctx, weights=True)})
+                                             "keep_results": True, "symmetric": _symmetric(ctx, weights=True),
+                                             **({"edge_files": files} if (files := edge_files(ctx)) else {})})
     ctx.model_dir = model_dir
     keys = ("train_acc", "val_acc", "test_acc", "epochs_run", "majority_rate", "underfit", "feature_norm")
     if summary.get("task") == "link":
@@ -336,6 +337,15 @@ def driver_features(ctx: RunContext, n: int | None, dim: int | None) -> tuple[np
     return (ids, x) if x.shape == (n, dim) and np.isfinite(x).all() else None
 
 
+def edge_files(ctx: RunContext) -> str | None:
+    """The run's graph's edge directory when its propagations may pack their blocks from the files
+    (:class:`~lepton_spark.graph.blocks.EdgeFiles`): a validated graph (``_graph.json``) on a local
+    path, so the files are exactly the edges the graph's DataFrame reads; else None."""
+    if not ctx.graph_dir or not storage.is_local_path(ctx.graph_dir) or not ctx.graph_meta():
+        return None
+    return storage.join_path(ctx.graph_dir, "edges")
+
+
 def forward_on_spark(ctx: RunContext, model: Any, vertices: DataFrame, edges: DataFrame, stage: str,
                      num_vertices: int | None = None, num_features: int | None = None) -> DataFrame:
     """``model.forward_spark`` over the run's graph: round seconds recorded under ``stage``, round state
@@ -353,10 +363,12 @@ def forward_on_spark(ctx: RunContext, model: Any, vertices: DataFrame, edges: Da
         ctx.fault(f"round:{len(rounds)}")
 
     held = driver_features(ctx, num_vertices, num_features)
+    files = edge_files(ctx)
     return model.forward_spark(
         GraphFrame(vertices, edges),
         propagate_options={"checkpoint": storage.join_path(ctx.work_dir, stage), "on_round": on_round,
                            **({"driver_features": held} if held is not None else {}),
+                           **({"edge_files": files} if files else {}),
                            "config": ctx.cfg.graph, "operators": ctx.operators, "operator_key": ctx.graph_dir,
                            "symmetric": _symmetric(ctx, weights=True),
                            **({"num_vertices": int(num_vertices)} if num_vertices else {}),

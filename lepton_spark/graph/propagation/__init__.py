@@ -33,6 +33,7 @@ from pyspark.sql import functions as F
 
 from lepton_spark.config import GraphConfig
 from lepton_spark.graph import kernels
+from lepton_spark.graph.blocks import EdgeFiles
 from lepton_spark.graph.broadcast_limit import broadcast_max_bytes
 from lepton_spark.graph.propagation import broadcast_plan, partitioned_plan
 from lepton_spark.graph.propagation.broadcast_plan import OperatorCache
@@ -92,6 +93,7 @@ class RunSpec:
     operators: OperatorCache | None = None
     operator_key: Any = None
     symmetric: bool = False
+    edge_files: EdgeFiles | None = None
 
     @classmethod
     def resolve(cls, config: GraphConfig | None, *, plan: str | None, native_aggregate: str | None,
@@ -139,6 +141,7 @@ def propagate(
     num_vertices: int | None = None,
     num_features: int | None = None,
     symmetric: bool = False,
+    edge_files: EdgeFiles | None = None,
 ) -> DataFrame:
     """``rounds`` rounds of ``x'_v = agg_{(u -> v, w)} w * x_u``; returns DataFrame(id, features).
 
@@ -205,6 +208,10 @@ def propagate(
         graph built with ``build.symmetrize``, whose ``_graph.json`` says ``symmetric_weights``): the
         partitioned plan then counts in-degrees (``agg="mean"``, ``normalize="sym"``) as out-degrees
         inside each block, with no aggregation over the edges. A false promise gives wrong degrees.
+    edge_files : EdgeFiles, optional
+        The caller's promise that ``g.edges`` holds exactly the edges of these local Parquet files
+        (a validated graph's edge directory): in local mode the broadcast plan packs its blocks from
+        the files, without shuffling the edges through Spark (:class:`~lepton_spark.graph.blocks.EdgeFiles`).
 
     Returns
     -------
@@ -233,7 +240,8 @@ def propagate(
     spec = RunSpec.resolve(
         config, rounds=rounds, agg=agg, plan=plan, native_aggregate=native_aggregate, num_blocks=num_blocks,
         broadcast_max_bytes=broadcast_max_bytes, checkpoint=checkpoint, checkpoint_interval=checkpoint_interval,
-        on_round=on_round, operators=operators, normalize=normalize, operator_key=operator_key, symmetric=symmetric)
+        on_round=on_round, operators=operators, normalize=normalize, operator_key=operator_key, symmetric=symmetric,
+        edge_files=edge_files)
     inp = prepare(g, features, weight, num_vertices, num_features)
     try:
         return _run(inp, spec)
@@ -291,7 +299,7 @@ def _run(inp: Inputs, spec: RunSpec) -> DataFrame:
     if choice.name == "broadcast":
         return broadcast_plan.run(inp, rounds, agg=spec.agg, parts=cfg.num_partitions or None,
                                   local_exchange=cfg.local_exchange, cache=spec.operators, normalize=spec.normalize,
-                                  operator_key=spec.operator_key)
+                                  operator_key=spec.operator_key, edge_files=spec.edge_files)
     slots = cfg.num_partitions or task_slots(inp.spark)
     blocks = spec.num_blocks or num_partitioned_blocks(inp.n * inp.dim * 4, slots, cfg.block_max_bytes)
     return partitioned_plan.run(inp, rounds, agg=spec.agg, blocks=blocks, native=choice.native,

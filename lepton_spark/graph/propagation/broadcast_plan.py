@@ -27,7 +27,7 @@ from lepton_spark import storage
 from lepton_spark.errors import InvalidGraphError
 from lepton_spark.graph import resident
 from lepton_spark.graph.arrow import FLOAT_LIST, list_to_matrix, matrix_to_list
-from lepton_spark.graph.blocks import BroadcastOperator
+from lepton_spark.graph.blocks import BroadcastOperator, EdgeFiles
 from lepton_spark.graph.propagation.inputs import Inputs, check_matrix
 from lepton_spark.graph.propagation.rounds import Rounds, RoundStore
 from lepton_spark.graph.propagation.schemas import RESULT
@@ -188,29 +188,32 @@ def _collect_features(inp: Inputs) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _operator(inp: Inputs, ids: np.ndarray, message_bytes: int, parts: int | None, local_exchange: bool,
-              cache: OperatorCache | None, operator_key: Any) -> tuple[BroadcastOperator, bool]:
+              cache: OperatorCache | None, operator_key: Any,
+              edge_files: EdgeFiles | None = None) -> tuple[BroadcastOperator, bool]:
     """The edges packed into broadcast blocks over ``ids``, from ``cache`` when it holds them: ``(op, reused)``."""
     cacheable = cache is not None and inp.source_edges is not None
     op = cache.get(inp.source_edges, ids, operator_key) if cacheable else None
     if op is not None:
         return op, True
     op = BroadcastOperator.prepare(inp.spark, ids, inp.edges, parts, local_exchange=local_exchange,
-                                   message_bytes=message_bytes)
+                                   message_bytes=message_bytes, files=edge_files)
     if cacheable:
         cache.put(inp.source_edges, op, operator_key)
     return op, False
 
 
 def run(inp: Inputs, rounds: Rounds, *, agg: str, parts: int | None, local_exchange: bool = True,
-        cache: OperatorCache | None = None, normalize: str | None = None, operator_key: Any = None) -> DataFrame:
+        cache: OperatorCache | None = None, normalize: str | None = None, operator_key: Any = None,
+        edge_files: EdgeFiles | None = None) -> DataFrame:
     """The broadcast plan: ``rounds`` over the edges packed once into ``parts`` blocks; DataFrame(id, features).
 
     The result is local rows (built from the driver's matrix). Without ``cache`` the blocks are
-    unpersisted when the rounds end; with it the cache's owner closes them.
+    unpersisted when the rounds end; with it the cache's owner closes them. ``edge_files``: the
+    Parquet files the edges were read from (local mode packs the blocks from them, :class:`EdgeFiles`).
     """
     t0 = time.perf_counter()
     ids, x = _collect_features(inp)
-    op, reused = _operator(inp, ids, x.nbytes, parts, local_exchange, cache, operator_key)
+    op, reused = _operator(inp, ids, x.nbytes, parts, local_exchange, cache, operator_key, edge_files)
     log.info("propagate[broadcast]: %d vertices x %d dims, %d edges; %s in %.2fs", len(ids), inp.dim, op.nnz,
              "edge blocks reused" if reused else "prepared", time.perf_counter() - t0)
     try:
