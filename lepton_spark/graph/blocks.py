@@ -203,7 +203,8 @@ class EdgeFiles:
         if not storage.is_local_path(self.path):
             return False
         try:
-            schema = ds.dataset(self.path.removeprefix("file://"), format="parquet").schema
+            fs, path = storage.filesystem(self.path)
+            schema = ds.dataset(path, filesystem=fs, format="parquet").schema
             types = [schema.field(c).type for c in self.columns()]
         except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
             log.info("blocks: edge files %s not usable (%s); packing the edge DataFrame", self.path,
@@ -216,21 +217,32 @@ class EdgeFiles:
                      self.path, ", ".join(f"{c} {t}" for c, t in zip(self.columns(), types)))
         return ok
 
-    def read(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(src, dst, weight)`` of every edge: int64, int64, float32 (null weight: NaN); rows with a
-        null ``src`` or ``dst`` are left out, as the DataFrame's joins leave them out."""
+    def read_blocks(self, parts: int, blocks: list[int]) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """``(block, src, dst, weight)`` for each of ``blocks`` that has edges (an edge's block: its
+        ``dst`` modulo ``parts``): int64, int64, float32 (a null weight: NaN). The files are read in
+        batches and only these blocks' edges are kept, so a task holds its share of the edges, not
+        all of them. Rows with a null ``src`` or ``dst`` (a validated graph has none) are left out."""
         import pyarrow.dataset as ds
 
-        t = ds.dataset(self.path.removeprefix("file://"), format="parquet").to_table(columns=self.columns())
-        if t.column("src").null_count or t.column("dst").null_count:
-            t = t.filter(pc.and_(pc.is_valid(t.column("src")), pc.is_valid(t.column("dst"))))
-        src = t.column("src").cast(pa.int64()).to_numpy()
-        dst = t.column("dst").cast(pa.int64()).to_numpy()
-        if self.weight:
-            wt = np.asarray(t.column(self.weight).to_numpy(zero_copy_only=False), dtype=np.float64).astype(np.float32)
-        else:
-            wt = np.ones(len(src), dtype=np.float32)
-        return src, dst, wt
+        fs, path = storage.filesystem(self.path)
+        kept: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {p: [] for p in blocks}
+        for batch in ds.dataset(path, filesystem=fs, format="parquet").to_batches(columns=self.columns(),
+                                                                                  batch_size=1 << 20):
+            if batch.column("src").null_count or batch.column("dst").null_count:
+                batch = batch.filter(pc.and_(pc.is_valid(batch.column("src")), pc.is_valid(batch.column("dst"))))
+            src = batch.column("src").cast(pa.int64()).to_numpy()
+            dst = batch.column("dst").cast(pa.int64()).to_numpy()
+            wt = (np.asarray(batch.column(self.weight).to_numpy(zero_copy_only=False), dtype=np.float64)
+                  .astype(np.float32) if self.weight else np.ones(len(src), dtype=np.float32))
+            block = np.bitwise_and(dst, parts - 1) if parts & (parts - 1) == 0 else np.mod(dst, parts)
+            for p, pieces in kept.items():
+                m = block == p
+                pieces.append((src[m], dst[m], wt[m]))
+        for p, pieces in kept.items():
+            if sum(len(piece[0]) for piece in pieces):
+                src, dst, wt = (np.concatenate([piece[i] for piece in pieces]) for i in range(3))
+                yield p, src, dst, wt
+            pieces.clear()
 
 
 def _file_packer(files: EdgeFiles, parts: int, lookup: np.ndarray | None, n: int, idx_t: type,
@@ -242,13 +254,9 @@ def _file_packer(files: EdgeFiles, parts: int, lookup: np.ndarray | None, n: int
         mine = [int(p) for b in batches for p in b.column("id").to_numpy()]
         if not mine:
             return
-        src, dst, wt = files.read()
-        block = np.bitwise_and(dst, parts - 1) if parts & (parts - 1) == 0 else np.mod(dst, parts)
-        for p in mine:
-            m = block == p
-            if m.any():
-                row = _pack_edges(src[m], dst[m], wt[m], lookup, n, idx_t, exchange)
-                yield pa.RecordBatch.from_pylist([row], schema=_FILES_PA)
+        for _p, src, dst, wt in files.read_blocks(parts, mine):
+            yield pa.RecordBatch.from_pylist([_pack_edges(src, dst, wt, lookup, n, idx_t, exchange)],
+                                             schema=_FILES_PA)
 
     return run
 
