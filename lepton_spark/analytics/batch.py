@@ -26,7 +26,7 @@ def vertex_analytics(vertices: DataFrame, edges: DataFrame, *, reset: float = 0.
                      pagerank_tol: float = 0.0, lpa_iters: int = 5, components: bool = True,
                      local_max_edges: int = 2_000_000, config: GraphConfig | None = None,
                      symmetric: bool = False, operators: Any = None, operator_key: Any = None,
-                     num_edges: int | None = None) -> dict[str, DataFrame]:
+                     num_edges: int | None = None, edge_files: str | None = None) -> dict[str, DataFrame]:
     """``{"pagerank": (id, pagerank double), "components": (id, component long), "communities": (id, label long)}``.
 
     ``pagerank_tol > 0`` iterates to that L1 tolerance instead of ``pagerank_iters`` iterations;
@@ -37,6 +37,8 @@ def vertex_analytics(vertices: DataFrame, edges: DataFrame, *, reset: float = 0.
     :class:`~lepton_spark.graph.propagation.OperatorCache` where a propagation of the same graph left
     its edge blocks under that key; they are reused instead of packed again. ``num_edges``: the edge
     table's row count when known (a validated graph's ``_graph.json``), else counted up to the threshold.
+    ``edge_files``: the local Parquet directory ``edges`` was read from (a validated graph's); in local
+    mode the block engine packs its edge blocks from those files (:class:`~lepton_spark.graph.blocks.EdgeFiles`).
     """
     from lepton_spark.analytics.components import is_integral_id
 
@@ -65,7 +67,7 @@ def vertex_analytics(vertices: DataFrame, edges: DataFrame, *, reset: float = 0.
     out: dict[str, DataFrame] = {}
     # one engine: the undirected edge blocks are packed once for components and communities
     with BlockEngine(ig, config=config, symmetric=symmetric, operators=operators,
-                     operator_key=operator_key) as engine:
+                     operator_key=operator_key, edge_files=edge_files) as engine:
         tol = pagerank_tol if pagerank_tol > 0 else None
         prog, iters = pagerank_program(reset, None, tol), MAX_ITER_FOR_TOL if tol else pagerank_iters
         scaled = None

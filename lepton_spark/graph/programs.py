@@ -34,7 +34,7 @@ from pyspark.sql import types as T
 from lepton_spark import storage
 from lepton_spark.config import GraphConfig
 from lepton_spark.graph.arrow import state_table
-from lepton_spark.graph.blocks import BroadcastOperator
+from lepton_spark.graph.blocks import BroadcastOperator, EdgeFiles
 from lepton_spark.graph.broadcast_limit import broadcast_max_bytes
 from lepton_spark.session import is_connect
 
@@ -229,9 +229,12 @@ class BlockEngine:
 
     def __init__(self, ig: IndexedGraph, *, config: GraphConfig | None = None, plan: str | None = None,
                  num_blocks: int | None = None, symmetric: bool = False, operators: Any = None,
-                 operator_key: Any = None) -> None:
+                 operator_key: Any = None, edge_files: str | None = None) -> None:
         self.ig = ig
         self.symmetric = symmetric
+        # the local Parquet directory ig's edges were read from (ids not renumbered): the broadcast
+        # plan's in-edge blocks are packed from its files (graph.blocks.EdgeFiles, unweighted)
+        self.edge_files = edge_files if ig.mapping is None else None
         # a propagation's prepared blocks of the same graph (OperatorCache + the key naming its edges):
         # the directed operator is taken from there when the ids match, never put there (ours may lack
         # the edge weights that propagation needs)
@@ -277,8 +280,10 @@ class BlockEngine:
                                                            num_vertices=self.n)
             else:
                 parts = self.cfg.num_partitions or None  # None: the operator's default for where it lives
+                files = EdgeFiles(self.edge_files, weight=None) if self.edge_files and direction == "in" else None
                 self._ops[direction] = BroadcastOperator.prepare(
-                    self.spark, self.ids(), e, parts, undirected=undirected, local_exchange=self.cfg.local_exchange)
+                    self.spark, self.ids(), e, parts, undirected=undirected, local_exchange=self.cfg.local_exchange,
+                    files=files)
         return self._ops[direction]
 
     def ids(self) -> np.ndarray:

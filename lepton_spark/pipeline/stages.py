@@ -418,7 +418,7 @@ def analytics_stage(ctx: RunContext) -> None:
                               local_max_edges=a.local_max_edges, config=ctx.cfg.graph,
                               num_edges=ctx.graph_meta().get("num_edges"),
                               symmetric=_symmetric(ctx),
-                              operators=ctx.operators, operator_key=ctx.graph_dir)
+                              operators=ctx.operators, operator_key=ctx.graph_dir, edge_files=edge_files(ctx))
     for table, df in tables.items():
         stage_df(ctx, df, table)
 
