@@ -171,7 +171,7 @@ def train_stage(ctx: RunContext) -> None:
                           num_vertices=ctx.graph_meta().get("num_vertices"),
                           propagate_options={"operators": ctx.operators, "operator_key": ctx.graph_dir,
                                              "keep_results": True, "symmetric": _symmetric(ctx, weights=True),
-                                             **({"edge_files": files} if (files := edge_files(ctx)) else {})})
+                                             "edge_files": edge_files(ctx)})
     ctx.model_dir = model_dir
     keys = ("train_acc", "val_acc", "test_acc", "epochs_run", "majority_rate", "underfit", "feature_norm")
     if summary.get("task") == "link":
@@ -365,12 +365,11 @@ def forward_on_spark(ctx: RunContext, model: Any, vertices: DataFrame, edges: Da
         ctx.fault(f"round:{len(rounds)}")
 
     held = driver_features(ctx, num_vertices, num_features)
-    files = edge_files(ctx)
     return model.forward_spark(
         GraphFrame(vertices, edges),
         propagate_options={"checkpoint": storage.join_path(ctx.work_dir, stage), "on_round": on_round,
                            **({"driver_features": held} if held is not None else {}),
-                           **({"edge_files": files} if files else {}),
+                           "edge_files": edge_files(ctx),
                            "config": ctx.cfg.graph, "operators": ctx.operators, "operator_key": ctx.graph_dir,
                            "symmetric": _symmetric(ctx, weights=True),
                            **({"num_vertices": int(num_vertices)} if num_vertices else {}),
