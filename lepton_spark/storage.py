@@ -248,7 +248,7 @@ def create_df(spark: SparkSession, table: Any, schema: Any = None) -> DataFrame:
         df = (spark.read if schema is None else spark.read.schema(schema)).parquet(path)
         # the table stays beside the DataFrame: a caller that writes these rows with pyarrow
         # (local_rows) takes them from memory (zero-copy views of the driver's matrices, mostly)
-        return _LOCAL_ROWS.tag(df, (path, {name: name for name in table.column_names}, table))
+        return _LOCAL_ROWS.tag(df, ({name: name for name in table.column_names}, table))
     if int(spark.version.split(".")[0]) >= 4:
         df = spark.createDataFrame(table, schema=schema)
     else:
@@ -256,9 +256,9 @@ def create_df(spark: SparkSession, table: Any, schema: Any = None) -> DataFrame:
     return df.coalesce(slots)
 
 
-#: DataFrames create_df made from a local file (and renamed copies of them): (file, {DataFrame column:
-#: file column}, the pyarrow Table the file was written from)
-_LOCAL_ROWS: FrameTags[tuple[str, dict[str, str], Any]] = FrameTags()
+#: DataFrames create_df made from a local file (and renamed copies of them): ({DataFrame column: file
+#: column}, the pyarrow Table the file was written from)
+_LOCAL_ROWS: FrameTags[tuple[dict[str, str], Any]] = FrameTags()
 
 
 def rename_columns(df: DataFrame, mapping: dict[str, str]) -> DataFrame:
@@ -268,8 +268,8 @@ def rename_columns(df: DataFrame, mapping: dict[str, str]) -> DataFrame:
     hit = _LOCAL_ROWS.get(df)
     if hit is None:
         return out
-    path, names, table = hit
-    return _LOCAL_ROWS.tag(out, (path, {mapping.get(col, col): src for col, src in names.items()}, table))
+    names, table = hit
+    return _LOCAL_ROWS.tag(out, ({mapping.get(col, col): src for col, src in names.items()}, table))
 
 
 def local_rows(df: DataFrame) -> Any:
@@ -286,7 +286,7 @@ def local_rows(df: DataFrame) -> Any:
     hit = _LOCAL_ROWS.get(df)
     if hit is None:
         return None
-    _path, names, table = hit
+    names, table = hit
     return table.select(list(names.values())).rename_columns(list(names))
 
 
