@@ -228,12 +228,16 @@ def nightly_command(args: argparse.Namespace, raw: Path, run_dir: Path, work: Pa
 
 SPARK_READY = re.compile(r"spark \S+ session ready")
 REPORT_DONE = re.compile(r"report written to")
-# the block engine's per-program lines: "pagerank[broadcast]: 20 rounds in 6.50s" / "pagerank[partitioned]: done in 6.32s"
-ALGO_ROUNDS = re.compile(r"(pagerank|components|labelPropagation)\[\w+\]: (?:\d+ rounds in|done in) ([\d.]+)s")
+# the block engine's per-program lines: "pagerank[broadcast]: 20 rounds in 6.50s" / "pagerank[partitioned]: done in
+# 6.32s"; programs sharing their rounds (partitioned plan) log one line for all: "pagerank+components+...: done in"
+ALGO_ROUNDS = re.compile(r"((?:pagerank|components|labelPropagation)(?:\+\w+)*)\[\w+\]: (?:\d+ rounds in|done in) "
+                         r"([\d.]+)s")
 # preparation (edge blocks packed, features collected) and round lines of propagate and the block engine
 PREP = re.compile(r"(?:propagate\[\w+\]: .*|blocks(?:\[\w+\])?: .*)(?:prepared|edge blocks reused) in ([\d.]+)s")
 PROP_ROUND = re.compile(r"propagate\[\w+\] round \d+/\d+: .* ([\d.]+)s")
-ALGO_ROUND = re.compile(r"(?:pagerank|components|labelPropagation)\[\w+\] round \d+: .* ([\d.]+)s$")
+# a shared round is logged once per program that took part: counted once
+ALGO_ROUND = re.compile(r"(?:pagerank|components|labelPropagation)\[\w+\] round (\d+): .* ([\d.]+)s"
+                        r"(?: \(rounds shared with (\S+)\))?$")
 
 
 def run_nightly(args: argparse.Namespace, raw: Path, work: Path) -> dict[str, Any]:
@@ -254,6 +258,7 @@ def run_nightly(args: argparse.Namespace, raw: Path, work: Path) -> dict[str, An
     phases: dict[str, float] = {}  # "<stage> preparation" / "<stage> rounds" -> seconds
     stage = ""
     in_analytics = False  # (the build's report counts components too: not part of the analytics stage)
+    shared: set[tuple[str | None, str]] = set()  # (programs, round) of shared rounds already counted
     for line in Path(mon.log).read_text().splitlines():
         if m := STAGE_START.search(line):
             stage = m.group(1)
@@ -262,6 +267,7 @@ def run_nightly(args: argparse.Namespace, raw: Path, work: Path) -> dict[str, An
             in_analytics = False
         elif in_analytics and (m := ALGO_ROUNDS.search(line)):
             name = {"labelPropagation": "communities"}.get(m.group(1), m.group(1))
+            name = "shared" if "+" in name else name
             algo[name] = algo.get(name, 0.0) + float(m.group(2))
         if stage in ("propagate", "analytics"):
             if m := PREP.search(line):
@@ -269,8 +275,11 @@ def run_nightly(args: argparse.Namespace, raw: Path, work: Path) -> dict[str, An
                 # propagate logs the blocks' own line and its total: count the total only
                 if not (stage == "propagate" and "lepton_spark.graph.blocks" in line):
                     phases[key] = phases.get(key, 0.0) + float(m.group(1))
-            elif (m := PROP_ROUND.search(line)) or (m := ALGO_ROUND.search(line)):
+            elif m := PROP_ROUND.search(line):
                 phases[f"{stage} rounds"] = phases.get(f"{stage} rounds", 0.0) + float(m.group(1))
+            elif (m := ALGO_ROUND.search(line)) and (m.group(3) is None or (m.group(3), m.group(1)) not in shared):
+                shared.add((m.group(3), m.group(1)))
+                phases[f"{stage} rounds"] = phases.get(f"{stage} rounds", 0.0) + float(m.group(2))
     ev = mon.events
     stage_s = dict(manifest.get("stage_seconds", {}))
     ready = ev.get("spark_ready")
@@ -384,6 +393,8 @@ def table(args: argparse.Namespace, gen: dict[str, Any], sc: dict[str, Any] | No
         ("  connected components", na.get("components"), sa.get("components"), gsec.get("components"), None, None),
         ("  label propagation(5)", na.get("communities"), sa.get("communities"), gsec.get("communities"),
          None, None),
+        *([("  the three in shared rounds (partitioned)", na["shared"], sum(sa.values()) if sa else None,
+            sum(gsec.values()) if with_gf else None, None, None)] if "shared" in na else []),
         ("publish / write", ns.get("publish"), ss.get("write"), None, "after", "write"),
         ("report (≈, from the log)", (ni or {}).get("report_seconds"), None, None, None, None),
         ("total (wall, incl. process start)", (ni or {}).get("wall"), (sc or {}).get("wall"),

@@ -385,6 +385,61 @@ def test_broadcast_operator_rounds_reuse_one_job_per_reduction(spark):
             assert got4[v] == min(labels[s] for s in senders)
 
 
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_partitioned_programs_sharing_rounds_equal_their_own_runs(spark, caplog, symmetric):
+    """``BlockEngine.run_many`` on the partitioned plan: PageRank for 12 rounds, components to their
+    fixed point, LPA for 3 rounds and a 0-round program stop at different rounds, and each result
+    equals the program's own run exactly. On a symmetric graph all four share one set of rounds over
+    the directed blocks; otherwise PageRank (in-edges) runs apart from the undirected programs, and
+    vertex_analytics's partitioned tables (so split) equal the broadcast plan's."""
+    import logging
+
+    from pyspark.testing import assertDataFrameEqual
+
+    from lepton_spark.analytics.batch import vertex_analytics
+    from lepton_spark.config import GraphConfig
+    from lepton_spark.graph.programs import (
+        BlockEngine,
+        components_program,
+        indexed_graph,
+        label_propagation_program,
+        pagerank_program,
+    )
+
+    ids, src, dst = _graph(seed=41, n=60, m=70)
+    ok = np.isin(dst, ids)
+    s, d = src[ok], dst[ok]
+    if symmetric:
+        pairs = sorted({(int(a), int(b)) for a, b in zip(s, d)} | {(int(b), int(a)) for a, b in zip(s, d)})
+        s, d = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    g = _frame(spark, ids, s, d)
+    programs = [(pagerank_program(0.15), 12), (components_program(), 2**31 - 2),
+                (label_propagation_program(), 3), (pagerank_program(0.15), 0)]
+    ig = indexed_graph(g.vertices, g.edges)
+    with BlockEngine(ig, plan="partitioned", num_blocks=3, symmetric=symmetric) as engine:
+        alone = [engine.run(p, m).toPandas() for p, m in programs]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lepton_spark.graph.partitioned"), \
+            BlockEngine(ig, plan="partitioned", num_blocks=3, symmetric=symmetric) as engine:
+        together = [df.toPandas() for df in engine.run_many(programs)]
+    for got, ref in zip(together, alone):
+        assertDataFrameEqual(spark.createDataFrame(got), spark.createDataFrame(ref), rtol=1e-12, atol=0.0)
+
+    def rounds(name: str) -> int:
+        return sum(1 for r in caplog.records if r.getMessage().startswith(f"{name}[partitioned] round"))
+
+    assert (rounds("pagerank"), rounds("labelPropagation")) == (12, 3) and 3 < rounds("components") < 12
+    shared = [r.getMessage() for r in caplog.records if "rounds shared with" in r.getMessage()]
+    assert shared and all(("pagerank+components+labelPropagation+pagerank" in m) == symmetric for m in shared)
+    if not symmetric:
+        part, bcast = ({k: df.toPandas() for k, df in vertex_analytics(
+            g.vertices, g.edges, local_max_edges=0, lpa_iters=3, config=GraphConfig(plan=plan, num_partitions=3)
+        ).items()} for plan in ("partitioned", "broadcast"))
+        for name in ("pagerank", "components", "communities"):
+            assertDataFrameEqual(spark.createDataFrame(part[name]), spark.createDataFrame(bcast[name]),
+                                 rtol=1e-9, atol=0.0)
+
+
 def test_partitioned_rounds_run_without_adaptive_execution_and_restore_it(spark, monkeypatch):
     """The partitioned engine's rounds run with ``ROUND_CONF`` (adaptive execution off: their shuffles
     have fixed partition counts) and leave the session's own setting as it was; results unchanged."""

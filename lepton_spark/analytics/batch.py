@@ -70,22 +70,19 @@ def vertex_analytics(vertices: DataFrame, edges: DataFrame, *, reset: float = 0.
                      operator_key=operator_key, edge_files=edge_files) as engine:
         tol = pagerank_tol if pagerank_tol > 0 else None
         prog, iters = pagerank_program(reset, None, tol), MAX_ITER_FOR_TOL if tol else pagerank_iters
-        scaled = None
+        rest = [("components", "component", [], components_program(), 2**31 - 2)] if components else []
+        rest.append(("communities", "label", ["label"], label_propagation_program(), lpa_iters))
         if engine.plan == "broadcast":  # the ranks are on the driver: rescale them there
             ids, state = engine.run_local(prog, iters)
-            scaled = normalise_rank_array(state)
-        if scaled is not None:
-            ranks = engine.to_df(ids, scaled).withColumnRenamed("value", PAGERANK)
+            ranks = engine.to_df(ids, normalise_rank_array(state)).withColumnRenamed("value", PAGERANK)
             out["pagerank"] = ig.to_original(ranks, [PAGERANK], [])
-        else:
-            ranks = engine.run(prog, iters) if engine.plan != "broadcast" else engine.to_df(ids, state)
+            values = [engine.run(p, m) for _, _, _, p, m in rest]
+        else:  # partitioned: the programs share their rounds over the same edge blocks
+            ranks, *values = engine.run_many([(prog, iters), *[(p, m) for _, _, _, p, m in rest]])
             out["pagerank"] = normalise_ranks(ig.to_original(ranks.withColumnRenamed("value", PAGERANK),
                                                              [PAGERANK], []))
-        if components:
-            comp = engine.run(components_program(), 2**31 - 2).withColumnRenamed("value", "component")
-            out["components"] = ig.to_original(comp, ["component"], [])
-        lab = engine.run(label_propagation_program(), lpa_iters).withColumnRenamed("value", "label")
-        out["communities"] = ig.to_original(lab, ["label"], ["label"])
+        for (table, col, relabel, _, _), df in zip(rest, values):
+            out[table] = ig.to_original(df.withColumnRenamed("value", col), [col], relabel)
     return out
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -301,6 +301,24 @@ class BlockEngine:
             return self._operator(prog).run(prog, max_iter,
                                             symmetric=self.symmetric or prog.direction == "undirected")
         return self.to_df(*self.run_local(prog, max_iter))
+
+    def run_many(self, programs: Sequence[tuple[VertexProgram, int]]) -> list[DataFrame]:
+        """:meth:`run` of every ``(program, max_iter)``, one result each. On the partitioned plan the
+        programs that run on the same edge blocks share their rounds
+        (:meth:`~lepton_spark.graph.partitioned.PartitionedOperator.run_many`): each round ships the
+        blocks to Python once for all of them, which is most of a round's cost there. The broadcast
+        plan runs them in turn (its blocks stay in Python between rounds)."""
+        if self.plan != "partitioned":
+            return [self.run(prog, max_iter) for prog, max_iter in programs]
+        ops = [self._operator(prog) for prog, _ in programs]
+        results: list[DataFrame | None] = [None] * len(programs)
+        for op in {id(op): op for op in ops}.values():
+            idx = [i for i, o in enumerate(ops) if o is op]
+            outs = op.run_many([programs[i] for i in idx],
+                               symmetric=[self.symmetric or programs[i][0].direction == "undirected" for i in idx])
+            for i, out in zip(idx, outs):
+                results[i] = out
+        return [r for r in results if r is not None]
 
     def run_local(self, prog: VertexProgram, max_iter: int) -> tuple[np.ndarray, np.ndarray]:
         """Broadcast plan only: :meth:`run`'s result as driver arrays ``(ids, state)``, for a caller
