@@ -131,6 +131,8 @@ def test_sym_normalisation_matches_scipy(spark, tmp_path: Path) -> None:
     assert [tuple(p) for p in meta["in_degree_histogram"]] == want_hist
     # the promise the partitioned propagation relies on (in-degree = out-degree, weights too), checked
     assert meta["symmetric"] and meta["symmetric_weights"] and np.array_equal(got, got.T)
+    # and the dense-id promise (the partitioned plan's arithmetic placement): the ids are 0..n-1
+    assert meta["dense_ids"] and sorted(r["id"] for r in _read(out, "graph/vertices")) == list(range(n))
 
 
 def test_row_normalised_edges_are_not_symmetric_in_weight(spark, tmp_path: Path) -> None:

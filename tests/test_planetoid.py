@@ -115,6 +115,8 @@ def test_bundled_sample_is_the_conversion(cora, tmp_path: Path) -> None:
     # the recorded in-degree histogram (the report's plot) counted independently from the bundled edges
     meta = json.loads((SAMPLE_GRAPH / "_graph.json").read_text())
     assert meta["symmetric"] and meta["symmetric_weights"]  # every weight is 1.0
+    ids = pq.read_table(SAMPLE_GRAPH / "vertices").column("id").to_numpy()
+    assert meta["dense_ids"] and np.array_equal(np.sort(ids), np.arange(len(ids)))
     per_vertex = Counter(pq.read_table(SAMPLE_GRAPH / "edges").column("dst").to_pylist())
     assert meta["in_degree_histogram"] == [[d, c] for d, c in sorted(Counter(per_vertex.values()).items())]
     vertices, edges = to_arrow_tables(cora)

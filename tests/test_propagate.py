@@ -433,6 +433,38 @@ def test_partitioned_symmetric_edges_count_degrees_in_the_blocks(spark, agg, nor
         assert np.all(got[-4:] == 0.0)
 
 
+@pytest.mark.parametrize(("agg", "normalize", "symmetric"), [("sum", None, False), ("mean", None, False),
+                                                          ("max", None, False), ("sum", "sym", True)])
+def test_partitioned_dense_ids_place_vertices_by_arithmetic(spark, agg, normalize, symmetric) -> None:
+    """``dense_ids=True`` (vertex ids exactly 0..n-1): the partitioned plan places vertex ``id`` in block
+    ``id mod B`` with no numbering or endpoint lookup; the rounds equal scipy on a graph with
+    self-loops, multi-edges, vertices that receive nothing and edges to and from ids >= n (not
+    vertices: ignored), over 3 blocks. Ids that are not 0..n-1 make a block raise."""
+    from lepton_spark.models.normalize import sym_propagation
+
+    ids, x, src, dst, w = _random_case(47, n=40, m=200)
+    if symmetric:  # each edge's reverse once, same weight (what symmetric promises)
+        keep = src < dst
+        src, dst, w = np.concatenate([src[keep], dst[keep]]), np.concatenate([dst[keep], src[keep]]), \
+            np.concatenate([w[keep], w[keep]])
+    n = len(ids)
+    extra_src, extra_dst = np.array([n, 3, n + 5]), np.array([2, n + 1, n + 6])  # not vertices
+    g = _graph(spark, ids, x, np.concatenate([src, extra_src]), np.concatenate([dst, extra_dst]),
+               np.concatenate([w, np.ones(3, np.float32)]))
+    got = _to_matrix(propagate(g, rounds=2, agg=agg, plan="partitioned", num_blocks=3, normalize=normalize,
+                               symmetric=symmetric, dense_ids=True), ids)
+    if normalize == "sym":
+        P = sym_propagation(sp.csr_matrix((w.astype(np.float64), (src, dst)), shape=(n, n)))
+        want = P @ (P @ x.astype(np.float64))
+    else:
+        want = kernels.reference_propagate(src, dst, w, x, 2, agg)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+    sparse = _graph(spark, ids * 2, x, src * 2, dst * 2, w)  # even ids: not 0..n-1
+    with pytest.raises(Exception, match="promised dense"):
+        propagate(sparse, rounds=1, agg=agg, plan="partitioned", num_blocks=3, dense_ids=True).collect()
+
+
 @pytest.mark.parametrize("native", ["off", "on"])
 def test_sym_partitioned_scales_in_the_blocks(spark, native, tmp_path) -> None:
     """The partitioned plan's GCN operator (raw weights, unit loops, d^-1/2 scaling inside the blocks)

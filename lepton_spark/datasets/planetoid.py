@@ -250,6 +250,7 @@ def write_graph(graph: PlanetoidGraph, out_dir: str | Path, source: str | Path |
         "symmetric": symmetric,
         "symmetric_weights": symmetric,
         "validated": True,  # features of one length and finite, weights 1.0
+        "dense_ids": True,  # vertex ids 0..n-1 (to_arrow_tables)
         # [[in-degree, vertices], ...] over the vertices with an in-edge, as build records it: the run
         # report plots it without a Spark job
         "in_degree_histogram": [[int(d), int(c)] for d, c in zip(degrees, counts, strict=True)],

@@ -459,7 +459,10 @@ def _report(spark: SparkSession, cfg: BuildConfig, vertices: DataFrame, edges: D
                   **({"in_degree_histogram": [[d // 2, c] for d, c in histogram if d > 0]}
                      if cfg.symmetrize else {}),
                   # features (one length, finite) and weights (finite, >= 0) passed the build's rules
-                  "validated": True},
+                  "validated": True,
+                  # the vertex ids are exactly 0..n-1 (ingest.ids.dense_ids): the partitioned plan places
+                  # vertices by arithmetic on their ids
+                  "dense_ids": True},
         "seconds": round(time.perf_counter() - t0, 3),
         "spark_version": spark.version,
     }

@@ -529,6 +529,8 @@ class SparkOps:
         if opts.get("checkpoint"):
             opts["checkpoint"] = f"{str(opts['checkpoint']).rstrip('/')}/step-{self._steps}"
         self._steps += 1
+        if self._graph_row(table) is None:  # the caller's dense-id promise is about the graph's own vertices
+            opts.pop("dense_ids", None)
         hit = self._graph_row(table) if self.num_vertices is not None else None
         dim = hit[1] if hit is not None else None
         if hit is not None:

@@ -122,6 +122,12 @@ def _graph_arrays(vt: Any, et: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ stages
 
 
+def _dense_ids(ctx: RunContext) -> bool:
+    """Whether the run's graph says its vertex ids are exactly 0..n-1 (``_graph.json``: ``dense_ids``,
+    written by build and sample)."""
+    return bool(storage.read_graph_meta(ctx.graph_dir).get("dense_ids", False))
+
+
 def _symmetric(ctx: RunContext, weights: bool = False) -> bool:
     """Whether the run's graph says every edge has its reverse, once (``_graph.json``: ``symmetric``),
     and with ``weights`` also that both carry the same weight (``symmetric_weights``)."""
@@ -171,6 +177,7 @@ def train_stage(ctx: RunContext) -> None:
                           num_vertices=ctx.graph_meta().get("num_vertices"),
                           propagate_options={"operators": ctx.operators, "operator_key": ctx.graph_dir,
                                              "keep_results": True, "symmetric": _symmetric(ctx, weights=True),
+                                             "dense_ids": _dense_ids(ctx),
                                              "edge_files": edge_files(ctx)})
     ctx.model_dir = model_dir
     keys = ("train_acc", "val_acc", "test_acc", "epochs_run", "majority_rate", "underfit", "feature_norm")
@@ -371,7 +378,7 @@ def forward_on_spark(ctx: RunContext, model: Any, vertices: DataFrame, edges: Da
                            **({"driver_features": held} if held is not None else {}),
                            "edge_files": edge_files(ctx),
                            "config": ctx.cfg.graph, "operators": ctx.operators, "operator_key": ctx.graph_dir,
-                           "symmetric": _symmetric(ctx, weights=True),
+                           "symmetric": _symmetric(ctx, weights=True), "dense_ids": _dense_ids(ctx),
                            **({"num_vertices": int(num_vertices)} if num_vertices else {}),
                            **({"num_features": int(num_features)} if num_vertices and num_features else {})},
     )

@@ -94,6 +94,7 @@ class RunSpec:
     operator_key: Any = None
     symmetric: bool = False
     edge_files: EdgeFiles | None = None
+    dense_ids: bool = False
 
     @classmethod
     def resolve(cls, config: GraphConfig | None, *, plan: str | None, native_aggregate: str | None,
@@ -142,6 +143,7 @@ def propagate(
     num_features: int | None = None,
     symmetric: bool = False,
     edge_files: EdgeFiles | None = None,
+    dense_ids: bool = False,
 ) -> DataFrame:
     """``rounds`` rounds of ``x'_v = agg_{(u -> v, w)} w * x_u``; returns DataFrame(id, features).
 
@@ -212,6 +214,11 @@ def propagate(
         The caller's promise that ``g.edges`` holds exactly the edges of these local Parquet files
         (a validated graph's edge directory): in local mode the broadcast plan packs its blocks from
         the files, without shuffling the edges through Spark (:class:`~lepton_spark.graph.blocks.EdgeFiles`).
+    dense_ids : bool, default False
+        The caller's promise that the vertex ids are exactly 0..n-1 (a graph written by ``build`` or
+        ``sample``, whose ``_graph.json`` says ``dense_ids``): the partitioned plan then places vertex
+        ``id`` in block ``id mod B`` by arithmetic instead of numbering the vertices and looking up
+        every edge's endpoints. A block that receives an id it does not hold raises.
 
     Returns
     -------
@@ -241,7 +248,7 @@ def propagate(
         config, rounds=rounds, agg=agg, plan=plan, native_aggregate=native_aggregate, num_blocks=num_blocks,
         broadcast_max_bytes=broadcast_max_bytes, checkpoint=checkpoint, checkpoint_interval=checkpoint_interval,
         on_round=on_round, operators=operators, normalize=normalize, operator_key=operator_key, symmetric=symmetric,
-        edge_files=edge_files)
+        edge_files=edge_files, dense_ids=dense_ids)
     inp = prepare(g, features, weight, num_vertices, num_features)
     try:
         return _run(inp, spec)
@@ -304,7 +311,8 @@ def _run(inp: Inputs, spec: RunSpec) -> DataFrame:
     blocks = spec.num_blocks or num_partitioned_blocks(inp.n * inp.dim * 4, slots, cfg.block_max_bytes)
     return partitioned_plan.run(inp, rounds, agg=spec.agg, blocks=blocks, native=choice.native,
                                 normalize=spec.normalize, broadcast_ids_max=cfg.broadcast_ids_max,
-                                symmetric=spec.symmetric, cache=spec.operators, operator_key=spec.operator_key)
+                                symmetric=spec.symmetric, cache=spec.operators, operator_key=spec.operator_key,
+                                dense_ids=spec.dense_ids)
 
 
 def spmm(entries: DataFrame, dense: DataFrame, *, row: str = "row", col: str = "col", value: str = "value",

@@ -136,11 +136,23 @@ def num_partitioned_blocks(size: int, slots: int, max_block_bytes: int) -> int:
 # ----------------------------------------------------------------------------------- the edge blocks
 
 
-def block_label(keys: list[int]) -> Column:
+def block_label(keys: list[int], col: str = "id", dense: bool = False) -> Column:
     """Each vertex's block label ``pid``: a hash of its ``id`` picks block ``b``, labelled ``keys[b]``
-    (:func:`block_keys`). Both partitioned engines (propagation and vertex programs) place vertices by it."""
-    block = (F.pmod(F.xxhash64("id"), F.lit(len(keys))) + 1).cast("int")
+    (:func:`block_keys`). Both partitioned engines (propagation and vertex programs) place vertices by it.
+
+    ``dense`` (ids known to be exactly 0..n-1, :func:`dense_layout`): block ``id mod B`` instead of a hash.
+    """
+    pick = F.col(col) if dense else F.xxhash64(col)
+    block = (F.pmod(pick, F.lit(len(keys))) + 1).cast("int")
     return F.element_at(F.array(*[F.lit(k) for k in keys]), block).cast("int")
+
+
+def dense_layout(spark: SparkSession, n: int, keys: list[int]) -> DataFrame:
+    """``(id, pid, local)`` of vertices whose ids are exactly 0..n-1: block ``id mod B``, local index
+    ``id div B`` (ascending ids within a block, as :func:`number_in_blocks` numbers them). Pure
+    arithmetic: no window over the vertices, and the edges find their blocks without a lookup."""
+    return spark.range(n).select(F.col("id"), block_label(keys, dense=True).alias("pid"),
+                                 (F.col("id") / F.lit(len(keys))).cast("int").alias("local"))
 
 
 def number_in_blocks(v: DataFrame, policy: LineagePolicy) -> DataFrame:
@@ -162,9 +174,9 @@ def _assign_blocks(x0: DataFrame, keys: list[int], policy: LineagePolicy) -> tup
     return vfull, number_in_blocks(vfull, policy)
 
 
-def _label_features(x0: DataFrame, keys: list[int], policy: LineagePolicy) -> DataFrame:
+def _label_features(x0: DataFrame, keys: list[int], policy: LineagePolicy, dense: bool = False) -> DataFrame:
     """``x0`` with each vertex's block label ``pid``, cut."""
-    return policy.cut(x0.withColumn("pid", block_label(keys)))
+    return policy.cut(x0.withColumn("pid", block_label(keys, dense=dense)))
 
 
 def _pack_block(vt: pa.Table, et: pa.Table, *, piece_entries: int = _PIECE_ENTRIES, scaled: bool = False,
@@ -245,7 +257,8 @@ def head_and_pieces(eb: pa.Table) -> tuple[pa.Table, list[pa.Table]]:
 
 
 def _pack_edge_blocks(vl: DataFrame, edges: DataFrame, parts: int, sym: bool = False,
-                      broadcast_ids: bool = False, symmetric: bool = False) -> DataFrame:
+                      broadcast_ids: bool = False, symmetric: bool = False, dense_n: int | None = None,
+                      dense_keys: list[int] | None = None) -> DataFrame:
     """The edge blocks (``EBLOCK`` rows) of the vertices ``vl`` (id, pid, local), persisted.
 
     ``broadcast_ids``: the two lookups of every edge's (block, index) by src and dst read a broadcast
@@ -264,8 +277,15 @@ def _pack_edge_blocks(vl: DataFrame, edges: DataFrame, parts: int, sym: bool = F
     explicitly into the same partitions, so that co-partitioning never rests on how a Spark version
     picks the partition count of the cogroup's shuffle.
     """
-    s, d = endpoint_lookups(vl, broadcast_ids)
-    e = edges.join(s, "src").join(d, "dst").select("spid", "slocal", "dpid", "dlocal", "weight")
+    if dense_n is not None:  # ids 0..n-1: an edge's blocks and indices are arithmetic on its ids
+        b = F.lit(len(dense_keys))
+        e = edges.filter(F.col("src").between(0, dense_n - 1) & F.col("dst").between(0, dense_n - 1)).select(
+            block_label(dense_keys, "src", dense=True).alias("spid"), (F.col("src") / b).cast("int").alias("slocal"),
+            block_label(dense_keys, "dst", dense=True).alias("dpid"), (F.col("dst") / b).cast("int").alias("dlocal"),
+            "weight")
+    else:
+        s, d = endpoint_lookups(vl, broadcast_ids)
+        e = edges.join(s, "src").join(d, "dst").select("spid", "slocal", "dpid", "dlocal", "weight")
     vside = vl.select("pid", "id", "local")
     if not symmetric:
         aggs = [F.count(F.lit(1)).cast("int").alias("indeg")]
@@ -390,7 +410,11 @@ class _BlockStep:
             x = np.zeros((n, dim), dtype=np.float32)
             if incoming.num_rows:
                 if self.by_id:  # the block's ids are sorted (local = rank by id): an id's index is its rank
-                    local = np.searchsorted(cell(eb, "ids", np.int64), incoming.column("id").to_numpy())
+                    ids, got = cell(eb, "ids", np.int64), incoming.column("id").to_numpy()
+                    local = np.searchsorted(ids, got)
+                    if np.any(local >= n) or not np.array_equal(ids[np.minimum(local, n - 1)], got):
+                        raise InvalidGraphError("propagate[partitioned]: a vertex id is not in the block it was "
+                                                "placed in (were the ids promised dense, 0..n-1, and are not?)")
                 else:
                     local = incoming.column("local").to_numpy()
                 x[local] = list_to_matrix(incoming.column("features"), dim)
@@ -452,7 +476,7 @@ class _PartitionedRounds:
         return _State(out, rows=self.native, mean_pending=self.agg == "mean", sym_pending=self.sym)
 
     def save(self, store: RoundStore, k: int, state: _State) -> _State:
-        state.df.write.mode("overwrite").parquet(store.path(k, "state"))
+        state.df.write.mode("overwrite").option("compression", "none").parquet(store.path(k, "state"))
         return replace(state, df=self.spark.read.parquet(store.path(k, "state")))
 
     def load(self, store: RoundStore, k: int) -> _State:
@@ -489,7 +513,7 @@ class PartitionedBlocks:
 
 def run(inp: Inputs, rounds: Rounds, *, agg: str, blocks: int, native: bool,
         normalize: str | None = None, broadcast_ids_max: int = 0, symmetric: bool = False,
-        cache: Any = None, operator_key: Any = None) -> DataFrame:
+        cache: Any = None, operator_key: Any = None, dense_ids: bool = False) -> DataFrame:
     """The partitioned plan: ``rounds`` over the vertices hashed into ``blocks`` blocks; DataFrame(id, features).
 
     ``native``: Spark sums the partials (``vector_sum``). ``normalize="sym"``: GCN's operator, scaled
@@ -498,7 +522,10 @@ def run(inp: Inputs, rounds: Rounds, *, agg: str, blocks: int, native: bool,
     same weight, once): each block counts its in-degrees from its out-edges. Features the caller
     counted but nobody checked yet (``inp.checked`` False) are checked once they sit in the blocks'
     cut table: one scan of that table instead of computing them twice. The result is cut (its lineage
-    does not reach the rounds).
+    does not reach the rounds). ``dense_ids`` (the caller's promise that the vertex ids are exactly
+    0..n-1, as ``build`` writes them): vertex ``id`` goes to block ``id mod B`` at local index ``id div B``
+    (:func:`dense_layout`), so neither the vertices are numbered by a window nor the edges joined
+    with a lookup of their endpoints (1M vertices / 19M edges on 2 cores: preparation 20.8 -> 17.0 s).
 
     ``cache`` (an :class:`~.broadcast_plan.OperatorCache`): the edge blocks are taken from it when a
     propagation over the same edges (``inp.source_edges``, or ``operator_key``) packed them in the same
@@ -510,12 +537,15 @@ def run(inp: Inputs, rounds: Rounds, *, agg: str, blocks: int, native: bool,
     parts = blocks  # one block per partition: every task holds one block
     keys = block_keys(inp.spark, blocks)
     cacheable = cache is not None and inp.source_edges is not None
-    layout = ("partitioned", blocks, sym)
+    dense = dense_ids and inp.n > 0
+    layout = ("partitioned", blocks, sym, dense)  # the vertices' placement is part of the blocks' layout
     packed = cache.get_blocks(inp.source_edges, layout, operator_key) if cacheable else None
     if packed is not None and packed.n != inp.n:
         packed = None  # other vertices than the blocks were packed for: pack again (and replace them)
     if packed is not None:
-        vfull = _label_features(inp.x0, keys, rounds.policy)
+        vfull = _label_features(inp.x0, keys, rounds.policy, dense)
+    elif dense:
+        vfull, vl = _label_features(inp.x0, keys, rounds.policy, dense), dense_layout(inp.spark, inp.n, keys)
     else:
         vfull, vl = _assign_blocks(inp.x0, keys, rounds.policy)
     if not inp.checked:
@@ -524,6 +554,7 @@ def run(inp: Inputs, rounds: Rounds, *, agg: str, blocks: int, native: bool,
     reused = packed is not None
     if packed is None:
         eblocks = _pack_edge_blocks(vl, inp.edges, parts, sym=sym, broadcast_ids=0 < inp.n <= broadcast_ids_max,
+                                    dense_n=inp.n if dense else None, dense_keys=keys,
                                     symmetric=symmetric)
         _count_blocks(eblocks)
         packed = PartitionedBlocks(eblocks, blocks, inp.n, sym)
