@@ -72,6 +72,28 @@ def test_layers_on_a_resident_result_equal_scipy_and_the_spark_path(spark) -> No
     assert all(r["features"] == r["probs"] for r in both.collect())
 
 
+def test_a_step_on_a_partitioned_result_reads_its_packed_blocks(spark, monkeypatch) -> None:
+    """A partitioned propagation's result is unpacked from a cut table of packed blocks, and a per-row
+    step on it (a dense layer, a second output column) reads that table in one pass: the rows equal
+    scipy's and the same step over an ordinary DataFrame; a projection of the result is ordinary."""
+    from lepton_spark.graph.propagation import partitioned_plan
+
+    monkeypatch.setattr(partitioned_plan, "_RESULT_VALUE_BYTES", 4 * 4 * 7)  # 7 rows a value: many values
+    ids, x, A, v, e = _case(spark, seed=5)
+    h1 = propagate(types.SimpleNamespace(vertices=v, edges=e), rounds=2, plan="partitioned", num_blocks=3)
+    packed = resident.lookup_packed(h1)
+    assert packed is not None and packed[1] == 4 and packed[0].count() > 3
+    np.testing.assert_allclose(_matrix(h1, ids), A @ (A @ x.astype(np.float64)), rtol=1e-4, atol=1e-4)
+    fn = DenseFn(np.random.default_rng(1).normal(size=(4, 3)), np.array([0.1, -0.2, 0.3]), "softmax")
+    fused = map_features(h1, fn, output_col="probs", out_dim=3)
+    plain = h1.select("id", "features")
+    assert resident.lookup_packed(plain) is None
+    ref = map_features(plain, fn, output_col="probs", out_dim=3)
+    assert fused.columns == ref.columns == ["id", "features", "probs"]
+    assertDataFrameEqual(fused, ref, rtol=1e-6, atol=1e-7)
+    assertDataFrameEqual(map_features(h1, fn, out_dim=3), map_features(plain, fn, out_dim=3), rtol=1e-6, atol=1e-7)
+
+
 def test_bad_values_in_a_resident_matrix_are_rejected(spark) -> None:
     """A resident matrix is checked like collected features: a non-finite row is bad data."""
     from lepton_spark.errors import InvalidGraphError

@@ -51,7 +51,8 @@ def map_features(
     ``fn`` must be picklable (it is shipped to the executors). Other columns pass through unchanged;
     ``output_col`` replaces ``input_col`` when they are equal, else it is added. ``out_dim`` (when
     given) is checked on every batch. On a table whose rows the driver holds (a broadcast
-    propagation's result, :mod:`~lepton_spark.graph.resident`) ``fn`` runs once on that matrix.
+    propagation's result, :mod:`~lepton_spark.graph.resident`) ``fn`` runs once on that matrix; on a
+    partitioned propagation's result it runs on the packed blocks the rows come from.
     """
     if input_col not in df.columns:
         raise ValueError(f"map_features: no column {input_col!r} (columns: {', '.join(df.columns)})")
@@ -64,6 +65,18 @@ def map_features(
         cols = {"id": pa.array(ids, pa.int64()), "features": matrix_to_list(x), output_col: matrix_to_list(y)}
         out = storage.create_df(df.sparkSession, pa.table({n: cols[n] for n in names}), schema)
         return resident.remember(out, ids, y) if names == ["id", "features"] else out
+
+    packed = resident.lookup_packed(df) if input_col == "features" else None
+    if packed is not None:  # a partitioned propagation's result: one pass from its packed blocks to rows
+        table, dim = packed
+
+        def run_packed(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            for ids, x in resident.unpacked(batches, dim):
+                cols = {"id": pa.array(ids, pa.int64()), "features": matrix_to_list(x),
+                        output_col: matrix_to_list(_apply(fn, x, out_dim))}
+                yield pa.RecordBatch.from_arrays([cols[n] for n in names], names=names)
+
+        return table.mapInArrow(run_packed, schema)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:

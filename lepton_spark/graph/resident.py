@@ -9,13 +9,21 @@ collect them straight back (Cora's two-layer GCN: about a second of its propagat
 broadcast plan reads the matrix instead of collecting the rows again. Only the DataFrame object
 the plan returned (or ``map_features`` made) is registered; any other DataFrame derived from it is
 an ordinary one. An entry lives as long as its DataFrame.
+
+The partitioned plan's results are registered too, the other way round: their rows are unpacked
+(a ``mapInArrow``) from a cut table of packed blocks (``(local, values)``: binary ids and float32
+features of many rows each), so a per-row step on such a result reads the packed table and turns
+it into rows once, in the same Python pass (:func:`lookup_packed`), instead of sending the rows to
+a Python worker and back (1M x 64: the array columns' conversions both ways).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from lepton_spark.frame_tags import FrameTags
 
@@ -31,3 +39,28 @@ def remember(df: Any, ids: np.ndarray, x: np.ndarray) -> Any:
 def lookup(df: Any) -> tuple[np.ndarray, np.ndarray] | None:
     """``(ids, x)`` when ``df`` itself is a registered table, else None."""
     return _TABLES.get(df)
+
+
+_PACKED: FrameTags[tuple[Any, int]] = FrameTags()
+
+
+def remember_packed(df: Any, packed: Any, dim: int) -> Any:
+    """Register ``df`` (columns ``id``, ``features``) as the rows of the DataFrame ``packed`` (columns
+    ``local``: int64 ids, ``values``: their float32 features, ``dim`` per row, as binary values of many
+    rows each); returns ``df``."""
+    return _PACKED.tag(df, (packed, int(dim)))
+
+
+def lookup_packed(df: Any) -> tuple[Any, int] | None:
+    """``(packed DataFrame, dim)`` when ``df`` itself is a registered packed result, else None."""
+    return _PACKED.get(df)
+
+
+def unpacked(batches: Iterator[pa.RecordBatch], dim: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(ids, features)`` of every packed value in ``batches`` (columns ``local``, ``values``): views
+    of the Arrow buffers, no copy."""
+    for b in batches:
+        locs, vals = b.column("local"), b.column("values")
+        for i in range(b.num_rows):
+            ids = np.frombuffer(locs[i].as_buffer(), np.int64)
+            yield ids, np.frombuffer(vals[i].as_buffer(), np.float32).reshape(len(ids), dim)

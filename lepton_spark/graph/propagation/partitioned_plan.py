@@ -50,7 +50,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lepton_spark.errors import InvalidGraphError
-from lepton_spark.graph import arrow, kernels
+from lepton_spark.graph import arrow, kernels, resident
 from lepton_spark.graph.arrow import cell, list_to_matrix, matrix_to_list
 from lepton_spark.graph.blocks import fault_sleep
 from lepton_spark.graph.propagation.inputs import Inputs, check_features
@@ -63,7 +63,6 @@ from lepton_spark.graph.propagation.schemas import (
     PARTIAL_ROWS,
     PARTIAL_ROWS_PA,
     RESULT,
-    RESULT_PA,
 )
 from lepton_spark.session import sql_conf
 
@@ -75,6 +74,7 @@ log = logging.getLogger(__name__)
 #: against 0.7 s with it (2 cores), and a partitioned PageRank runs 20 of them
 ROUND_CONF = {"spark.sql.adaptive.enabled": "false"}
 _PARTIAL_VALUE_BYTES = 64 << 10  # target size of one binary partial value
+_RESULT_VALUE_BYTES = 4 << 20  # target size of one packed result value (features of many rows)
 #: CSR entries per EBLOCK row. A block's CSR is cut into pieces of whole rows: one 136 MB row per block
 #: (3M vertices / 63M entries in 6 blocks) ran a 4 GiB driver out of heap while the JVM copied it into
 #: the cogroup's Arrow input (its row buffer grows by doubling), and the JVM moves several values of
@@ -352,6 +352,7 @@ class _BlockStep:
     mean_pending: bool
     delay: float  # fault-injection sleep per task (tests only)
     step_rows: int  # rows per binary partial value
+    result_rows: int  # rows per packed result value (final)
     sym: bool = False
     sym_pending: bool = False
     by_id: bool = False
@@ -369,11 +370,15 @@ class _BlockStep:
         if self.delay and not self.final:
             time.sleep(self.delay)
         if eb.num_rows == 0:
-            return pa.Table.from_pylist([], schema=RESULT_PA if self.final else self._partial_schema)
+            return pa.Table.from_pylist([], schema=PARTIAL_BLOB_PA if self.final else self._partial_schema)
         head, pieces = head_and_pieces(eb)
         x = self._features(incoming, head)
-        if self.final:
-            return pa.table({"id": pa.array(cell(head, "ids", np.int64)), "features": matrix_to_list(x)})
+        if self.final:  # packed: (ids, features) of _RESULT_VALUE_BYTES values (finish unpacks them)
+            ids = cell(head, "ids", np.int64)
+            bounds = np.unique(np.r_[np.arange(0, len(ids), self.result_rows), len(ids)]).astype(np.int64)
+            return pa.table({"pid": pa.array(np.full(len(bounds) - 1, int(head.column("pid")[0].as_py()), np.int32)),
+                             "local": arrow.binary_segments(ids, bounds),
+                             "values": arrow.binary_segments(np.ascontiguousarray(x, np.float32), bounds)})
         out = []
         own: np.ndarray | None = None
         pid = int(head.column("pid")[0].as_py())
@@ -463,10 +468,11 @@ class _PartitionedRounds:
         self.rows = inp.n  # vertices updated (as in the broadcast plan); counting partials would cost a job
         self.delay = fault_sleep()
         self.step_rows = max(1, _PARTIAL_VALUE_BYTES // (4 * inp.dim))
+        self.result_rows = max(1, _RESULT_VALUE_BYTES // (4 * inp.dim))
 
     def _block_step(self, state: _State, final: bool) -> Callable[[pa.Table, pa.Table], pa.Table]:
         return _BlockStep(self.dim, self.agg, self.native, final, state.rows, state.mean_pending, self.delay,
-                          self.step_rows, self.sym, state.sym_pending, state.by_id).function()
+                          self.step_rows, self.result_rows, self.sym, state.sym_pending, state.by_id).function()
 
     def step(self, state: _State) -> _State:
         out = cogroup(state.df.repartition(self.parts, "pid"), self.eblocks, self._block_step(state, False),
@@ -488,10 +494,19 @@ class _PartitionedRounds:
         return replace(state, df=self.policy.cut(state.df))
 
     def finish(self, state: _State) -> DataFrame:
-        """Every block's features after the last round: DataFrame(id, features), cut."""
-        result = cogroup(state.df.repartition(self.parts, "pid"), self.eblocks, self._block_step(state, True),
-                         RESULT)
-        return self.policy.cut(result)
+        """Every block's features after the last round: DataFrame(id, features), unpacked from a cut table
+        of packed blocks (binary ids and features of many rows each: cheap to store, and a per-row step
+        on the result reads them directly, :func:`~lepton_spark.graph.resident.lookup_packed`)."""
+        packed = self.policy.cut(cogroup(state.df.repartition(self.parts, "pid"), self.eblocks,
+                                         self._block_step(state, True), PARTIAL_BLOB).select("local", "values"))
+        dim = self.dim
+
+        def unpack(batches: Any) -> Any:
+            for ids, x in resident.unpacked(batches, dim):
+                yield pa.RecordBatch.from_arrays([pa.array(ids, pa.int64()), matrix_to_list(x)],
+                                                 names=["id", "features"])
+
+        return resident.remember_packed(packed.mapInArrow(unpack, RESULT), packed, dim)
 
 
 @dataclass
