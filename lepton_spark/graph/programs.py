@@ -311,14 +311,13 @@ class BlockEngine:
         if self.plan != "partitioned":
             return [self.run(prog, max_iter) for prog, max_iter in programs]
         ops = [self._operator(prog) for prog, _ in programs]
-        results: list[DataFrame | None] = [None] * len(programs)
-        for op in {id(op): op for op in ops}.values():
+        results: dict[int, DataFrame] = {}
+        for op in {id(op): op for op in ops}.values():  # one shared run per set of blocks
             idx = [i for i, o in enumerate(ops) if o is op]
             outs = op.run_many([programs[i] for i in idx],
                                symmetric=[self.symmetric or programs[i][0].direction == "undirected" for i in idx])
-            for i, out in zip(idx, outs):
-                results[i] = out
-        return [r for r in results if r is not None]
+            results.update(zip(idx, outs, strict=True))
+        return [results[i] for i in range(len(programs))]
 
     def run_local(self, prog: VertexProgram, max_iter: int) -> tuple[np.ndarray, np.ndarray]:
         """Broadcast plan only: :meth:`run`'s result as driver arrays ``(ids, state)``, for a caller
