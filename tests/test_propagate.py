@@ -402,12 +402,22 @@ def test_sym_normalised_propagation_matches_scipy(spark, plan) -> None:
     np.testing.assert_allclose(out, P @ (P @ x.astype(np.float64)), rtol=1e-5, atol=1e-5)
 
 
+def _two_rounds(src, dst, w, x, agg: str, normalize: str | None) -> np.ndarray:
+    """Two rounds by scipy: GCN's D^-1/2 (A + I) D^-1/2 applied twice, or the dense-index reference."""
+    from lepton_spark.models.normalize import sym_propagation
+
+    if normalize == "sym":
+        n = len(x)
+        P = sym_propagation(sp.csr_matrix((w.astype(np.float64), (src, dst)), shape=(n, n)))
+        return P @ (P @ x.astype(np.float64))
+    return kernels.reference_propagate(src, dst, w, x, 2, agg)
+
+
 @pytest.mark.parametrize(("agg", "normalize"), [("mean", None), ("sum", "sym")])
 def test_partitioned_symmetric_edges_count_degrees_in_the_blocks(spark, agg, normalize) -> None:
     """``symmetric=True`` (every edge has its reverse, same weight, once): the blocks count in-degrees
     as out-degrees instead of aggregating the edges; the rounds equal scipy on such a graph, with
     isolated vertices and self-loops, over 3 blocks with sparse ids."""
-    from lepton_spark.models.normalize import sym_propagation
 
     rng = np.random.default_rng(43)
     n = 50
@@ -423,11 +433,7 @@ def test_partitioned_symmetric_edges_count_degrees_in_the_blocks(spark, agg, nor
     g = _graph(spark, ids, x, ids[src], ids[dst], w)
     got = _to_matrix(propagate(g, rounds=2, agg=agg, plan="partitioned", num_blocks=3, normalize=normalize,
                                symmetric=True), ids)
-    if normalize == "sym":
-        P = sym_propagation(sp.csr_matrix((w.astype(np.float64), (src, dst)), shape=(n, n)))
-        want = P @ (P @ x.astype(np.float64))
-    else:
-        want = kernels.reference_propagate(src, dst, w, x, 2, agg)
+    want = _two_rounds(src, dst, w, x, agg, normalize)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     if agg == "mean":  # isolated vertices receive nothing (with sym they keep their own loop)
         assert np.all(got[-4:] == 0.0)
@@ -440,7 +446,6 @@ def test_partitioned_dense_ids_place_vertices_by_arithmetic(spark, agg, normaliz
     ``id mod B`` with no numbering or endpoint lookup; the rounds equal scipy on a graph with
     self-loops, multi-edges, vertices that receive nothing and edges to and from ids >= n (not
     vertices: ignored), over 3 blocks. Ids that are not 0..n-1 make a block raise."""
-    from lepton_spark.models.normalize import sym_propagation
 
     ids, x, src, dst, w = _random_case(47, n=40, m=200)
     if symmetric:  # each edge's reverse once, same weight (what symmetric promises)
@@ -453,11 +458,7 @@ def test_partitioned_dense_ids_place_vertices_by_arithmetic(spark, agg, normaliz
                np.concatenate([w, np.ones(3, np.float32)]))
     got = _to_matrix(propagate(g, rounds=2, agg=agg, plan="partitioned", num_blocks=3, normalize=normalize,
                                symmetric=symmetric, dense_ids=True), ids)
-    if normalize == "sym":
-        P = sym_propagation(sp.csr_matrix((w.astype(np.float64), (src, dst)), shape=(n, n)))
-        want = P @ (P @ x.astype(np.float64))
-    else:
-        want = kernels.reference_propagate(src, dst, w, x, 2, agg)
+    want = _two_rounds(src, dst, w, x, agg, normalize)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
     sparse = _graph(spark, ids * 2, x, src * 2, dst * 2, w)  # even ids: not 0..n-1

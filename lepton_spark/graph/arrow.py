@@ -8,6 +8,8 @@ a contiguous matrix with computed offsets (zero-copy of the values buffer).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -49,6 +51,18 @@ def binary_cells(col: pa.Array | pa.ChunkedArray) -> list[pa.Buffer]:
     """The values of a binary column as Arrow buffers, zero-copy (no ``combine_chunks``)."""
     chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
     return [ch[i].as_buffer() for ch in chunks for i in range(len(ch))]
+
+
+def packed_rows(batches: Iterator[pa.RecordBatch], dtype: Any, width: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(ids, values)`` of every row of ``batches`` whose ``local`` holds int64 ids and ``values`` their
+    values of ``dtype`` (``width`` per id, 0: one), as binary: views of the Arrow buffers, no copy. The
+    block engines pack states and results this way (many vertices a value)."""
+    for b in batches:
+        locs, vals = b.column("local"), b.column("values")
+        for i in range(b.num_rows):
+            ids = np.frombuffer(locs[i].as_buffer(), np.int64)
+            x = np.frombuffer(vals[i].as_buffer(), dtype)
+            yield ids, x.reshape((len(ids), width) if width else (-1,))
 
 
 def cell(table: pa.Table, name: str, dtype: type) -> np.ndarray:

@@ -16,7 +16,7 @@ from pyspark.sql import types as T
 
 from lepton_spark import storage
 from lepton_spark.graph import resident
-from lepton_spark.graph.arrow import list_to_matrix, matrix_to_list
+from lepton_spark.graph.arrow import list_to_matrix, matrix_to_list, packed_rows
 from lepton_spark.graph.functional import activate, check_activation
 
 
@@ -71,7 +71,7 @@ def map_features(
         table, dim = packed
 
         def run_packed(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            for ids, x in resident.unpacked(batches, dim):
+            for ids, x in packed_rows(batches, np.float32, dim):
                 cols = {"id": pa.array(ids, pa.int64()), "features": matrix_to_list(x),
                         output_col: matrix_to_list(_apply(fn, x, out_dim))}
                 yield pa.RecordBatch.from_arrays([cols[n] for n in names], names=names)

@@ -462,10 +462,7 @@ def _exploder(dtype: np.dtype, width: int) -> Any:
     from lepton_spark.graph.arrow import state_table
 
     def explode(batches: Any) -> Any:
-        for b in batches:
-            for i in range(b.num_rows):
-                ids = np.frombuffer(b.column("local")[i].as_buffer(), np.int64)
-                vals = np.frombuffer(b.column("values")[i].as_buffer(), dtype)
-                yield from state_table(ids, vals.reshape((len(ids), width) if width else (-1,))).to_batches()
+        for ids, vals in arrow.packed_rows(batches, dtype, width):
+            yield from state_table(ids, vals).to_batches()
 
     return explode

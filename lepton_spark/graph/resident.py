@@ -19,11 +19,9 @@ a Python worker and back (1M x 64: the array columns' conversions both ways).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from lepton_spark.frame_tags import FrameTags
 
@@ -55,12 +53,3 @@ def lookup_packed(df: Any) -> tuple[Any, int] | None:
     """``(packed DataFrame, dim)`` when ``df`` itself is a registered packed result, else None."""
     return _PACKED.get(df)
 
-
-def unpacked(batches: Iterator[pa.RecordBatch], dim: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``(ids, features)`` of every packed value in ``batches`` (columns ``local``, ``values``): views
-    of the Arrow buffers, no copy."""
-    for b in batches:
-        locs, vals = b.column("local"), b.column("values")
-        for i in range(b.num_rows):
-            ids = np.frombuffer(locs[i].as_buffer(), np.int64)
-            yield ids, np.frombuffer(vals[i].as_buffer(), np.float32).reshape(len(ids), dim)

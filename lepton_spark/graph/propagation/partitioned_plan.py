@@ -147,12 +147,17 @@ def block_label(keys: list[int], col: str = "id", dense: bool = False) -> Column
     return F.element_at(F.array(*[F.lit(k) for k in keys]), block).cast("int")
 
 
+def dense_place(keys: list[int], col: str = "id") -> tuple[Column, Column]:
+    """``(block label, local index)`` of the id in ``col`` when the ids are exactly 0..n-1: block
+    ``id mod B``, index ``id div B`` (ascending ids within a block, as :func:`number_in_blocks` numbers them)."""
+    return block_label(keys, col, dense=True), (F.col(col) / F.lit(len(keys))).cast("int")
+
+
 def dense_layout(spark: SparkSession, n: int, keys: list[int]) -> DataFrame:
-    """``(id, pid, local)`` of vertices whose ids are exactly 0..n-1: block ``id mod B``, local index
-    ``id div B`` (ascending ids within a block, as :func:`number_in_blocks` numbers them). Pure
+    """``(id, pid, local)`` of vertices whose ids are exactly 0..n-1 (:func:`dense_place`). Pure
     arithmetic: no window over the vertices, and the edges find their blocks without a lookup."""
-    return spark.range(n).select(F.col("id"), block_label(keys, dense=True).alias("pid"),
-                                 (F.col("id") / F.lit(len(keys))).cast("int").alias("local"))
+    pid, local = dense_place(keys)
+    return spark.range(n).select(F.col("id"), pid.alias("pid"), local.alias("local"))
 
 
 def number_in_blocks(v: DataFrame, policy: LineagePolicy) -> DataFrame:
@@ -278,11 +283,9 @@ def _pack_edge_blocks(vl: DataFrame, edges: DataFrame, parts: int, sym: bool = F
     picks the partition count of the cogroup's shuffle.
     """
     if dense_n is not None:  # ids 0..n-1: an edge's blocks and indices are arithmetic on its ids
-        b = F.lit(len(dense_keys))
+        (spid, slocal), (dpid, dlocal) = dense_place(dense_keys, "src"), dense_place(dense_keys, "dst")
         e = edges.filter(F.col("src").between(0, dense_n - 1) & F.col("dst").between(0, dense_n - 1)).select(
-            block_label(dense_keys, "src", dense=True).alias("spid"), (F.col("src") / b).cast("int").alias("slocal"),
-            block_label(dense_keys, "dst", dense=True).alias("dpid"), (F.col("dst") / b).cast("int").alias("dlocal"),
-            "weight")
+            spid.alias("spid"), slocal.alias("slocal"), dpid.alias("dpid"), dlocal.alias("dlocal"), "weight")
     else:
         s, d = endpoint_lookups(vl, broadcast_ids)
         e = edges.join(s, "src").join(d, "dst").select("spid", "slocal", "dpid", "dlocal", "weight")
@@ -502,7 +505,7 @@ class _PartitionedRounds:
         dim = self.dim
 
         def unpack(batches: Any) -> Any:
-            for ids, x in resident.unpacked(batches, dim):
+            for ids, x in arrow.packed_rows(batches, np.float32, dim):
                 yield pa.RecordBatch.from_arrays([pa.array(ids, pa.int64()), matrix_to_list(x)],
                                                  names=["id", "features"])
 
