@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lepton_spark.config import GraphConfig
+from lepton_spark.errors import InvalidGraphError
 from lepton_spark.graph import kernels
 from lepton_spark.graph.dense import activate, apply_dense, map_features
 from lepton_spark.graph.normalize import normalize_edges
@@ -464,6 +465,57 @@ def test_partitioned_dense_ids_place_vertices_by_arithmetic(spark, agg, normaliz
     sparse = _graph(spark, ids * 2, x, src * 2, dst * 2, w)  # even ids: not 0..n-1
     with pytest.raises(Exception, match="promised dense"):
         propagate(sparse, rounds=1, agg=agg, plan="partitioned", num_blocks=3, dense_ids=True).collect()
+
+
+@pytest.mark.parametrize(("agg", "normalize"), [("mean", None), ("sum", "sym"), ("max", None)])
+def test_partitioned_dense_symmetric_blocks_pack_from_their_edges_alone(spark, agg, normalize) -> None:
+    """Dense ids on a symmetric graph: each block is packed from its own out-edges, streamed (no
+    vertex side). A block whose vertices have no edges at all (ids 2 mod 3 here) and a block with no
+    vertices (2 vertices in 3 blocks) still give every vertex its row; the rounds equal scipy."""
+    rng = np.random.default_rng(5)
+    n = 30
+    ids = np.arange(n)
+    linked = ids[ids % 3 != 2]  # block 2 (ids 2, 5, ...) is isolated
+    a, b = rng.choice(linked, 80), rng.choice(linked, 80)
+    a, b = a[a != b], b[a != b]
+    pairs = np.unique(np.sort(np.stack([a, b], 1), axis=1), axis=0)
+    w = rng.uniform(0.1, 2.0, len(pairs)).astype(np.float32)
+    src, dst, w = np.r_[pairs[:, 0], pairs[:, 1]], np.r_[pairs[:, 1], pairs[:, 0]], np.r_[w, w]
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    got = _to_matrix(propagate(_graph(spark, ids, x, src, dst, w), rounds=2, agg=agg, plan="partitioned",
+                               num_blocks=3, normalize=normalize, symmetric=True, dense_ids=True), ids)
+    np.testing.assert_allclose(got, _two_rounds(src, dst, w, x, agg, normalize), rtol=1e-5, atol=1e-5)
+    if normalize is None:  # the isolated block's vertices receive nothing
+        assert np.all(got[2::3] == 0.0)
+
+    tiny_x = x[:2]
+    tiny = propagate(_graph(spark, ids[:2], tiny_x, np.array([0, 1]), np.array([1, 0]), np.ones(2, np.float32)),
+                     rounds=2, agg=agg, plan="partitioned", num_blocks=3, normalize=normalize, symmetric=True,
+                     dense_ids=True)
+    want = _two_rounds(np.array([0, 1]), np.array([1, 0]), np.ones(2, np.float32), tiny_x, agg, normalize)
+    np.testing.assert_allclose(_to_matrix(tiny, ids[:2]), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_partitioned_checked_features_are_read_by_the_first_round(spark, symmetric) -> None:
+    """``checked_features`` with a caller's count and dense ids: the partitioned plan neither checks
+    nor copies the features (its first round reads them where they are made); the result equals
+    scipy and the unpromised run. Without the promise, bad features still get the check's error."""
+    ids, x, src, dst, w = _random_case(49, n=40, m=200)
+    if symmetric:
+        keep = src < dst
+        src, dst, w = np.r_[src[keep], dst[keep]], np.r_[dst[keep], src[keep]], np.r_[w[keep], w[keep]]
+    g = _graph(spark, ids, x, src, dst, w)
+    opts = {"rounds": 2, "agg": "sum", "plan": "partitioned", "num_blocks": 3, "normalize": "sym",
+            "symmetric": symmetric, "dense_ids": True, "num_vertices": len(ids), "num_features": x.shape[1]}
+    got = _to_matrix(propagate(g, checked_features=True, **opts), ids)
+    np.testing.assert_allclose(got, _two_rounds(src, dst, w, x, "sum", "sym"), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, _to_matrix(propagate(g, **opts), ids), rtol=1e-6, atol=1e-6)
+
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(InvalidGraphError, match="NaN or infinite"):
+        propagate(_graph(spark, ids, bad, src, dst, w), **opts).collect()
 
 
 @pytest.mark.parametrize("native", ["off", "on"])

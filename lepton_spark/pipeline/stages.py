@@ -178,6 +178,8 @@ def train_stage(ctx: RunContext) -> None:
                           propagate_options={"operators": ctx.operators, "operator_key": ctx.graph_dir,
                                              "keep_results": True, "symmetric": _symmetric(ctx, weights=True),
                                              "dense_ids": _dense_ids(ctx),
+                                             # a validated graph's features passed build's rules
+                                             "checked_features": bool(ctx.graph_meta().get("validated")),
                                              "edge_files": edge_files(ctx)})
     ctx.model_dir = model_dir
     keys = ("train_acc", "val_acc", "test_acc", "epochs_run", "majority_rate", "underfit", "feature_norm")
@@ -379,6 +381,8 @@ def forward_on_spark(ctx: RunContext, model: Any, vertices: DataFrame, edges: Da
                            "edge_files": edge_files(ctx),
                            "config": ctx.cfg.graph, "operators": ctx.operators, "operator_key": ctx.graph_dir,
                            "symmetric": _symmetric(ctx, weights=True), "dense_ids": _dense_ids(ctx),
+                           # graph_dims checked the features, or the graph's metadata vouches for them
+                           "checked_features": bool(num_vertices),
                            **({"num_vertices": int(num_vertices)} if num_vertices else {}),
                            **({"num_features": int(num_features)} if num_vertices and num_features else {})},
     )
