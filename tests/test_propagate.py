@@ -518,6 +518,34 @@ def test_partitioned_checked_features_are_read_by_the_first_round(spark, symmetr
         propagate(_graph(spark, ids, bad, src, dst, w), **opts).collect()
 
 
+def test_partitioned_first_round_applies_a_width_keeping_map_in_its_blocks(spark, caplog) -> None:
+    """Features that are a width-keeping ``map_features`` (a standardisation) of the graph's rows: with
+    a caller's count, checked features and dense ids, the blocks apply the map to the rows they receive
+    (logged) and the result equals scipy over the mapped features; a width-changing map is not fused."""
+    import logging
+
+    from lepton_spark.graph import resident
+    from lepton_spark.graph.dense import DenseFn
+    from lepton_spark.models.plan import Standardize
+
+    ids, x, src, dst, w = _random_case(51, n=40, m=200)
+    keep = src < dst
+    src, dst, w = np.r_[src[keep], dst[keep]], np.r_[dst[keep], src[keep]], np.r_[w[keep], w[keep]]
+    g = _graph(spark, ids, x, src, dst, w)
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 0.5
+    mapped = map_features(g.vertices, Standardize(mean, scale), out_dim=x.shape[1])
+    assert resident.lookup_mapped(mapped) is not None
+    assert resident.lookup_mapped(map_features(g.vertices, DenseFn(np.eye(5, 3)), out_dim=3)) is None
+    opts = {"rounds": 2, "agg": "sum", "plan": "partitioned", "num_blocks": 3, "normalize": "sym",
+            "symmetric": True, "dense_ids": True, "num_vertices": len(ids), "num_features": x.shape[1],
+            "checked_features": True}
+    with caplog.at_level(logging.INFO, logger="lepton_spark.graph.propagation.partitioned_plan"):
+        got = _to_matrix(propagate(types.SimpleNamespace(vertices=mapped, edges=g.edges), **opts), ids)
+    assert "the blocks apply Standardize to the feature rows they receive" in caplog.text
+    want = _two_rounds(src, dst, w, ((x - mean) / scale).astype(np.float32), "sum", "sym")
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("native", ["off", "on"])
 def test_sym_partitioned_scales_in_the_blocks(spark, native, tmp_path) -> None:
     """The partitioned plan's GCN operator (raw weights, unit loops, d^-1/2 scaling inside the blocks)

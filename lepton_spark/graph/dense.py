@@ -48,6 +48,10 @@ def map_features(
 ) -> DataFrame:
     """Apply ``fn((rows, d) float32) -> (rows, d_out)`` to every Arrow batch of ``input_col``.
 
+    A ``fn`` with ``keeps_width = True`` (d_out == d, like a standardisation) over an ``(id, features)``
+    table marks its output (:func:`~lepton_spark.graph.resident.lookup_mapped`): a partitioned
+    propagation of it may then apply ``fn`` to the rows inside its first round instead.
+
     ``fn`` must be picklable (it is shipped to the executors). Other columns pass through unchanged;
     ``output_col`` replaces ``input_col`` when they are equal, else it is added. ``out_dim`` (when
     given) is checked on every batch. On a table whose rows the driver holds (a broadcast
@@ -85,7 +89,22 @@ def map_features(
             cols[output_col] = matrix_to_list(y)
             yield pa.RecordBatch.from_arrays([cols[name] for name in names], names=names)
 
-    return df.mapInArrow(run, schema)
+    out = df.mapInArrow(run, schema)
+    if getattr(fn, "keeps_width", False) and input_col == output_col == "features" and names == ["id", "features"]:
+        # a width-keeping map of (id, features): a partitioned propagation may apply it in its blocks
+        return resident.remember_mapped(out, df, RowFn(fn, out_dim))
+    return out
+
+
+class RowFn:
+    """``fn`` as :func:`map_features` applies it to a matrix of rows (float32, its shape checked);
+    picklable when ``fn`` is."""
+
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], out_dim: int | None = None) -> None:
+        self.fn, self.out_dim = fn, out_dim
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return _apply(self.fn, x, self.out_dim)
 
 
 def apply_dense(

@@ -15,6 +15,11 @@ The partitioned plan's results are registered too, the other way round: their ro
 features of many rows each), so a per-row step on such a result reads the packed table and turns
 it into rows once, in the same Python pass (:func:`lookup_packed`), instead of sending the rows to
 a Python worker and back (1M x 64: the array columns' conversions both ways).
+
+A :func:`~lepton_spark.graph.dense.map_features` output whose function keeps the width (a
+standardisation, a row normalisation: no ``out_dim``) is registered with its input and function
+(:func:`lookup_mapped`): a partitioned propagation of it may apply the function inside its first
+round's blocks instead of sending every row through a Python worker and back first.
 """
 
 from __future__ import annotations
@@ -53,3 +58,17 @@ def lookup_packed(df: Any) -> tuple[Any, int] | None:
     """``(packed DataFrame, dim)`` when ``df`` itself is a registered packed result, else None."""
     return _PACKED.get(df)
 
+
+
+_MAPPED: FrameTags[tuple[Any, Any]] = FrameTags()
+
+
+def remember_mapped(df: Any, base: Any, fn: Any) -> Any:
+    """Register ``df`` (columns ``id``, ``features``) as ``fn`` applied row by row to the features of
+    ``base`` (columns ``id``, ``features``), keeping their width; returns ``df``."""
+    return _MAPPED.tag(df, (base, fn))
+
+
+def lookup_mapped(df: Any) -> tuple[Any, Any] | None:
+    """``(base DataFrame, fn)`` when ``df`` itself is a registered width-keeping map, else None."""
+    return _MAPPED.get(df)

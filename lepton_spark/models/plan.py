@@ -40,12 +40,16 @@ log = logging.getLogger(__name__)
 class RowNormalize:
     """Row L1 normalisation of a float32 batch (feature_norm="row")."""
 
+    keeps_width = True  # map_features: a partitioned propagation may apply it in its blocks
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return row_normalize_f32(x)
 
 
 class Standardize:
     """``(x - mean) / scale`` per column of a float32 batch (feature_norm="standard", fitted stats)."""
+
+    keeps_width = True
 
     def __init__(self, mean: np.ndarray, scale: np.ndarray) -> None:
         self.mean = np.asarray(mean, dtype=np.float64).reshape(-1)

@@ -8,6 +8,7 @@ as one job, for callers that validate a graph up front (the build stage).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,9 @@ class Inputs:
     # (sorted ids, matrix) when the driver already holds the features (graph.resident): the broadcast
     # plan reads them instead of collecting x0
     local: tuple[np.ndarray, np.ndarray] | None = None
+    # (base x0, fn) when the features are ``fn`` applied row by row to ``base``'s, keeping their width
+    # (graph.resident.lookup_mapped): the partitioned plan may apply fn in its first round's blocks
+    source: tuple[DataFrame, Callable[[np.ndarray], np.ndarray]] | None = None
 
 
 def check_matrix(lengths: np.ndarray, nulls: int, values: np.ndarray) -> int:
@@ -100,6 +104,10 @@ def check_weights(edges: DataFrame, weight: str = "weight") -> None:
         raise InvalidGraphError(f"propagate: {int(bad)} edges have a null, NaN or infinite weight")
 
 
+def _cast_features(vertices: DataFrame, features: str) -> DataFrame:
+    return vertices.select(F.col("id").cast("long").alias("id"), F.col(features).cast(FEATURES_T).alias("features"))
+
+
 def prepare(g: Any, features: str, weight: str | None, num_vertices: int | None = None,
             num_features: int | None = None) -> Inputs:
     """``g``'s features and edges cast to the plans' types, the features persisted and checked.
@@ -120,7 +128,7 @@ def prepare(g: Any, features: str, weight: str | None, num_vertices: int | None 
         ftype.elementType, T.FloatType | T.DoubleType | T.IntegerType | T.LongType | T.ShortType
     ):
         raise ValueError(f"propagate: column {features!r} must be array<float>, got {ftype.simpleString()}")
-    x0 = vertices.select(F.col("id").cast("long").alias("id"), F.col(features).cast(FEATURES_T).alias("features"))
+    x0 = _cast_features(vertices, features)
     # a null weight is bad data (checked while the edges are packed), not weight 1.0; only a missing
     # weight column (or weight=None) means 1.0
     w = F.col(weight).cast("float") if weight and weight in edges.columns else F.lit(1.0).cast("float")
@@ -134,7 +142,10 @@ def prepare(g: Any, features: str, weight: str | None, num_vertices: int | None 
     if num_vertices is not None:
         if num_features is not None:  # the caller knows the length too: no first-row job
             n = max(int(num_vertices), 0)
-            return Inputs(spark, x0, e, n, max(int(num_features), 0) if n else 0, edges, checked=False)
+            mapped = resident.lookup_mapped(vertices) if features == "features" else None
+            source = None if mapped is None else (_cast_features(mapped[0], "features"), mapped[1])
+            return Inputs(spark, x0, e, n, max(int(num_features), 0) if n else 0, edges, checked=False,
+                          source=source)
         first = x0.select(F.size("features").alias("d")).first() if num_vertices else None
         dim = max(int(first["d"]), 0) if first is not None and first["d"] is not None else 0
         return Inputs(spark, x0, e, int(num_vertices) if first is not None else 0, dim, edges, checked=False)

@@ -405,6 +405,7 @@ class _BlockStep:
     sym: bool = False
     sym_pending: bool = False
     by_id: bool = False
+    pre: Callable[[np.ndarray], np.ndarray] | None = None  # applied to the feature rows a block receives (by_id)
 
     def function(self) -> Callable[[pa.Table, pa.Table], pa.Table]:
         """:meth:`apply` as a function of two parameters, for ``cogroup``.
@@ -471,7 +472,8 @@ class _BlockStep:
                                                 "placed in (were the ids promised dense, 0..n-1, and are not?)")
                 else:
                     local = incoming.column("local").to_numpy()
-                x[local] = list_to_matrix(incoming.column("features"), dim)
+                rows = list_to_matrix(incoming.column("features"), dim)
+                x[local] = rows if self.pre is None else self.pre(rows)
         else:
             locs = arrow.binary_cells(incoming.column("local"))
             vals = arrow.binary_cells(incoming.column("values"))
@@ -511,8 +513,10 @@ class _PartitionedRounds:
     lazy = True
 
     def __init__(self, inp: Inputs, eblocks: DataFrame, parts: int, agg: str, native: bool,
-                 policy: LineagePolicy, sym: bool = False) -> None:
+                 policy: LineagePolicy, sym: bool = False,
+                 pre: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.spark, self.eblocks, self.parts, self.policy, self.sym = inp.spark, eblocks, parts, policy, sym
+        self.pre = pre  # the by-id feature rows' width-keeping function (round 0's input)
         self.dim, self.agg, self.native = inp.dim, agg, native
         self.rows = inp.n  # vertices updated (as in the broadcast plan); counting partials would cost a job
         self.delay = fault_sleep()
@@ -521,7 +525,8 @@ class _PartitionedRounds:
 
     def _block_step(self, state: _State, final: bool) -> Callable[[pa.Table, pa.Table], pa.Table]:
         return _BlockStep(self.dim, self.agg, self.native, final, state.rows, state.mean_pending, self.delay,
-                          self.step_rows, self.result_rows, self.sym, state.sym_pending, state.by_id).function()
+                          self.step_rows, self.result_rows, self.sym, state.sym_pending, state.by_id,
+                          self.pre if state.by_id else None).function()
 
     def step(self, state: _State) -> _State:
         out = cogroup(state.df.repartition(self.parts, "pid"), self.eblocks, self._block_step(state, False),
@@ -594,7 +599,9 @@ def run(inp: Inputs, rounds: Rounds, *, agg: str, blocks: int, native: bool,
     (:func:`dense_layout`), so neither the vertices are numbered by a window nor the edges joined
     with a lookup of their endpoints (1M vertices / 19M edges on 2 cores: preparation 20.8 -> 17.0 s).
     With ``checked_features`` too (the caller's promise that the features are checked), the first round
-    reads the features where they are made: no check, no cut copy.
+    reads the features where they are made: no check, no cut copy; and when they are a width-keeping
+    ``map_features`` of other features (``inp.source``), it reads those and each block applies the
+    map to the rows it receives (one Python pass over the rows fewer).
 
     ``cache`` (an :class:`~.broadcast_plan.OperatorCache`): the edge blocks are taken from it when a
     propagation over the same edges (``inp.source_edges``, or ``operator_key``) packed them in the same
@@ -612,8 +619,15 @@ def run(inp: Inputs, rounds: Rounds, *, agg: str, blocks: int, native: bool,
     if packed is not None and packed.n != inp.n:
         packed = None  # other vertices than the blocks were packed for: pack again (and replace them)
     trusted = inp.checked or checked_features
+    pre = None
     if dense and trusted:  # read once, by the first round: no cut copy, and nothing left to check
-        vfull = inp.x0.withColumn("pid", block_label(keys, dense=True))
+        # features made by a width-keeping map (a standardisation): the blocks apply it to the rows
+        # they receive, instead of the rows going through a Python worker and back first
+        base, pre = inp.source if inp.source is not None else (inp.x0, None)
+        vfull = base.withColumn("pid", block_label(keys, dense=True))
+        if pre is not None:
+            log.info("propagate[partitioned]: the blocks apply %s to the feature rows they receive",
+                     type(getattr(pre, "fn", pre)).__name__)
     elif dense or packed is not None:
         vfull = _label_features(inp.x0, keys, rounds.policy, dense)
     else:
@@ -638,7 +652,7 @@ def run(inp: Inputs, rounds: Rounds, *, agg: str, blocks: int, native: bool,
              time.perf_counter() - t0)
     eblocks = packed.eblocks
     try:
-        plan = _PartitionedRounds(inp, eblocks, parts, agg, native, rounds.policy, sym=sym)
+        plan = _PartitionedRounds(inp, eblocks, parts, agg, native, rounds.policy, sym=sym, pre=pre)
         with sql_conf(inp.spark, ROUND_CONF):
             state = rounds.run(plan, _State(vfull.select("pid", "id", "features"), rows=True,
                                             mean_pending=False, by_id=True))
