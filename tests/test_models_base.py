@@ -152,3 +152,25 @@ def test_context_take_is_memoised() -> None:
     ctx = Context(np.arange(12.0).reshape(6, 2), None)
     rows = np.array([1, 4])
     assert ctx.take(rows) is ctx.take(rows.copy())
+
+
+def test_sgc_propagates_large_dense_features_in_float32(monkeypatch) -> None:
+    """From ``FLOAT32_MIN_NNZ`` stored entries on, SGC's K rounds over dense features run in float32
+    (the Spark plans' precision): equal to the float64 dense reference to float32 precision, while
+    below the threshold the result is the float64 one (1e-12)."""
+    from lepton_spark.models import sgc as sgc_mod
+
+    rng = np.random.default_rng(3)
+    n = 60
+    A = sp.random(n, n, density=0.08, random_state=3, format="csr")
+    A = (A + A.T).tocsr()
+    X = rng.normal(size=(n, 6))
+    P, _ = _dense_ops(A.toarray())
+    m = _random_fitted("sgc", 6, 3, K=2, feature_norm="none")
+    want = P @ P @ X
+    _, exact = m.forward_local(A, X, return_hidden=True)
+    np.testing.assert_allclose(exact, want, atol=1e-12)
+    monkeypatch.setattr(sgc_mod, "FLOAT32_MIN_NNZ", 1)
+    _, fast = m.forward_local(A, X, return_hidden=True)
+    assert fast.dtype == np.float64 and not np.array_equal(fast, exact)  # float32 rounds, float64 rows
+    np.testing.assert_allclose(fast, want, rtol=1e-5, atol=1e-6)

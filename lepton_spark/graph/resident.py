@@ -16,8 +16,8 @@ features of many rows each), so a per-row step on such a result reads the packed
 it into rows once, in the same Python pass (:func:`lookup_packed`), instead of sending the rows to
 a Python worker and back (1M x 64: the array columns' conversions both ways).
 
-A :func:`~lepton_spark.graph.dense.map_features` output whose function keeps the width (a
-standardisation, a row normalisation: no ``out_dim``) is registered with its input and function
+A :func:`~lepton_spark.graph.dense.map_features` output whose function keeps the width (``keeps_width``:
+a standardisation, a row normalisation) is registered with its input and function
 (:func:`lookup_mapped`): a partitioned propagation of it may apply the function inside its first
 round's blocks instead of sending every row through a Python worker and back first.
 """
@@ -57,7 +57,6 @@ def remember_packed(df: Any, packed: Any, dim: int) -> Any:
 def lookup_packed(df: Any) -> tuple[Any, int] | None:
     """``(packed DataFrame, dim)`` when ``df`` itself is a registered packed result, else None."""
     return _PACKED.get(df)
-
 
 
 _MAPPED: FrameTags[tuple[Any, Any]] = FrameTags()

@@ -17,6 +17,12 @@ from lepton_spark.models.plan import Ops
 log = logging.getLogger(__name__)
 
 
+#: from this many stored entries of ``S`` on, dense features are propagated in float32: the precision
+#: the Spark plans propagate in, and the product's memory traffic halved (1M rows x 19M entries x 64
+#: dims on 2 cores: 1.8-2.4 s -> 0.75 s a round); the fit itself stays float64
+FLOAT32_MIN_NNZ = 2_000_000
+
+
 def _as_rows(Z: Any) -> Any:
     return sp.csr_matrix(Z, dtype=np.float64) if sp.issparse(Z) else np.asarray(Z, dtype=np.float64)
 
@@ -65,6 +71,8 @@ class SGC(GraphModel):
     def _propagated(self, A: Any, X: Any) -> Any:
         P = sym_propagation(A)
         Z = self._normalized(X)
+        if not sp.issparse(Z) and P.nnz >= FLOAT32_MIN_NNZ and self.K > 0:
+            P, Z = P.astype(np.float32), np.asarray(Z, dtype=np.float32)
         for _ in range(self.K):
             Z = P @ Z if sp.issparse(Z) else threaded_spmm(P, Z)  # dense rows: split over the driver's cores
         return _as_rows(Z)
