@@ -106,6 +106,9 @@ class RowFn:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return _apply(self.fn, x, self.out_dim)
 
+    def __str__(self) -> str:
+        return type(self.fn).__name__
+
 
 def apply_dense(
     df: DataFrame,

@@ -44,6 +44,7 @@ from lepton_spark.graph.propagation.partitioned_plan import (
     ROUND_CONF,
     block_keys,
     block_label,
+    cache_blocks,
     cogroup,
     endpoint_lookups,
     head_and_pieces,
@@ -137,7 +138,7 @@ def _pack_edges(vertices: DataFrame, edges: DataFrame, blocks: int, keys: list[i
         return pa.Table.from_pylist(rows, schema=_EBLOCK_PA)
 
     packed = cogroup(vl.select("pid", "id", "local"), e, pack, _EBLOCK)
-    return packed.repartition(blocks, "pid").sortWithinPartitions("pid", "part").persist()
+    return cache_blocks(packed, blocks)
 
 
 def _assemble(eb: pa.Table, weighted: bool) -> tuple[pa.Table, tuple[np.ndarray, ...]]:

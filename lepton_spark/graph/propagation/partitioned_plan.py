@@ -305,7 +305,7 @@ def _pack_edge_blocks(vl: DataFrame, edges: DataFrame, parts: int, sym: bool = F
     # the piece size is read here, on the driver, and travels with the function
     pack = functools.partial(_pack_block, piece_entries=_PIECE_ENTRIES, scaled=sym, degrees_from_out=symmetric)
     eblocks = cogroup(vside, e.withColumnRenamed("spid", "pid"), pack, EBLOCK)
-    return eblocks.repartition(parts, "pid").sortWithinPartitions("pid", "part").persist()
+    return cache_blocks(eblocks, parts)
 
 
 def _stream_pack(e: DataFrame, parts: int, n: int, keys: list[int], sym: bool) -> DataFrame:
@@ -318,15 +318,21 @@ def _stream_pack(e: DataFrame, parts: int, n: int, keys: list[int], sym: bool) -
     spilled 0.5 GB a task and was most of the packing job. One marker row per block (``slocal`` -1) rides
     along, so that a block without out-edges still gets its vertices' row.
     """
-    label = F.element_at(F.array(*[F.lit(k) for k in keys]), (F.col("id") + 1).cast("int"))
     types = dict(e.dtypes)
-    marks = e.sparkSession.range(len(keys)).select(
-        label.cast(types["spid"]).alias("spid"),
+    marks = e.sparkSession.range(len(keys)).select(  # block b's marker: id b is in block b
+        block_label(keys, dense=True).cast(types["spid"]).alias("spid"),
         *[F.lit(-1).cast(types[c]).alias(c) for c in ("slocal", "dpid", "dlocal")],
         F.lit(None).cast(types["weight"]).alias("weight"))
     pack = functools.partial(_pack_streamed, n=n, keys=tuple(keys), piece_entries=_PIECE_ENTRIES, scaled=sym)
     rows = e.unionByName(marks).withColumnRenamed("spid", "pid").repartition(parts, "pid")
-    return rows.mapInArrow(pack, EBLOCK).repartition(parts, "pid").sortWithinPartitions("pid", "part").persist()
+    return cache_blocks(rows.mapInArrow(pack, EBLOCK), parts)
+
+
+def cache_blocks(eblocks: DataFrame, parts: int) -> DataFrame:
+    """Packed block rows as the rounds read them: hash-partitioned by ``pid`` into ``parts`` partitions
+    (one block each, :func:`block_keys`), sorted by ``(pid, part)``, persisted; a round's cogroup then
+    reads them with no exchange and no sort. Both partitioned engines cache their blocks so."""
+    return eblocks.repartition(parts, "pid").sortWithinPartitions("pid", "part").persist()
 
 
 def _pack_streamed(batches: Any, *, n: int, keys: tuple[int, ...], piece_entries: int,
@@ -626,8 +632,7 @@ def run(inp: Inputs, rounds: Rounds, *, agg: str, blocks: int, native: bool,
         base, pre = inp.source if inp.source is not None else (inp.x0, None)
         vfull = base.withColumn("pid", block_label(keys, dense=True))
         if pre is not None:
-            log.info("propagate[partitioned]: the blocks apply %s to the feature rows they receive",
-                     type(getattr(pre, "fn", pre)).__name__)
+            log.info("propagate[partitioned]: the blocks apply %s to the feature rows they receive", pre)
     elif dense or packed is not None:
         vfull = _label_features(inp.x0, keys, rounds.policy, dense)
     else:
