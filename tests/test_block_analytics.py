@@ -324,6 +324,22 @@ def test_mode_and_min_kernels_by_hand():
     assert out.tolist() == [2, 6]
 
 
+@pytest.mark.parametrize(("dtype", "high"), [(np.int64, 1_000_000), (np.int32, 1 << 31), (np.int64, 1 << 40),
+                                             (np.int64, 500), (np.uint32, 1 << 32)])
+def test_stable_argsort_is_numpys_stable_argsort(dtype, high):
+    """kernels.stable_argsort (two 16-bit radix passes for keys in [0, 2**32)) returns exactly numpy's
+    stable permutation: ties keep their input order; keys beyond 2**32 and negative keys take numpy's."""
+    from lepton_spark.graph.kernels import stable_argsort
+
+    rng = np.random.default_rng(3)
+    keys = rng.integers(0, high, 200_000, dtype=np.int64).astype(dtype)
+    keys[::7] = keys[0]  # many ties
+    np.testing.assert_array_equal(stable_argsort(keys), np.argsort(keys, kind="stable"))
+    neg = keys.astype(np.int64) - high // 2
+    np.testing.assert_array_equal(stable_argsort(neg), np.argsort(neg, kind="stable"))
+    assert stable_argsort(np.zeros(0, np.int64)).tolist() == []
+
+
 def test_stale_exchange_directories_of_dead_drivers_are_removed(tmp_path):
     """A killed driver leaves its /dev/shm exchange behind; the next run removes it (not live ones)."""
     import os

@@ -496,6 +496,72 @@ def test_partitioned_dense_symmetric_blocks_pack_from_their_edges_alone(spark, a
     np.testing.assert_allclose(_to_matrix(tiny, ids[:2]), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(("agg", "normalize"), [("mean", None), ("sum", "sym"), ("max", None)])
+def test_partitioned_dense_symmetric_blocks_pack_from_edge_files(spark, tmp_path, caplog, agg, normalize) -> None:
+    """Given the Parquet files its edges were read from (``edge_files``), a dense symmetric graph's
+    blocks are packed from the files (logged), one reading task per file: the rounds equal scipy and
+    the DataFrame packing's, with an isolated block, a block without vertices, a graph without a weight
+    column, an endpoint outside 0..n-1 left out as the DataFrame path leaves it; a null weight is
+    rejected as there."""
+    import logging
+
+    from lepton_spark.graph.blocks import EdgeFiles
+
+    rng = np.random.default_rng(8)
+    n = 30
+    ids = np.arange(n)
+    linked = ids[ids % 3 != 2]  # block 2 (ids 2, 5, ...) has no edges
+    a, b = rng.choice(linked, 90), rng.choice(linked, 90)
+    a, b = a[a != b], b[a != b]
+    pairs = np.unique(np.sort(np.stack([a, b], 1), axis=1), axis=0)
+    w = rng.uniform(0.1, 2.0, len(pairs)).astype(np.float32)
+    src, dst, w = np.r_[pairs[:, 0], pairs[:, 1]], np.r_[pairs[:, 1], pairs[:, 0]], np.r_[w, w]
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    g = _graph(spark, ids, x, src, dst, w)
+    path = str(tmp_path / "edges")
+    g.edges.repartition(3).write.parquet(path)  # three files
+    edges = spark.read.parquet(path)
+    opts = {"rounds": 2, "agg": agg, "plan": "partitioned", "num_blocks": 3, "normalize": normalize,
+            "symmetric": True, "dense_ids": True}
+    with caplog.at_level(logging.INFO, logger="lepton_spark"):
+        got = _to_matrix(propagate(types.SimpleNamespace(vertices=g.vertices, edges=edges),
+                                   edge_files=EdgeFiles(path), **opts), ids)
+    assert "packing the edge blocks from 3 Parquet files" in caplog.text
+    want = _two_rounds(src, dst, w, x, agg, normalize)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, _to_matrix(propagate(g, **opts), ids), rtol=1e-6, atol=1e-6)
+    if normalize is None:
+        assert np.all(got[2::3] == 0.0)
+
+    # no weight column: every weight 1; plus an edge to a vertex that does not exist (left out)
+    upath = str(tmp_path / "unweighted")
+    extra = spark.createDataFrame([(0, n + 5)], "src long, dst long")
+    edges.select("src", "dst").unionByName(extra).write.parquet(upath)
+    ones = np.ones(len(src), np.float32)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lepton_spark"):
+        got = _to_matrix(propagate(types.SimpleNamespace(vertices=g.vertices, edges=spark.read.parquet(upath)),
+                                   edge_files=EdgeFiles(upath, weight=None), **opts), ids)
+    assert "packing the edge blocks from" in caplog.text
+    np.testing.assert_allclose(got, _two_rounds(src, dst, ones, x, agg, normalize), rtol=1e-5, atol=1e-5)
+
+    tiny_path = str(tmp_path / "tiny")  # 2 vertices in 3 blocks: a block without vertices
+    spark.createDataFrame([(0, 1, 1.0), (1, 0, 1.0)], E_SCHEMA).write.parquet(tiny_path)
+    tiny_x = x[:2]
+    tiny = propagate(types.SimpleNamespace(vertices=_graph(spark, ids[:2], tiny_x, [], [], []).vertices,
+                                           edges=spark.read.parquet(tiny_path)),
+                     edge_files=EdgeFiles(tiny_path), **opts)
+    want = _two_rounds(np.array([0, 1]), np.array([1, 0]), np.ones(2, np.float32), tiny_x, agg, normalize)
+    np.testing.assert_allclose(_to_matrix(tiny, ids[:2]), want, rtol=1e-5, atol=1e-5)
+
+    null_path = str(tmp_path / "null")
+    spark.createDataFrame([(0, 1, None), (1, 0, None)], E_SCHEMA).write.parquet(null_path)
+    with pytest.raises(InvalidGraphError, match="null, NaN or infinite weight"):
+        propagate(types.SimpleNamespace(vertices=_graph(spark, ids[:2], tiny_x, [], [], []).vertices,
+                                        edges=spark.read.parquet(null_path)),
+                  edge_files=EdgeFiles(null_path), **opts).collect()
+
+
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_partitioned_checked_features_are_read_by_the_first_round(spark, symmetric) -> None:
     """``checked_features`` with a caller's count and dense ids: the partitioned plan neither checks

@@ -217,6 +217,32 @@ class EdgeFiles:
                      self.path, ", ".join(f"{c} {t}" for c, t in zip(self.columns(), types)))
         return ok
 
+    def file_paths(self) -> list[str]:
+        """The Parquet files under :attr:`path`, as paths inside its file system (:meth:`read_file` reads one)."""
+        import pyarrow.dataset as ds
+
+        fs, path = storage.filesystem(self.path)
+        return list(ds.dataset(path, filesystem=fs, format="parquet").files)
+
+    def read_file(self, file: str, batch_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``(src, dst, weight)`` of one of :meth:`file_paths`, ``batch_rows`` edges at a time: int64,
+        int64, float32 (a null weight: NaN). Rows with a null ``src`` or ``dst`` are left out."""
+        import pyarrow.dataset as ds
+
+        fs, _ = storage.filesystem(self.path)
+        for batch in ds.dataset([file], filesystem=fs, format="parquet").to_batches(columns=self.columns(),
+                                                                                    batch_size=batch_rows):
+            yield self._arrays(batch)
+
+    def _arrays(self, batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if batch.column("src").null_count or batch.column("dst").null_count:
+            batch = batch.filter(pc.and_(pc.is_valid(batch.column("src")), pc.is_valid(batch.column("dst"))))
+        src = batch.column("src").cast(pa.int64()).to_numpy()
+        dst = batch.column("dst").cast(pa.int64()).to_numpy()
+        wt = (np.asarray(batch.column(self.weight).to_numpy(zero_copy_only=False), dtype=np.float64)
+              .astype(np.float32) if self.weight else np.ones(len(src), dtype=np.float32))
+        return src, dst, wt
+
     def read_blocks(self, parts: int, blocks: list[int]) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
         """``(block, src, dst, weight)`` for each of ``blocks`` that has edges (an edge's block: its
         ``dst`` modulo ``parts``): int64, int64, float32 (a null weight: NaN). The files are read in
@@ -228,12 +254,7 @@ class EdgeFiles:
         kept: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {p: [] for p in blocks}
         for batch in ds.dataset(path, filesystem=fs, format="parquet").to_batches(columns=self.columns(),
                                                                                   batch_size=1 << 20):
-            if batch.column("src").null_count or batch.column("dst").null_count:
-                batch = batch.filter(pc.and_(pc.is_valid(batch.column("src")), pc.is_valid(batch.column("dst"))))
-            src = batch.column("src").cast(pa.int64()).to_numpy()
-            dst = batch.column("dst").cast(pa.int64()).to_numpy()
-            wt = (np.asarray(batch.column(self.weight).to_numpy(zero_copy_only=False), dtype=np.float64)
-                  .astype(np.float32) if self.weight else np.ones(len(src), dtype=np.float32))
+            src, dst, wt = self._arrays(batch)
             block = np.bitwise_and(dst, parts - 1) if parts & (parts - 1) == 0 else np.mod(dst, parts)
             for p, pieces in kept.items():
                 m = block == p

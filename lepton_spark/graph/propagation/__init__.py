@@ -215,7 +215,9 @@ def propagate(
     edge_files : EdgeFiles, optional
         The caller's promise that ``g.edges`` holds exactly the edges of these local Parquet files
         (a validated graph's edge directory): in local mode the broadcast plan packs its blocks from
-        the files, without shuffling the edges through Spark (:class:`~lepton_spark.graph.blocks.EdgeFiles`).
+        the files, without shuffling the edges through Spark (:class:`~lepton_spark.graph.blocks.EdgeFiles`);
+        the partitioned plan, with ``symmetric`` and ``dense_ids``, has one task per file read it and
+        send each block its edges as binary arrays instead of shuffling them as rows.
     dense_ids : bool, default False
         The caller's promise that the vertex ids are exactly 0..n-1 (a graph written by ``build`` or
         ``sample``, whose ``_graph.json`` says ``dense_ids``): the partitioned plan then places vertex
@@ -320,7 +322,8 @@ def _run(inp: Inputs, spec: RunSpec) -> DataFrame:
     return partitioned_plan.run(inp, rounds, agg=spec.agg, blocks=blocks, native=choice.native,
                                 normalize=spec.normalize, broadcast_ids_max=cfg.broadcast_ids_max,
                                 symmetric=spec.symmetric, cache=spec.operators, operator_key=spec.operator_key,
-                                dense_ids=spec.dense_ids, checked_features=spec.checked_features)
+                                dense_ids=spec.dense_ids, checked_features=spec.checked_features,
+                                edge_files=spec.edge_files)
 
 
 def spmm(entries: DataFrame, dense: DataFrame, *, row: str = "row", col: str = "col", value: str = "value",
