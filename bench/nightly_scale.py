@@ -229,7 +229,7 @@ def nightly_command(args: argparse.Namespace, raw: Path, run_dir: Path, work: Pa
 SPARK_READY = re.compile(r"spark \S+ session ready")
 REPORT_DONE = re.compile(r"report written to")
 # the block engine's per-program lines: "pagerank[broadcast]: 20 rounds in 6.50s" / "pagerank[partitioned]: done in
-# 6.32s"; programs sharing their rounds (partitioned plan) log one line for all: "pagerank+components+...: done in"
+# 6.32s"; programs sharing their rounds log one line for all: "pagerank+components+...: done in" / "...: 20 rounds in"
 ALGO_ROUNDS = re.compile(r"((?:pagerank|components|labelPropagation)(?:\+\w+)*)\[\w+\]: (?:\d+ rounds in|done in) "
                          r"([\d.]+)s")
 # preparation (edge blocks packed, features collected) and round lines of propagate and the block engine
@@ -393,7 +393,7 @@ def table(args: argparse.Namespace, gen: dict[str, Any], sc: dict[str, Any] | No
         ("  connected components", na.get("components"), sa.get("components"), gsec.get("components"), None, None),
         ("  label propagation(5)", na.get("communities"), sa.get("communities"), gsec.get("communities"),
          None, None),
-        *([("  the three in shared rounds (partitioned)", na["shared"], sum(sa.values()) if sa else None,
+        *([("  the three in shared rounds", na["shared"], sum(sa.values()) if sa else None,
             sum(gsec.values()) if with_gf else None, None, None)] if "shared" in na else []),
         ("publish / write", ns.get("publish"), ss.get("write"), None, "after", "write"),
         ("report (≈, from the log)", (ni or {}).get("report_seconds"), None, None, None, None),

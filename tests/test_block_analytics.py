@@ -401,13 +401,15 @@ def test_broadcast_operator_rounds_reuse_one_job_per_reduction(spark):
             assert got4[v] == min(labels[s] for s in senders)
 
 
+@pytest.mark.parametrize("plan", ["partitioned", "broadcast"])
 @pytest.mark.parametrize("symmetric", [False, True])
-def test_partitioned_programs_sharing_rounds_equal_their_own_runs(spark, caplog, symmetric):
-    """``BlockEngine.run_many`` on the partitioned plan: PageRank for 12 rounds, components to their
-    fixed point, LPA for 3 rounds and a 0-round program stop at different rounds, and each result
-    equals the program's own run exactly. On a symmetric graph all four share one set of rounds over
-    the directed blocks; otherwise PageRank (in-edges) runs apart from the undirected programs, and
-    vertex_analytics's partitioned tables (so split) equal the broadcast plan's."""
+def test_programs_sharing_rounds_equal_their_own_runs(spark, caplog, symmetric, plan):
+    """``BlockEngine.run_many`` on either plan: PageRank for 12 rounds, components to their fixed
+    point, LPA for 3 rounds and a 0-round program stop at different rounds, and each result equals
+    the program's own run exactly. On a symmetric graph all four share one set of rounds over the
+    directed blocks (the broadcast plan: one job a round for all of them); otherwise PageRank
+    (in-edges) runs apart from the undirected programs, and vertex_analytics's partitioned tables
+    (so split) equal the broadcast plan's."""
     import logging
 
     from pyspark.testing import assertDataFrameEqual
@@ -432,22 +434,28 @@ def test_partitioned_programs_sharing_rounds_equal_their_own_runs(spark, caplog,
     programs = [(pagerank_program(0.15), 12), (components_program(), 2**31 - 2),
                 (label_propagation_program(), 3), (pagerank_program(0.15), 0)]
     ig = indexed_graph(g.vertices, g.edges)
-    with BlockEngine(ig, plan="partitioned", num_blocks=3, symmetric=symmetric) as engine:
+    with BlockEngine(ig, plan=plan, num_blocks=3, symmetric=symmetric) as engine:
         alone = [engine.run(p, m).toPandas() for p, m in programs]
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="lepton_spark.graph.partitioned"), \
-            BlockEngine(ig, plan="partitioned", num_blocks=3, symmetric=symmetric) as engine:
+    logger = "lepton_spark.graph.partitioned" if plan == "partitioned" else "lepton_spark.graph.programs"
+    with caplog.at_level(logging.INFO, logger=logger), \
+            BlockEngine(ig, plan=plan, num_blocks=3, symmetric=symmetric) as engine:
         together = [df.toPandas() for df in engine.run_many(programs)]
     for got, ref in zip(together, alone):
         assertDataFrameEqual(spark.createDataFrame(got), spark.createDataFrame(ref), rtol=1e-12, atol=0.0)
 
     def rounds(name: str) -> int:
-        return sum(1 for r in caplog.records if r.getMessage().startswith(f"{name}[partitioned] round"))
+        return sum(1 for r in caplog.records if r.getMessage().startswith(f"{name}[{plan}] round"))
 
     assert (rounds("pagerank"), rounds("labelPropagation")) == (12, 3) and 3 < rounds("components") < 12
     shared = [r.getMessage() for r in caplog.records if "rounds shared with" in r.getMessage()]
     assert shared and all(("pagerank+components+labelPropagation+pagerank" in m) == symmetric for m in shared)
-    if not symmetric:
+    if plan == "broadcast":  # one line per set of shared rounds: its programs and the rounds it ran
+        ends = [r.getMessage() for r in caplog.records if "[broadcast]: " in r.getMessage()]
+        want = ["pagerank+components+labelPropagation+pagerank[broadcast]: 12 rounds"] if symmetric else \
+            ["pagerank+pagerank[broadcast]: 12 rounds", "components+labelPropagation[broadcast]: "]
+        assert len(ends) == len(want) and all(m.startswith(w) for m, w in zip(sorted(ends), sorted(want)))
+    if not symmetric and plan == "partitioned":
         part, bcast = ({k: df.toPandas() for k, df in vertex_analytics(
             g.vertices, g.edges, local_max_edges=0, lpa_iters=3, config=GraphConfig(plan=plan, num_partitions=3)
         ).items()} for plan in ("partitioned", "broadcast"))

@@ -72,12 +72,13 @@ def vertex_analytics(vertices: DataFrame, edges: DataFrame, *, reset: float = 0.
         prog, iters = pagerank_program(reset, None, tol), MAX_ITER_FOR_TOL if tol else pagerank_iters
         rest = [("components", "component", [], components_program(), 2**31 - 2)] if components else []
         rest.append(("communities", "label", ["label"], label_propagation_program(), lpa_iters))
+        # the programs share their rounds over the same edge blocks (one job a round for all of them)
         if engine.plan == "broadcast":  # the ranks are on the driver: rescale them there
-            ids, state = engine.run_local(prog, iters)
+            (ids, state), *states = engine.run_many_local([(prog, iters), *[(p, m) for _, _, _, p, m in rest]])
             ranks = engine.to_df(ids, normalise_rank_array(state)).withColumnRenamed("value", PAGERANK)
             out["pagerank"] = ig.to_original(ranks, [PAGERANK], [])
-            values = [engine.run(p, m) for _, _, _, p, m in rest]
-        else:  # partitioned: the programs share their rounds over the same edge blocks
+            values = [engine.to_df(i, s) for i, s in states]
+        else:
             ranks, *values = engine.run_many([(prog, iters), *[(p, m) for _, _, _, p, m in rest]])
             out["pagerank"] = normalise_ranks(ig.to_original(ranks.withColumnRenamed("value", PAGERANK),
                                                              [PAGERANK], []))

@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,7 @@ _BLOCK_SCHEMA = T.StructType(
 _BLOCK_PA = pa.schema([(f.name, pa.int64() if f.name in ("nnz", "bad_weights") else pa.binary())
                        for f in _BLOCK_SCHEMA.fields])
 _OUT_SCHEMA = T.StructType([T.StructField("rows", T.BinaryType()), T.StructField("values", T.BinaryType())])
+_OUT_MANY_SCHEMA = T.StructType([*_OUT_SCHEMA.fields, T.StructField("k", T.IntegerType())])
 _PATH_SCHEMA = T.StructType([T.StructField("path", T.StringType())])
 _PATH_PA = pa.schema([("path", pa.string())])
 
@@ -135,10 +136,6 @@ def _save_block(directory: str, arrays: dict[str, np.ndarray]) -> str:
 
 def _load_block(path: str) -> dict[str, np.ndarray]:
     return {name: np.load(os.path.join(path, f"{name}.npy"), mmap_mode="r") for name in _ARRAYS}
-
-
-#: a local-mode round's input and output in the exchange directory (see BroadcastOperator._round_job)
-_ROUND_FILES = ("x.npy", "out.npy")
 
 
 def _reduce_block(arrays: dict[str, np.ndarray], x: np.ndarray, reduce: str, weighted: bool) -> np.ndarray:
@@ -306,7 +303,7 @@ class BroadcastOperator:
     _out_degrees: np.ndarray | None = None
     _in_degrees: np.ndarray | None = None
     _received: np.ndarray | None = None
-    _round_jobs: dict[tuple[str, bool], DataFrame] = field(default_factory=dict)
+    _round_jobs: dict[tuple[tuple[str, bool], ...], DataFrame] = field(default_factory=dict)
 
     @classmethod
     def prepare(cls, spark: SparkSession, ids: np.ndarray, edges: DataFrame, parts: int | None, *,
@@ -453,13 +450,21 @@ class BroadcastOperator:
         values as they are. ``weighted=False`` counts every edge with weight 1 (PageRank on a graph whose
         blocks carry edge weights). Rows that receive nothing are zero; ``received`` marks the others.
         """
-        if reduce not in kernels.REDUCES:
-            raise ValueError(f"unknown reduction {reduce!r}; expected one of {', '.join(kernels.REDUCES)}")
-        x = np.ascontiguousarray(x)
-        out_dtype = kernels.reduce_dtype(x.dtype, reduce)
+        return self.apply_many([(x, reduce, weighted)])[0]
+
+    def apply_many(self, rounds: Sequence[tuple[np.ndarray, str, bool]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`apply` of every ``(x, reduce, weighted)``, in one job: each task reads its blocks once
+        and reduces all of them (the analytics' programs run side by side: a job's overhead is most of
+        a scalar round at 100k vertices)."""
+        for _, reduce, _ in rounds:
+            if reduce not in kernels.REDUCES:
+                raise ValueError(f"unknown reduction {reduce!r}; expected one of {', '.join(kernels.REDUCES)}")
+        xs = [np.ascontiguousarray(x) for x, _, _ in rounds]
+        specs = tuple((reduce, bool(weighted)) for _, reduce, weighted in rounds)
+        dtypes = [kernels.reduce_dtype(x.dtype, reduce) for x, (reduce, _) in zip(xs, specs)]
         if self.block_paths is not None:
-            return self._apply_files(x, reduce, weighted, out_dtype)
-        idx_t, shipped, delay = self.idx_t, x, fault_sleep()  # on a cluster the closure carries x
+            return self._apply_files(xs, specs, dtypes)
+        idx_t, delay = self.idx_t, fault_sleep()  # on a cluster the closure carries the x's
 
         def step(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             if delay:
@@ -469,89 +474,98 @@ class BroadcastOperator:
                     arrays = {"indptr": np.frombuffer(_buf(b.column("indptr")[i]), dtype=np.int64),
                               "indices": np.frombuffer(_buf(b.column("indices")[i]), dtype=idx_t),
                               "data": np.frombuffer(_buf(b.column("data")[i]), dtype=np.float32)}
-                    vals = _reduce_block(arrays, shipped, reduce, weighted)
-                    yield pa.RecordBatch.from_arrays(
-                        [b.column("rows").slice(i, 1), pa.array([vals.tobytes()], pa.binary())],
-                        names=["rows", "values"])
+                    for k, (x, (reduce, weighted)) in enumerate(zip(xs, specs)):
+                        vals = _reduce_block(arrays, x, reduce, weighted)
+                        yield pa.RecordBatch.from_arrays(
+                            [b.column("rows").slice(i, 1), pa.array([vals.tobytes()], pa.binary()),
+                             pa.array([k], pa.int32())], names=["rows", "values", "k"])
 
-        nxt = np.zeros(x.shape, dtype=out_dtype)
-        received = np.zeros(self.n, dtype=bool)
-        tail = x.shape[1:]
+        results = [(np.zeros(x.shape, dtype=t), np.zeros(self.n, dtype=bool)) for x, t in zip(xs, dtypes)]
         assert self.blocks is not None
-        out = storage.collect_arrow(self.blocks.select("rows", "indptr", "indices", "data").mapInArrow(step, _OUT_SCHEMA))
-        for r, v in zip(out.column("rows"), out.column("values")):
+        out = storage.collect_arrow(self.blocks.select("rows", "indptr", "indices", "data").mapInArrow(
+            step, _OUT_MANY_SCHEMA))
+        for r, v, k in zip(out.column("rows"), out.column("values"), out.column("k").to_pylist()):
             rows = np.frombuffer(_buf(r), dtype=np.int64)
-            nxt[rows] = np.frombuffer(_buf(v), dtype=out_dtype).reshape((-1, *tail))
+            nxt, received = results[k]
+            nxt[rows] = np.frombuffer(_buf(v), dtype=nxt.dtype).reshape((-1, *nxt.shape[1:]))
             received[rows] = True
-        return nxt, received
+        return results
 
-    def _apply_files(self, x: np.ndarray, reduce: str, weighted: bool, out_dtype: Any) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`apply` in local mode: the round's tasks map ``x.npy`` and write ``out.npy`` in the exchange."""
-        if x.size == 0:
-            return np.zeros(x.shape, dtype=out_dtype), self.received().copy()
+    def _apply_files(self, xs: list[np.ndarray], specs: tuple[tuple[str, bool], ...],
+                     dtypes: list[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`apply_many` in local mode: the round's tasks map ``x<k>.npy`` and write ``out<k>.npy`` in
+        the exchange."""
         assert self.block_paths is not None
-        x_path, out_path = self._round_files()
+        live = [k for k, x in enumerate(xs) if x.size]
+        results: list[tuple[np.ndarray, np.ndarray] | None] = [
+            None if x.size else (np.zeros(x.shape, dtype=t), self.received().copy()) for x, t in zip(xs, dtypes)]
+        if not live:
+            return results  # type: ignore[return-value]
+        files = [self._round_files(k) for k in range(len(live))]
         try:
-            np.save(x_path, x, allow_pickle=False)
-            # the tasks write their rows into one shared file (a sparse file: rows no block writes
-            # read as zero) that the driver then maps copy-on-write: no per-block result files and
-            # no driver-side scatter into a fresh matrix (at 1M x 64 those copies and their page
-            # faults cost about a second per round on the driver)
-            np.lib.format.open_memmap(out_path, mode="w+", dtype=out_dtype, shape=x.shape)
-            done = storage.collect_arrow(self._round_job(reduce, weighted)).num_rows
+            for (x_path, out_path), k in zip(files, live):
+                np.save(x_path, xs[k], allow_pickle=False)
+                # the tasks write their rows into one shared file (a sparse file: rows no block writes
+                # read as zero) that the driver then maps copy-on-write: no per-block result files and
+                # no driver-side scatter into a fresh matrix (at 1M x 64 those copies and their page
+                # faults cost about a second per round on the driver)
+                np.lib.format.open_memmap(out_path, mode="w+", dtype=dtypes[k], shape=xs[k].shape)
+            done = storage.collect_arrow(self._round_job(tuple(specs[k] for k in live))).num_rows
             if done != len(self.block_paths):
                 raise RuntimeError(f"blocks: {done} of {len(self.block_paths)} blocks reduced")
-            nxt = np.load(out_path, mmap_mode="c").view(np.ndarray)  # private: the caller may write
+            for (_, out_path), k in zip(files, live):
+                # private: the caller may write
+                results[k] = (np.load(out_path, mmap_mode="c").view(np.ndarray), self.received().copy())
         finally:
-            # removed every round (the mapping keeps its pages until nxt is freed): the next round's
-            # files are new files under the same names
-            for path in (x_path, out_path):
+            # removed every round (the mapping keeps its pages until the result is freed): the next
+            # round's files are new files under the same names
+            for path in (p for pair in files for p in pair):
                 if os.path.exists(path):
                     os.remove(path)
-        return nxt, self.received().copy()
+        return results  # type: ignore[return-value]
 
-    def _round_job(self, reduce: str, weighted: bool) -> DataFrame:
-        """The round's DataFrame for ``(reduce, weighted)``, made once and collected every round.
+    def _round_job(self, specs: tuple[tuple[str, bool], ...]) -> DataFrame:
+        """The round's DataFrame for the ``(reduce, weighted)`` of each input, made once and collected every round.
 
-        Its tasks read the round's input from ``x.npy`` and write ``out.npy`` (fixed names in the
-        exchange, :data:`_ROUND_FILES`), so one DataFrame serves every round: a new one per round cost
+        Its tasks read input ``k`` from ``x<k>.npy`` and write ``out<k>.npy`` (fixed names in the
+        exchange, :meth:`_round_files`), so one DataFrame serves every round: a new one per round cost
         its Python function's pickling and the query's analysis and planning again (about 0.05 s of a
         0.15 s PageRank round at 100k vertices).
         """
-        key = (reduce, weighted)
-        if key in self._round_jobs:
-            return self._round_jobs[key]
+        if specs in self._round_jobs:
+            return self._round_jobs[specs]
         assert self.block_paths is not None
         paths = self.block_paths
-        x_path, out_path = self._round_files()
+        files = [self._round_files(k) for k in range(len(specs))]
         delay = fault_sleep()
 
         def step_files(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             if delay:
                 time.sleep(delay)
-            xm = np.load(x_path, mmap_mode="r")
-            out = np.load(out_path, mmap_mode="r+")  # every task writes its blocks' rows in place
+            xms = [np.load(x_path, mmap_mode="r") for x_path, _ in files]
+            outs = [np.load(out_path, mmap_mode="r+") for _, out_path in files]  # every task writes its rows in place
             for b in batches:
                 for i in b.column("id").to_pylist():
                     arrays = _load_block(paths[i])
-                    out[arrays["rows"]] = _reduce_block(arrays, xm, reduce, weighted)
+                    for xm, out, (reduce, weighted) in zip(xms, outs, specs):
+                        out[arrays["rows"]] = _reduce_block(arrays, xm, reduce, weighted)
                     yield pa.RecordBatch.from_pylist([{"path": paths[i]}], schema=_PATH_PA)
-            out.flush()
-            del out
+            for out in outs:
+                out.flush()
+            del outs
 
         # one task per slot, each reducing its share of the block files: on one machine a task's
         # overhead is most of a scalar round (PageRank at 1M vertices / 19M edges on 2 cores: 0.43 s
         # per round with a task per block of 8, 0.2 s with 2 tasks); the packing keeps its finer
         # blocks (2 coarse ones packed 2.5 s slower)
         jobs = self.spark.range(0, len(paths), 1, max(1, min(len(paths), task_slots(self.spark))))
-        self._round_jobs[key] = jobs.mapInArrow(step_files, _PATH_SCHEMA)
-        return self._round_jobs[key]
+        self._round_jobs[specs] = jobs.mapInArrow(step_files, _PATH_SCHEMA)
+        return self._round_jobs[specs]
 
-    def _round_files(self) -> tuple[str, str]:
-        """``(input, output)`` paths of a local-mode round in the exchange (:data:`_ROUND_FILES`)."""
+    def _round_files(self, k: int = 0) -> tuple[str, str]:
+        """``(input, output)`` paths of input ``k`` of a local-mode round in the exchange."""
         assert self.exchange is not None
-        x_name, out_name = _ROUND_FILES
-        return os.path.join(self.exchange, x_name), os.path.join(self.exchange, out_name)
+        return os.path.join(self.exchange, f"x{k}.npy"), os.path.join(self.exchange, f"out{k}.npy")
 
     def close(self) -> None:
         """Release the blocks (unpersist, or delete their files), the round DataFrames and the local
