@@ -401,15 +401,16 @@ def test_broadcast_operator_rounds_reuse_one_job_per_reduction(spark):
             assert got4[v] == min(labels[s] for s in senders)
 
 
-@pytest.mark.parametrize("plan", ["partitioned", "broadcast"])
+@pytest.mark.parametrize(("plan", "exchange"), [("partitioned", True), ("broadcast", True), ("broadcast", False)])
 @pytest.mark.parametrize("symmetric", [False, True])
-def test_programs_sharing_rounds_equal_their_own_runs(spark, caplog, symmetric, plan):
+def test_programs_sharing_rounds_equal_their_own_runs(spark, caplog, symmetric, plan, exchange):
     """``BlockEngine.run_many`` on either plan: PageRank for 12 rounds, components to their fixed
     point, LPA for 3 rounds and a 0-round program stop at different rounds, and each result equals
     the program's own run exactly. On a symmetric graph all four share one set of rounds over the
     directed blocks (the broadcast plan: one job a round for all of them); otherwise PageRank
     (in-edges) runs apart from the undirected programs, and vertex_analytics's partitioned tables
-    (so split) equal the broadcast plan's."""
+    (so split) equal the broadcast plan's. The broadcast plan without a local exchange (a cluster's:
+    the blocks are cached rows and the messages ride in the task closure) shares its rounds too."""
     import logging
 
     from pyspark.testing import assertDataFrameEqual
@@ -434,12 +435,13 @@ def test_programs_sharing_rounds_equal_their_own_runs(spark, caplog, symmetric, 
     programs = [(pagerank_program(0.15), 12), (components_program(), 2**31 - 2),
                 (label_propagation_program(), 3), (pagerank_program(0.15), 0)]
     ig = indexed_graph(g.vertices, g.edges)
-    with BlockEngine(ig, plan=plan, num_blocks=3, symmetric=symmetric) as engine:
+    cfg = GraphConfig(local_exchange=exchange)
+    with BlockEngine(ig, plan=plan, num_blocks=3, symmetric=symmetric, config=cfg) as engine:
         alone = [engine.run(p, m).toPandas() for p, m in programs]
     caplog.clear()
     logger = "lepton_spark.graph.partitioned" if plan == "partitioned" else "lepton_spark.graph.programs"
     with caplog.at_level(logging.INFO, logger=logger), \
-            BlockEngine(ig, plan=plan, num_blocks=3, symmetric=symmetric) as engine:
+            BlockEngine(ig, plan=plan, num_blocks=3, symmetric=symmetric, config=cfg) as engine:
         together = [df.toPandas() for df in engine.run_many(programs)]
     for got, ref in zip(together, alone):
         assertDataFrameEqual(spark.createDataFrame(got), spark.createDataFrame(ref), rtol=1e-12, atol=0.0)
@@ -455,7 +457,7 @@ def test_programs_sharing_rounds_equal_their_own_runs(spark, caplog, symmetric, 
         want = ["pagerank+components+labelPropagation+pagerank[broadcast]: 12 rounds"] if symmetric else \
             ["pagerank+pagerank[broadcast]: 12 rounds", "components+labelPropagation[broadcast]: "]
         assert len(ends) == len(want) and all(m.startswith(w) for m, w in zip(sorted(ends), sorted(want)))
-    if not symmetric and plan == "partitioned":
+    if not symmetric and plan == "partitioned":  # (vertex_analytics with the default exchange)
         part, bcast = ({k: df.toPandas() for k, df in vertex_analytics(
             g.vertices, g.edges, local_max_edges=0, lpa_iters=3, config=GraphConfig(plan=plan, num_partitions=3)
         ).items()} for plan in ("partitioned", "broadcast"))
