@@ -42,10 +42,13 @@ def stable_argsort(keys: np.ndarray) -> np.ndarray:
     integers, which is a radix sort: 9.6M keys below 1M took 0.48 s against 1.08 s for the
     comparison sort of the int64 keys, with the same permutation.
     """
-    if len(keys) < 1 << 16 or keys.dtype.kind not in "iu" or keys.min() < 0 or keys.max() >= 1 << 32:
+    if len(keys) < 1 << 16 or keys.dtype.kind not in "iu":
+        return np.argsort(keys, kind="stable")
+    lo, hi = int(keys.min()), int(keys.max())
+    if lo < 0 or hi >= 1 << 32:
         return np.argsort(keys, kind="stable")
     order = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
-    if keys.max() < 1 << 16:
+    if hi < 1 << 16:
         return order
     return order[np.argsort((keys[order] >> 16).astype(np.uint16), kind="stable")]
 
