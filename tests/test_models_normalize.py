@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from lepton_spark.models.normalize import mean_propagation, normalize_features, sym_propagation
@@ -39,3 +40,19 @@ def test_threaded_spmm_is_bit_identical_to_scipy() -> None:
         got = threaded_spmm(P, X, threads=threads)
         assert got.shape == want.shape and np.array_equal(got, want)
     assert np.array_equal(threaded_spmm(P, X[:, 0], threads=2), P @ X[:, 0])  # a vector too
+
+
+@pytest.mark.parametrize("rows", [0, 5, 7, 8, 23])
+def test_standardize_f32_in_chunks_equals_one_float64_pass(monkeypatch, rows):
+    """``standardize_f32`` works through chunks of rows (here 8, so 23 rows leave a partial chunk):
+    bit for bit the float64 ``(x - mean) / scale`` of the whole batch, stored as float32."""
+    from lepton_spark.models import normalize
+
+    monkeypatch.setattr(normalize, "CHUNK_ROWS", 8)
+    rng = np.random.default_rng(rows)
+    x = rng.normal(size=(rows, 3)).astype(np.float32)
+    mean, scale = rng.normal(size=3), rng.uniform(0.1, 3.0, 3)
+    got = normalize.standardize_f32(x, mean, scale)
+    want = ((x.astype(np.float64) - mean) / scale).astype(np.float32)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    np.testing.assert_array_equal(got, want)
