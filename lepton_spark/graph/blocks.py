@@ -182,9 +182,11 @@ class EdgeFiles:
     task slot reads them with pyarrow and packs its share of the blocks (a block holds the edges whose
     ``dst`` modulo the block count is its number). Packing the DataFrame instead shuffles every edge by
     ``dst`` and converts every shuffled row to Arrow in the JVM: at 1M vertices / 19M edges on 2 cores
-    the packing took about 9 s that way. The caller promises that the files hold exactly the
-    DataFrame's edges (the nightly passes its validated graph's edge directory); files that are not
-    local, or whose columns have other types, are not used (the DataFrame is packed).
+    the packing took about 9 s that way. The partitioned propagation plan reads them too, one task per
+    file (:meth:`file_paths`, :meth:`read_file`; ``partitioned_plan._file_pack``). The caller promises
+    that the files hold exactly the DataFrame's edges (the nightly passes its validated graph's edge
+    directory); files that are not local, or whose columns have other types, are not used (the
+    DataFrame is packed).
     """
 
     path: str
