@@ -467,21 +467,28 @@ def test_partitioned_dense_ids_place_vertices_by_arithmetic(spark, agg, normaliz
         propagate(sparse, rounds=1, agg=agg, plan="partitioned", num_blocks=3, dense_ids=True).collect()
 
 
-@pytest.mark.parametrize(("agg", "normalize"), [("mean", None), ("sum", "sym"), ("max", None)])
-def test_partitioned_dense_symmetric_blocks_pack_from_their_edges_alone(spark, agg, normalize) -> None:
-    """Dense ids on a symmetric graph: each block is packed from its own out-edges, streamed (no
-    vertex side). A block whose vertices have no edges at all (ids 2 mod 3 here) and a block with no
-    vertices (2 vertices in 3 blocks) still give every vertex its row; the rounds equal scipy."""
-    rng = np.random.default_rng(5)
-    n = 30
+def _symmetric_case(seed: int, draws: int, n: int = 30):
+    """A symmetric weighted graph on ids 0..n-1 (every (u, v) has its (v, u), same weight, once; no
+    self-loops) whose ids 2 mod 3 have no edges (with 3 dense blocks, block 2 is isolated): ids, x, src,
+    dst, w."""
+    rng = np.random.default_rng(seed)
     ids = np.arange(n)
-    linked = ids[ids % 3 != 2]  # block 2 (ids 2, 5, ...) is isolated
-    a, b = rng.choice(linked, 80), rng.choice(linked, 80)
+    linked = ids[ids % 3 != 2]
+    a, b = rng.choice(linked, draws), rng.choice(linked, draws)
     a, b = a[a != b], b[a != b]
     pairs = np.unique(np.sort(np.stack([a, b], 1), axis=1), axis=0)
     w = rng.uniform(0.1, 2.0, len(pairs)).astype(np.float32)
     src, dst, w = np.r_[pairs[:, 0], pairs[:, 1]], np.r_[pairs[:, 1], pairs[:, 0]], np.r_[w, w]
     x = rng.normal(size=(n, 4)).astype(np.float32)
+    return ids, x, src, dst, w
+
+
+@pytest.mark.parametrize(("agg", "normalize"), [("mean", None), ("sum", "sym"), ("max", None)])
+def test_partitioned_dense_symmetric_blocks_pack_from_their_edges_alone(spark, agg, normalize) -> None:
+    """Dense ids on a symmetric graph: each block is packed from its own out-edges, streamed (no
+    vertex side). A block whose vertices have no edges at all (ids 2 mod 3 here) and a block with no
+    vertices (2 vertices in 3 blocks) still give every vertex its row; the rounds equal scipy."""
+    ids, x, src, dst, w = _symmetric_case(5, draws=80)
     got = _to_matrix(propagate(_graph(spark, ids, x, src, dst, w), rounds=2, agg=agg, plan="partitioned",
                                num_blocks=3, normalize=normalize, symmetric=True, dense_ids=True), ids)
     np.testing.assert_allclose(got, _two_rounds(src, dst, w, x, agg, normalize), rtol=1e-5, atol=1e-5)
@@ -507,16 +514,8 @@ def test_partitioned_dense_symmetric_blocks_pack_from_edge_files(spark, tmp_path
 
     from lepton_spark.graph.blocks import EdgeFiles
 
-    rng = np.random.default_rng(8)
-    n = 30
-    ids = np.arange(n)
-    linked = ids[ids % 3 != 2]  # block 2 (ids 2, 5, ...) has no edges
-    a, b = rng.choice(linked, 90), rng.choice(linked, 90)
-    a, b = a[a != b], b[a != b]
-    pairs = np.unique(np.sort(np.stack([a, b], 1), axis=1), axis=0)
-    w = rng.uniform(0.1, 2.0, len(pairs)).astype(np.float32)
-    src, dst, w = np.r_[pairs[:, 0], pairs[:, 1]], np.r_[pairs[:, 1], pairs[:, 0]], np.r_[w, w]
-    x = rng.normal(size=(n, 4)).astype(np.float32)
+    ids, x, src, dst, w = _symmetric_case(8, draws=90)
+    n = len(ids)
     g = _graph(spark, ids, x, src, dst, w)
     path = str(tmp_path / "edges")
     g.edges.repartition(3).write.parquet(path)  # three files

@@ -49,6 +49,7 @@ from lepton_spark.graph.propagation.partitioned_plan import (
     endpoint_lookups,
     head_and_pieces,
     number_in_blocks,
+    row_keys,
     row_pieces,
 )
 from lepton_spark.graph.propagation.rounds import LineagePolicy
@@ -121,14 +122,10 @@ def _pack_edges(vertices: DataFrame, edges: DataFrame, blocks: int, keys: list[i
             outdeg = np.bincount(slocal, minlength=n).astype(np.float64)  # edges to non-vertices count too
             dpid = et.column("dpid").to_numpy(zero_copy_only=False)
             ok = ~np.isnan(dpid.astype(np.float64))
-            tpid = dpid[ok].astype(np.int64)
-            tloc = et.column("dlocal").to_numpy(zero_copy_only=False)[ok].astype(np.int64)
-            # rows ordered by (target block, local index); a key below 2**32 sorts by radix
-            stride = int(tloc.max()) + 1 if len(tloc) else 1
-            if len(tpid) and (int(tpid.max()) + 1) * stride >= 1 << 32:
-                stride = 1 << 32
+            key, stride = row_keys(dpid[ok].astype(np.int64),
+                                   et.column("dlocal").to_numpy(zero_copy_only=False)[ok].astype(np.int64))
             rows, indptr, indices, data = kernels.csr_from_pairs(
-                tpid * stride + tloc, slocal[ok].astype(np.int32), et.column("weight").to_numpy()[ok])
+                key, slocal[ok].astype(np.int32), et.column("weight").to_numpy()[ok])
             tgt, tgt_local = (rows // stride).astype(np.int32), (rows % stride).astype(np.int32)
         pid = int(vt.column("pid")[0].as_py())
         indices, data = indices.astype(np.int32, copy=False), data.astype(np.float32, copy=False)

@@ -358,12 +358,7 @@ class BlockEngine:
         that finishes the state on the driver (PageRank's rescaling) before it becomes a DataFrame."""
         if self.plan != "broadcast":
             raise ValueError("run_local: the partitioned plan's state is not on the driver (use run)")
-        t0 = time.perf_counter()
-        op = self._operator(prog)
-        ids = self.ids()
-        state, rounds = run_broadcast(op, prog, ids, max_iter)
-        log.info("%s[broadcast]: %d rounds in %.2fs", prog.name, rounds, time.perf_counter() - t0)
-        return ids, state
+        return self.run_many_local([(prog, max_iter)])[0]
 
     def run_many_local(self, programs: Sequence[tuple[VertexProgram, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Broadcast plan only: :meth:`run_local` of every ``(program, max_iter)``; the programs on the

@@ -216,10 +216,7 @@ def _pack_block(vt: pa.Table, et: pa.Table, *, piece_entries: int = _PIECE_ENTRI
     else:
         tgt_pid = tgt_loc = np.zeros(0, np.int64)
         src_loc, wt = np.zeros(0, np.int32), np.zeros(0, np.float32)
-    stride = int(tgt_loc.max()) + 1 if len(tgt_loc) else 1
-    if len(tgt_pid) and (int(tgt_pid.max()) + 1) * stride >= 1 << 32:
-        stride = 1 << 32
-    key = tgt_pid * stride + tgt_loc  # rows ordered by (target block, local index)
+    key, stride = row_keys(tgt_pid, tgt_loc)
     if degrees_from_out:
         indeg = wdeg = None
     else:
@@ -227,6 +224,24 @@ def _pack_block(vt: pa.Table, et: pa.Table, *, piece_entries: int = _PIECE_ENTRI
         wdeg = vt.column("wdeg").to_numpy(zero_copy_only=False)[order] if scaled else None
     return _pack_arrays(pid, ids, src_loc, key, stride, wt, indeg=indeg, wdeg=wdeg, piece_entries=piece_entries,
                         scaled=scaled)
+
+
+def row_keys(tgt_pid: np.ndarray, tgt_loc: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(key, stride)``: each edge's CSR row key ``target block label * stride + target's local index``
+    (int64), which orders the rows by (target block, local index); ``stride`` is the smallest that
+    keeps the keys distinct, so they stay below 2**32 (a radix sort, :func:`kernels.stable_argsort`)
+    whenever they can, else 2**32. A row's target is ``(key // stride, key % stride)``. Both
+    partitioned engines' packers key their rows so."""
+    stride = int(tgt_loc.max()) + 1 if len(tgt_loc) else 1
+    if len(tgt_pid) and (int(tgt_pid.max()) + 1) * stride >= 1 << 32:
+        stride = 1 << 32
+    return tgt_pid.astype(np.int64) * stride + tgt_loc.astype(np.int64), stride
+
+
+def _dense_block_ids(b: int, nb: int, n: int) -> np.ndarray:
+    """The ids of block ``b`` of ``nb`` when the ids are exactly 0..n-1 (:func:`dense_place`): ``b, b + nb,
+    ...`` below ``n``, in local order."""
+    return np.arange(b, n, nb, dtype=np.int64)
 
 
 def _pack_arrays(pid: int, ids: np.ndarray, src_loc: np.ndarray, key: np.ndarray, stride: int, wt: np.ndarray, *,
@@ -427,9 +442,7 @@ def _pack_pieces(batches: Any, *, n: int, keys: tuple[int, ...], stride: int, wi
     for pid, pieces in by_pid.items():
         slocal, key, wt = (np.concatenate([np.frombuffer(p[j], t) for p in pieces])
                            for j, t in enumerate((np.int32, key_t, np.float32)))
-        b = keys.index(pid)
-        ids = np.arange(b, n, nb, dtype=np.int64)  # ids b, b + B, ... below n, in local order
-        yield from _pack_arrays(pid, ids, slocal, key, stride, wt, piece_entries=piece_entries,
+        yield from _pack_arrays(pid, _dense_block_ids(keys.index(pid), nb, n), slocal, key, stride, wt, piece_entries=piece_entries,
                                 scaled=scaled).to_batches()
 
 
@@ -453,10 +466,9 @@ def _pack_streamed(batches: Any, *, n: int, keys: tuple[int, ...], piece_entries
     for pid in blocks:
         mine = table if len(blocks) == 1 else table.filter(pa.array(pids == pid))
         edges = mine.filter(pc.greater_equal(mine.column("slocal"), 0))
-        b, nb = keys.index(int(pid)), len(keys)
-        local = np.arange(max(0, -(-(n - b) // nb)), dtype=np.int32)  # ids b, b + B, ... below n
-        vt = pa.table({"pid": np.full(len(local), pid, np.int32), "id": local.astype(np.int64) * nb + b,
-                       "local": local})
+        ids = _dense_block_ids(keys.index(int(pid)), len(keys), n)
+        vt = pa.table({"pid": np.full(len(ids), pid, np.int32), "id": ids,
+                       "local": np.arange(len(ids), dtype=np.int32)})
         yield from _pack_block(vt, edges, piece_entries=piece_entries, scaled=scaled,
                                degrees_from_out=True).to_batches()
 
