@@ -174,3 +174,38 @@ def test_sgc_propagates_large_dense_features_in_float32(monkeypatch) -> None:
     _, fast = m.forward_local(A, X, return_hidden=True)
     assert fast.dtype == np.float64 and not np.array_equal(fast, exact)  # float32 rounds, float64 rows
     np.testing.assert_allclose(fast, want, rtol=1e-5, atol=1e-6)
+
+
+def test_sgc_float32_fit_equals_the_fit_on_its_rounded_features(monkeypatch) -> None:
+    """Above ``FLOAT32_MIN_NNZ`` the fit keeps the float32 propagated features and takes its rows in
+    float64: the same weights, bit for bit, as fitting those features' float64 copy per row (the
+    large path's ``fit_precomputed``), and a forward pass returns float64 embeddings."""
+    from lepton_spark.models import sgc as sgc_mod
+    from lepton_spark.models.normalize import sym_propagation
+
+    monkeypatch.setattr(sgc_mod, "FLOAT32_MIN_NNZ", 1)
+    rng = np.random.default_rng(11)
+    n, d = 80, 5
+    A = sp.random(n, n, density=0.06, random_state=11, format="csr")
+    A = (A + A.T).tocsr()
+    X = rng.normal(size=(n, d)) * 2 + 0.5  # mixed signs: auto resolves to standard
+    y = rng.integers(0, 3, n)
+    train, val = np.arange(n) < 40, (np.arange(n) >= 40) & (np.arange(n) < 60)
+    m = create_model("sgc", K=2, epochs=30).fit(A, X, y, train, val, seed=2)
+    assert m.feature_norm_ == "standard"
+    ctx = m._prepare(A, X)
+    assert ctx.x.dtype == np.float32
+    # the reference: the same operands rounded to float32, K products, then float64 rows
+    P = sym_propagation(A).astype(np.float32)
+    Z = np.asarray((X - m.feature_mean_) / m.feature_scale_, dtype=np.float32)
+    Z = P @ (P @ Z)
+    np.testing.assert_array_equal(ctx.x, Z)
+    ref = create_model("sgc", K=2, epochs=30)
+    ref._set_feature_norm(m._feature_transform())
+    lab = np.flatnonzero(train | val)
+    ref.fit_precomputed(Z[lab].astype(np.float64), y[lab], train[lab], val[lab], seed=2, num_classes=3)
+    for k in m.params_:
+        np.testing.assert_array_equal(m.params_[k], ref.params_[k])
+    _, hidden = m.forward_local(A, X, return_hidden=True)
+    assert hidden.dtype == np.float64
+    np.testing.assert_array_equal(hidden, Z.astype(np.float64))

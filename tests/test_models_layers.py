@@ -114,6 +114,23 @@ def test_sparse_dropout_keeps_expectation() -> None:
     assert all(o.nnz < X.nnz for o in outs)
 
 
+def test_softmax_cross_entropy_equals_scipy_log_softmax() -> None:
+    """Loss and gradient against scipy: mean of ``-log_softmax(z)[y]`` and ``(softmax(z) - onehot) / n``,
+    with large logits (the max shift) and a class no row has."""
+    from scipy.special import log_softmax
+
+    rng = np.random.default_rng(8)
+    z = rng.normal(size=(300, 6)) * 40
+    y = rng.integers(0, 5, 300)
+    loss, dz = softmax_cross_entropy(z, y)
+    ls = log_softmax(z, axis=1)
+    assert loss == pytest.approx(-ls[np.arange(300), y].mean(), rel=1e-12)
+    want = np.exp(ls)
+    want[np.arange(300), y] -= 1.0
+    np.testing.assert_allclose(dz, want / 300, rtol=1e-10, atol=1e-15)
+    assert dz.shape == z.shape
+
+
 def test_grad_softmax_cross_entropy_and_l2() -> None:
     rng = np.random.default_rng(4)
     z = rng.normal(size=(5, 4))

@@ -56,3 +56,44 @@ def test_standardize_f32_in_chunks_equals_one_float64_pass(monkeypatch, rows):
     want = ((x.astype(np.float64) - mean) / scale).astype(np.float32)
     assert got.dtype == np.float32 and got.shape == x.shape
     np.testing.assert_array_equal(got, want)
+
+
+def test_sym_propagation_in_float32_is_the_rounded_float64_operator() -> None:
+    """``dtype=float32`` rounds the float64 entries once: exactly ``sym_propagation(A).astype(float32)``,
+    on a weighted graph with a duplicate entry (summed), a self-loop and an isolated vertex; the
+    float64 operator equals the dense reference."""
+    A, _ = hand_graph()
+    coo = sp.coo_matrix(A)
+    # (0, 1) stored twice (0.25 + 0.75 = the hand graph's 1.0): the operator sums duplicates
+    rows = np.append(coo.row, 0)
+    cols = np.append(coo.col, 1)
+    data = np.where((coo.row == 0) & (coo.col == 1), 0.25, coo.data)
+    dup = sp.csr_matrix((np.append(data, 0.75), (rows, cols)), shape=A.shape)
+    P, _ = _dense_ops(A)
+    p64 = sym_propagation(dup)
+    np.testing.assert_allclose(p64.toarray(), P, atol=1e-15)
+    p32 = sym_propagation(dup, dtype=np.float32)
+    assert p32.dtype == np.float32
+    np.testing.assert_array_equal(p32.toarray(), p64.astype(np.float32).toarray())
+    np.testing.assert_array_equal(p32.indptr, p64.indptr)
+    np.testing.assert_array_equal(p32.indices, p64.indices)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mode", ["standard", "none", "row"])
+def test_feature_norm_apply_f32_is_the_rounded_float64_result(mode: str, dtype: type) -> None:
+    """``FeatureNorm.apply_f32`` (SGC's large float32 path) equals rounding ``apply``'s float64 result,
+    for float32 features (the graph's) and float64 ones."""
+    from lepton_spark.models.normalize import FeatureNorm
+
+    rng = np.random.default_rng(7)
+    x = (rng.normal(size=(40, 5)) * 3 + 1).astype(dtype)
+    if mode == "row":
+        x = np.abs(x)
+    norm = FeatureNorm(mode, x.mean(axis=0, dtype=np.float64) if mode == "standard" else None,
+                       x.std(axis=0, dtype=np.float64) if mode == "standard" else None)
+    got = norm.apply_f32(x)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, np.asarray(norm.apply(x), dtype=np.float32))
+    if mode == "standard":
+        np.testing.assert_allclose(got.mean(axis=0), 0.0, atol=1e-5)

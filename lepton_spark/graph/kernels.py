@@ -268,7 +268,12 @@ def threaded_spmm(P: sp.csr_matrix, X: np.ndarray, threads: int | None = None) -
     def block(i: int) -> None:
         lo, hi = int(cuts[i]), int(cuts[i + 1])
         if hi > lo:
-            out[lo:hi] = P[lo:hi] @ X
+            # the row block as views of P's arrays (only its indptr is shifted): ``P[lo:hi]`` copied half
+            # the stored entries per thread, ~0.4 s of a 1.5 s product at 19M entries
+            a, b = int(P.indptr[lo]), int(P.indptr[hi])
+            rows = sp.csr_matrix((P.data[a:b], P.indices[a:b], P.indptr[lo:hi + 1] - a), shape=(hi - lo, P.shape[1]),
+                                 copy=False)
+            out[lo:hi] = rows @ X
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(block, range(threads)))

@@ -86,6 +86,10 @@ class Context:
             sub.sort_indices()
         if sp.issparse(sub) and sub.shape[0] * sub.shape[1] <= 2e7 and sub.nnz > 0.05 * sub.shape[0] * sub.shape[1]:
             return sub.toarray()  # small, fairly dense row blocks multiply faster dense
+        if isinstance(sub, np.ndarray) and sub.dtype == np.float32:
+            # float32 inputs (SGC's large propagated features) meet float64 weights: cast once here,
+            # not in every epoch's products (the same values)
+            return sub.astype(np.float64)
         return sub
 
     def take(self, rows: np.ndarray) -> Context:

@@ -81,23 +81,28 @@ def as_csr64(A: Matrix) -> sp.csr_matrix:
     return A
 
 
-def sym_propagation(A: Matrix, self_loops: bool = True) -> sp.csr_matrix:
+def sym_propagation(A: Matrix, self_loops: bool = True, dtype: Any = np.float64) -> sp.csr_matrix:
     """The GCN operator ``P = Â.T`` with ``Â = D^-1/2 (A + I) D^-1/2`` (one round = ``P @ X``).
+
+    ``dtype`` of the returned entries: they are computed in float64 and rounded once, so float32
+    gives exactly ``sym_propagation(A).astype(np.float32)`` without a float64 transpose and copy.
 
     Computed from the raw adjacency so callers never pre-normalise. Degrees are weighted in-degrees
     (column sums), counted after adding the self-loops, so every degree is >= 1 when ``self_loops``.
     """
-    A1 = as_csr64(A)
+    A1 = as_csr64(A)  # canonical: no duplicate entries
     if self_loops:
         A1 = (A1 + sp.identity(A1.shape[0], dtype=np.float64, format="csr")).tocsr()
-    deg = np.asarray(A1.sum(axis=0)).ravel()
+    deg = np.bincount(A1.indices, weights=A1.data, minlength=A1.shape[1])  # column sums
     with np.errstate(divide="ignore"):
         dinv = np.where(deg > 0, 1.0 / np.sqrt(deg), 0.0)
     # D A D by scaling the stored entries (the same products as two sparse matmuls, in O(nnz) without
-    # building the intermediate matrices: 1.2 s -> 0.2 s at 19M entries)
-    A1.sum_duplicates()
-    rows = np.repeat(np.arange(A1.shape[0]), np.diff(A1.indptr))
-    A1.data = dinv[rows] * A1.data * dinv[A1.indices]
+    # building the intermediate matrices: 1.2 s -> 0.2 s at 19M entries), in place in one buffer
+    # (dinv[row] * a * dinv[col], the same products in the same order as before: 1.6 -> 1.0 s in all)
+    d = np.repeat(dinv, np.diff(A1.indptr))
+    d *= A1.data
+    d *= dinv[A1.indices]
+    A1.data = d if np.dtype(dtype) == np.float64 else d.astype(dtype)
     return A1.T.tocsr()
 
 
@@ -255,6 +260,17 @@ class FeatureNorm:
     def apply(self, X: Matrix) -> Matrix:
         """The normalised features in float64 (see :func:`normalize_features`)."""
         return normalize_features(X, self.mode, self.mean, self.scale)
+
+    def apply_f32(self, X: np.ndarray) -> np.ndarray:
+        """``np.asarray(self.apply(X), dtype=np.float32)`` for dense ``X``, without the whole float64
+        copy: ``standard`` goes through :func:`standardize_f32` (float64 chunks), ``none`` of float32
+        features is ``X`` itself (read-only use). At 1M x 64 the float64 copy and its page faults cost
+        ~0.6 s. The caller must not modify the result."""
+        if self.mode == "none":
+            return np.asarray(X, dtype=np.float32)
+        if self.mode == "standard" and X.dtype == np.float32 and X.ndim == 2 and X.shape[1] == len(self.mean):
+            return standardize_f32(X, self.mean, self.scale)  # (it rounds its input to float32 first)
+        return np.asarray(self.apply(X), dtype=np.float32)
 
 
 def resolve_feature_norm(mode: str, summary: FeatureSummary | None = None) -> FeatureNorm:

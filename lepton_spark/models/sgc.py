@@ -17,9 +17,10 @@ from lepton_spark.models.plan import Ops
 log = logging.getLogger(__name__)
 
 
-#: from this many stored entries of ``S`` on, dense features are propagated in float32: the precision
-#: the Spark plans propagate in, and the product's memory traffic halved (1M rows x 19M entries x 64
-#: dims on 2 cores: 1.8-2.4 s -> 0.75 s a round); the fit itself stays float64
+#: from this many entries of ``S`` on (``A``'s stored entries plus one self-loop per vertex), dense
+#: features are propagated in float32: the precision the Spark plans propagate in, and the product's
+#: memory traffic halved (1M rows x 19M entries x 64 dims on 2 cores: 1.8-2.4 s -> 0.75 s a round);
+#: the fit itself stays float64
 FLOAT32_MIN_NNZ = 2_000_000
 
 
@@ -68,18 +69,23 @@ class SGC(GraphModel):
         self._resolve_unless_fitted(X)
         return self._propagated(A, X)
 
-    def _propagated(self, A: Any, X: Any) -> Any:
-        P = sym_propagation(A)
-        Z = self._normalized(X)
-        if not sp.issparse(Z) and P.nnz >= FLOAT32_MIN_NNZ and self.K > 0:
-            P, Z = P.astype(np.float32), np.asarray(Z, dtype=np.float32)
+    def _propagated(self, A: Any, X: Any, rows64: bool = True) -> Any:
+        """``S^K X̃``; float64 rows, or with ``rows64=False`` the float32 product as computed when the
+        float32 path is taken (the per-row fit takes its rows in float64: the same values)."""
+        if not sp.issparse(X) and self.K > 0 and A.nnz + A.shape[0] >= FLOAT32_MIN_NNZ:
+            # large dense products in float32: P and X̃ computed in float64 and rounded once, without
+            # whole float64 copies of either (~1.5 s of page faults and casts at 1M x 64, 19M entries)
+            P = sym_propagation(A, dtype=np.float32)
+            Z = self._feature_transform().apply_f32(np.asarray(X))
+        else:
+            P, Z = sym_propagation(A), self._normalized(X)
         for _ in range(self.K):
             Z = P @ Z if sp.issparse(Z) else threaded_spmm(P, Z)  # dense rows: split over the driver's cores
-        return _as_rows(Z)
+        return _as_rows(Z) if rows64 or sp.issparse(Z) else Z
 
     def _prepare(self, A: Any, X: Any) -> Context:
         self._check_graph(A, X)
-        return Context(self._propagated(A, X), None)
+        return Context(self._propagated(A, X, rows64=False), None)
 
     def _row_context(self, Z: Any) -> Context:
         return Context(_as_rows(Z), None)
