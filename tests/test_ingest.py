@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -198,30 +199,57 @@ def test_string_ids_round_trip_and_rebuild_replaces(spark, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("symmetrize", [True, False])
-def test_report_components_driver_and_spark_paths_agree(spark, tmp_path: Path, monkeypatch, symmetrize) -> None:
+def test_report_components_driver_and_spark_paths_agree(spark, tmp_path: Path, monkeypatch, caplog,
+                                                        symmetrize) -> None:
     """Weak components by hand: {a, b, c} (a directed path), {d, e}, {f} and {g} isolated -> 4.
 
     Degrees (out + in) by hand: symmetrised a 2, b 4, c 2, d 2, e 2, f 0, g 0; as given a 1, b 2, c 1,
-    d 1, e 1, f 0, g 0."""
+    d 1, e 1, f 0, g 0. Counted on the driver (scipy), then on Spark from the edge files (numpy in the
+    tasks), then on Spark with the DataFrame aggregate (files pyarrow cannot use)."""
+    from lepton_spark.graph.blocks import EdgeFiles
     from lepton_spark.ingest import job
 
     ids = list("abcdefg")
     vpath = _write(tmp_path, "v", pa.table({"id": ids, "features": [[1.0]] * 7}))
     epath = _write(tmp_path, "e", pa.table({"src": ["a", "b", "e"], "dst": ["b", "c", "d"]}))
     counts, degrees = [], []
-    for local_max in (job.LOCAL_COMPONENTS_MAX_EDGES, 0):  # the driver (scipy), then the Spark block engine
-        monkeypatch.setattr(job, "LOCAL_COMPONENTS_MAX_EDGES", local_max)
-        report = build_graph(spark, _cfg(vpath, epath, report_components_max_edges=1000, symmetrize=symmetrize),
-                             str(tmp_path / f"out{local_max}"))
+    for path in ("driver", "files", "frame"):
+        monkeypatch.setattr(job, "LOCAL_COMPONENTS_MAX_EDGES", 0 if path != "driver" else 2_000_000)
+        if path == "frame":
+            monkeypatch.setattr(EdgeFiles, "usable", lambda self: False)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="lepton_spark"):
+            report = build_graph(spark, _cfg(vpath, epath, report_components_max_edges=1000,
+                                             symmetrize=symmetrize), str(tmp_path / f"out-{path}"))
+        assert ("histogram of 7 vertices from" in caplog.text) == (path == "files")
         counts.append(report["connected_components"])
         degrees.append(report["degree"])
         if symmetrize:  # in-degree = half the degree: a 1, b 2, c 1, d 1, e 1 (isolated vertices left out)
             assert [tuple(p) for p in report["graph"]["in_degree_histogram"]] == [(1, 4), (2, 1)]
-    assert counts == [4, 4]
-    assert degrees[0] == degrees[1]
+    assert counts == [4, 4, 4]
+    assert degrees[0] == degrees[1] == degrees[2]
     top = 4 if symmetrize else 2
     assert (degrees[0]["isolated"], degrees[0]["min"], degrees[0]["max"]) == (2, 0, top)
     assert degrees[0]["mean"] == pytest.approx((12 if symmetrize else 6) / 7, abs=1e-4)  # rounded to 4 places
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+def test_bad_features_entries_null_nan_and_infinities(spark, tmp_path: Path, ragged: bool) -> None:
+    """``bad_features`` rejects a null entry, NaN and +-inf anywhere in the array (first, middle, last),
+    and nothing else: with every row of one length (the summary counts them) and with a short row too
+    (the per-length pass counts them)."""
+    feats = [[1.0, 2.0, 3.0], [float("inf"), 1.0, 1.0], [1.0, 1.0, float("-inf")], [1.0, None, 1.0],
+             [1.0, NAN, 1.0], [-3.0e38, 0.0, 3.0e38], [0.0, -0.0, 1e-45], [2.0, 2.0, 2.0]]
+    if ragged:
+        feats.append([1.0, 1.0])
+    ids = list(range(len(feats)))
+    vpath = _write(tmp_path, "v", pa.table({"id": ids, "features": pa.array(feats, pa.list_(pa.float32()))}))
+    epath = _write(tmp_path, "e", pa.table({"src": [0, 5], "dst": [5, 6]}))
+    out = tmp_path / "out"
+    report = build_graph(spark, _cfg(vpath, epath, max_quarantine_fraction=1.0), str(out))
+    assert report["quarantine"]["bad_features"] == 4 + ragged
+    assert sorted(r["id"] for r in _read(out, "quarantine/bad_features")) == [1, 2, 3, 4, *([8] if ragged else [])]
+    assert report["graph"]["num_features"] == 3
 
 
 # ------------------------------------------------------------------ bad-input corpus

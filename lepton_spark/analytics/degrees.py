@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pyspark.sql import DataFrame
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lepton_spark import storage
+from lepton_spark.session import shuffle_partitions, task_slots
+
+if TYPE_CHECKING:
+    from lepton_spark.graph.blocks import EdgeFiles
+
+log = logging.getLogger(__name__)
 
 
 def degree_histogram(vertices: DataFrame, edges: DataFrame, symmetric: bool = False) -> list[tuple[int, int]]:
@@ -30,6 +43,81 @@ def degree_histogram(vertices: DataFrame, edges: DataFrame, symmetric: bool = Fa
     full = vertices.select("id").join(deg, "id", "left").fillna(0, subset=["degree"])
     rows = full.groupBy("degree").count().collect()
     return sorted((int(r["degree"]), int(r["count"])) for r in rows)
+
+
+_PIECES = T.StructType([T.StructField("r", T.IntegerType()), T.StructField("ids", T.BinaryType()),
+                        T.StructField("counts", T.BinaryType())])
+_PIECES_PA = pa.schema([("r", pa.int32()), ("ids", pa.binary()), ("counts", pa.binary())])
+_HISTOGRAM = T.StructType([T.StructField("degree", T.LongType()), T.StructField("count", T.LongType())])
+
+
+def degree_histogram_from_files(spark: SparkSession, files: EdgeFiles, n: int, symmetric: bool = False,
+                                parts: int | None = None) -> list[tuple[int, int]]:
+    """:func:`degree_histogram` of a graph whose vertex ids are exactly ``0..n-1`` (a built graph's),
+    counted from its edge files (:class:`~lepton_spark.graph.blocks.EdgeFiles`) with numpy in the tasks.
+
+    One task per Parquet file reads its ``src`` (and ``dst`` unless ``symmetric``) column with pyarrow
+    and counts the ids it holds (``np.unique``); the ``(id, count)`` pairs go as binary pieces to
+    ``parts`` id ranges, where each range task adds its pieces up (``np.bincount``) and histograms its
+    degrees. The driver sums the per-range histograms (a few hundred rows each) and counts the
+    vertices no edge touches as degree 0. The same counts as the DataFrame aggregate, which at 1M
+    vertices / 19M edges took 3-5 s of a build on 2 cores (a hash aggregate of every edge row and a
+    join with the vertices); this takes ~1.8 s. Endpoints outside ``0..n-1`` are not counted (the
+    DataFrame version's join with the vertices leaves them out too).
+    """
+    paths = files.file_paths()
+    parts = max(1, min(parts or shuffle_partitions(spark), n))
+    cols = ["src"] if symmetric else ["src", "dst"]
+    path = files.path
+
+    def count(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow.dataset as ds
+
+        fs, _ = storage.filesystem(path)
+        for b in batches:
+            for i in b.column("id").to_pylist():
+                t = ds.dataset([paths[i]], filesystem=fs, format="parquet").to_table(columns=cols)
+                ids = np.concatenate([t.column(c).drop_null().to_numpy().astype(np.int64, copy=False)
+                                      for c in cols]) if t.num_rows else np.zeros(0, dtype=np.int64)
+                ids = ids[(ids >= 0) & (ids < n)]
+                u, c = np.unique(ids, return_counts=True)
+                cuts = np.searchsorted(u * parts // n, np.arange(parts + 1))  # u sorted: ranges in order
+                for r in range(parts):
+                    a, z = int(cuts[r]), int(cuts[r + 1])
+                    if z > a:
+                        yield pa.RecordBatch.from_arrays(
+                            [pa.array([r], pa.int32()), pa.array([u[a:z].tobytes()], pa.binary()),
+                             pa.array([c[a:z].astype(np.int64).tobytes()], pa.binary())], schema=_PIECES_PA)
+
+    def histogram(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        pieces: dict[int, list[tuple[bytes, bytes]]] = {}
+        for b in batches:
+            for r, ids, cnt in zip(b.column("r").to_pylist(), b.column("ids").to_pylist(),
+                                   b.column("counts").to_pylist()):
+                pieces.setdefault(r, []).append((ids, cnt))
+        for r, got in pieces.items():
+            lo, hi = -(-r * n // parts), -(-(r + 1) * n // parts)  # the ids i with i * parts // n == r
+            ids = np.concatenate([np.frombuffer(i, dtype=np.int64) for i, _ in got]) - lo
+            cnt = np.concatenate([np.frombuffer(c, dtype=np.int64) for _, c in got])
+            deg = np.zeros(hi - lo, dtype=np.int64)
+            np.add.at(deg, ids, cnt)
+            d, k = np.unique(deg[deg > 0] * (2 if symmetric else 1), return_counts=True)
+            yield pa.RecordBatch.from_arrays([pa.array(d, pa.int64()), pa.array(k, pa.int64())],
+                                             names=["degree", "count"])
+
+    t0 = time.perf_counter()
+    slots = max(1, min(len(paths), task_slots(spark)))
+    rows = (spark.range(0, len(paths), 1, slots).mapInArrow(count, _PIECES)
+            .repartition(parts, "r").mapInArrow(histogram, _HISTOGRAM).collect()) if paths else []
+    hist: dict[int, int] = {}
+    for row in rows:
+        hist[int(row["degree"])] = hist.get(int(row["degree"]), 0) + int(row["count"])
+    touched = sum(hist.values())
+    if n > touched:
+        hist[0] = n - touched
+    log.info("degrees: histogram of %d vertices from %d edge files in %d id ranges, %.2fs", n, len(paths), parts,
+             time.perf_counter() - t0)
+    return sorted(hist.items())
 
 
 def _percentile(values: np.ndarray, counts: np.ndarray, p: float) -> float:

@@ -206,13 +206,13 @@ class EdgeFiles:
             schema = ds.dataset(path, filesystem=fs, format="parquet").schema
             types = [schema.field(c).type for c in self.columns()]
         except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
-            log.info("blocks: edge files %s not usable (%s); packing the edge DataFrame", self.path,
+            log.info("edge files %s not usable (%s); reading the edge DataFrame instead", self.path,
                      storage.first_line(exc))
             return False
         ok = all(pa.types.is_integer(t) for t in types[:2]) and all(
             pa.types.is_integer(t) or pa.types.is_floating(t) for t in types[2:])
         if not ok:
-            log.info("blocks: edge files %s have columns of other types (%s); packing the edge DataFrame",
+            log.info("edge files %s have columns of other types (%s); reading the edge DataFrame instead",
                      self.path, ", ".join(f"{c} {t}" for c, t in zip(self.columns(), types)))
         return ok
 

@@ -162,7 +162,15 @@ def _vertex_reasons(v: DataFrame, cfg: BuildConfig, feats: Column | None, dim: i
 
 
 def _nonfinite_entry(features: Column) -> Column:
-    return F.exists(features, lambda x: x.isNull() | F.isnan(x) | (F.abs(x) == F.lit(float("inf"))))
+    """True when a (non-null) ``array<float>`` holds a null, NaN or infinite entry; null for a null array.
+
+    Built from ``array_contains`` (NaN-safe equality: NaN is found; a null entry and no NaN give null),
+    ``array_max`` (+inf) and ``array_min`` (-inf), which Spark compiles, instead of ``exists`` with a
+    lambda, which it interprets entry by entry (1M x 64 features: ~0.4 s of the vertex pass)."""
+    has_nan = F.array_contains(features, F.lit(float("nan")).cast("float"))
+    inf = F.lit(float("inf")).cast("float")
+    bad = has_nan.isNull() | has_nan | (F.array_max(features) == inf) | (F.array_min(features) == -inf)
+    return F.when(features.isNotNull(), bad)
 
 
 def _feature_stats(v: DataFrame) -> tuple[int, int]:
@@ -406,6 +414,20 @@ def _local_structure(graph_path: str | None, m: int, symmetric: bool,
     return histogram, int(connected_components(a, directed=True, connection="weak")[0])
 
 
+def _degree_histogram(spark: SparkSession, cfg: BuildConfig, vertices: DataFrame, edges: DataFrame, n: int,
+                      graph_path: str | None) -> list[tuple[int, int]]:
+    """The built graph's degree histogram on Spark: from its local edge files with numpy in the tasks
+    (its ids are 0..n-1; :func:`~lepton_spark.analytics.degrees.degree_histogram_from_files`), else
+    with the DataFrame aggregate."""
+    from lepton_spark.analytics.degrees import degree_histogram, degree_histogram_from_files
+    from lepton_spark.graph.blocks import EdgeFiles
+
+    files = EdgeFiles(storage.join_path(graph_path, "edges"), weight=None) if graph_path else None
+    if files is not None and files.usable():
+        return degree_histogram_from_files(spark, files, n, symmetric=bool(cfg.symmetrize))
+    return degree_histogram(vertices, edges, symmetric=bool(cfg.symmetrize))
+
+
 def _count_components(cfg: BuildConfig, vertices: DataFrame, edges: DataFrame) -> int:
     """Weakly connected components (isolated vertices count one each) on the Spark block engine."""
     from lepton_spark.graph.programs import BlockEngine, components_program, indexed_graph
@@ -419,7 +441,7 @@ def _count_components(cfg: BuildConfig, vertices: DataFrame, edges: DataFrame) -
 def _report(spark: SparkSession, cfg: BuildConfig, vertices: DataFrame, edges: DataFrame, n_in: int, m_in: int,
             n_kept: int, quarantine: dict[str, int], dim: int, t0: float,
             graph_path: str | None = None) -> dict[str, Any]:
-    from lepton_spark.analytics.degrees import degree_histogram, stats_from_histogram
+    from lepton_spark.analytics.degrees import stats_from_histogram
 
     per_split = vertices.groupBy("split").agg(F.count(F.lit(1)).alias("count"), F.max("label").alias("mx")).collect()
     n = sum(int(r["count"]) for r in per_split)
@@ -432,7 +454,7 @@ def _report(spark: SparkSession, cfg: BuildConfig, vertices: DataFrame, edges: D
     if local is not None:
         histogram, components = local
     else:
-        histogram = degree_histogram(vertices, edges, symmetric=bool(cfg.symmetrize))
+        histogram = _degree_histogram(spark, cfg, vertices, edges, n, graph_path)
         components = _count_components(cfg, vertices, edges) if want_components else None
     degrees = stats_from_histogram(histogram)
     return {
