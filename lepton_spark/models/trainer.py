@@ -127,15 +127,18 @@ def underfit_check(model_type: str, train_acc: float | None, y_train: np.ndarray
 
 def evaluate(model: GraphModel, A: Any, X: Any, y: np.ndarray, masks: Mapping[str, np.ndarray]
              ) -> dict[str, float | None]:
-    """Accuracy and cross-entropy of a fitted model on each mask (local forward pass)."""
-    probs = model.predict_proba_local(A, X)
+    """Accuracy and cross-entropy of a fitted model on each mask (local forward pass over the rows
+    the masks name, :meth:`~lepton_spark.models.base.GraphModel.predict_proba_rows_local`)."""
+    idxs = {name: (np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask, dtype=np.int64))
+            for name, mask in masks.items()}
+    rows = np.unique(np.concatenate([np.zeros(0, dtype=np.int64), *idxs.values()]))
+    probs = model.predict_proba_rows_local(A, X, rows)
     out: dict[str, float | None] = {}
-    for name, mask in masks.items():
-        idx = np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask)
+    for name, idx in idxs.items():
+        p = probs[np.searchsorted(rows, idx)]
         yy = np.asarray(y)[idx]
-        out[f"{name}_acc"] = accuracy(probs[idx], yy)
-        out[f"{name}_loss"] = (softmax_cross_entropy(np.log(np.maximum(probs[idx], 1e-300)), yy)[0]
-                               if idx.size else None)
+        out[f"{name}_acc"] = accuracy(p, yy)
+        out[f"{name}_loss"] = softmax_cross_entropy(np.log(np.maximum(p, 1e-300)), yy)[0] if idx.size else None
     return out
 
 
