@@ -109,3 +109,21 @@ def test_apply_dense_l2_matches_hand_computed_case(spark) -> None:
     df = spark.createDataFrame([(i, [float(v) for v in row]) for i, row in enumerate(L2_IN)], schema)
     rows = sorted(dense.apply_dense(df, None, None, "l2").collect(), key=lambda r: r["id"])
     np.testing.assert_allclose(np.array([r["features"] for r in rows]), L2_OUT, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("activation", ["identity", "relu", "softmax", "l2"])
+def test_dense_fn_in_row_chunks_equals_the_whole_matrix_reference(monkeypatch, activation: str) -> None:
+    """``DenseFn`` over more rows than ``DENSE_CHUNK_ROWS`` works through row chunks (here 7 rows, so
+    30 rows leave a partial chunk): each row equals the float64 numpy reference ``act(x @ W + b)``."""
+    monkeypatch.setattr(dense, "DENSE_CHUNK_ROWS", 7)
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(30, 5)).astype(np.float32)
+    W, b = rng.normal(size=(5, 4)), rng.normal(size=4)
+    z = x.astype(np.float64) @ W + b
+    want = {"identity": z, "relu": np.maximum(z, 0.0),
+            "softmax": np.exp(z - z.max(axis=1, keepdims=True)) / np.exp(z - z.max(axis=1, keepdims=True)).sum(
+                axis=1, keepdims=True),
+            "l2": z / np.linalg.norm(z, axis=1, keepdims=True)}[activation]
+    got = dense.DenseFn(W, b, activation)(x)
+    assert got.shape == (30, 4) and got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)

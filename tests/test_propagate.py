@@ -397,10 +397,39 @@ def test_sym_normalised_propagation_matches_scipy(spark, plan) -> None:
 
     ids, x, src, dst, w = _random_case(41)
     g = _graph(spark, ids, x, src, dst, w)
-    out = _to_matrix(propagate(g, rounds=2, agg="sum", plan=plan, normalize="sym", num_blocks=3), ids)
+    out = _to_matrix(propagate(g, rounds=3, agg="sum", plan=plan, normalize="sym", num_blocks=3), ids)
     A = sp.csr_matrix((w.astype(np.float64), (src, dst)), shape=(len(ids), len(ids)))
     P = sym_propagation(A)
-    np.testing.assert_allclose(out, P @ (P @ x.astype(np.float64)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out, P @ (P @ (P @ x.astype(np.float64))), rtol=1e-5, atol=1e-5)
+
+
+def test_broadcast_sym_rounds_update_only_their_own_matrices() -> None:
+    """The broadcast plan's sym rounds work in place on the matrices they made (from the second round
+    on) and never write the caller's input: three rounds equal D^-1/2 (A + I) D^-1/2 applied three
+    times (scipy), and the input is unchanged."""
+    from lepton_spark.graph.propagation.broadcast_plan import _BroadcastRounds
+    from lepton_spark.models.normalize import sym_propagation
+
+    ids, x, src, dst, w = _random_case(43)
+    n = len(ids)
+    A = sp.csr_matrix((w.astype(np.float64), (src, dst)), shape=(n, n))
+
+    class Sum:  # the operator's contract: (A^T y, received) for agg "sum"
+        def apply(self, y: np.ndarray, agg: str) -> tuple[np.ndarray, np.ndarray]:
+            assert agg == "sum"
+            return (A.T @ y.astype(np.float64)).astype(np.float32), np.ones(n, dtype=bool)
+
+    deg = np.asarray(A.sum(axis=0)).ravel() + 1.0
+    plan = _BroadcastRounds(Sum(), "sum", (1.0 / np.sqrt(deg)).astype(np.float32)[:, None], n)  # type: ignore[arg-type]
+    x0 = x.astype(np.float32)
+    before = x0.copy()
+    y1 = plan.step(x0)
+    y2 = plan.step(y1)
+    assert y2 is y1  # the second round updated the first round's own matrix
+    y3 = plan.step(y2)
+    np.testing.assert_array_equal(x0, before)
+    P = sym_propagation(A)
+    np.testing.assert_allclose(y3, P @ (P @ (P @ x.astype(np.float64))), rtol=1e-5, atol=1e-5)
 
 
 def _two_rounds(src, dst, w, x, agg: str, normalize: str | None) -> np.ndarray:

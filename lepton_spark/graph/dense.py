@@ -127,6 +127,10 @@ def apply_dense(
     return map_features(df, fn, input_col=input_col, output_col=output_col, out_dim=fn.out_dim)
 
 
+#: rows per float64 pass of :class:`DenseFn` (a matrix the driver holds can have millions of rows)
+DENSE_CHUNK_ROWS = 1 << 16
+
+
 class DenseFn:
     """The numpy function ``x -> act(x @ W + b)`` of :func:`apply_dense` (float64 inside; picklable, so
     it can be shipped to executors or composed with other per-row functions)."""
@@ -141,6 +145,13 @@ class DenseFn:
         self.out_dim = self.W.shape[1] if self.W is not None else (self.b.shape[0] if self.b is not None else None)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim == 2 and len(x) > DENSE_CHUNK_ROWS:
+            # row chunks (each row's result is its own): a float64 copy of one chunk at a time, not of the
+            # whole matrix (1M x 64 float32 rows on the driver: 1.6 s of page faults -> ~0.2 s)
+            return np.concatenate([self._rows(x[a:a + DENSE_CHUNK_ROWS]) for a in range(0, len(x), DENSE_CHUNK_ROWS)])
+        return self._rows(x)
+
+    def _rows(self, x: np.ndarray) -> np.ndarray:
         z = x.astype(np.float64)
         if self.W is not None:
             if z.shape[1] != self.W.shape[0]:

@@ -135,15 +135,22 @@ class _BroadcastRounds:
 
     def __init__(self, op: BroadcastOperator, agg: str, dinv: np.ndarray | None, rows: int) -> None:
         self.op, self.agg, self.dinv, self.rows = op, agg, dinv, rows
+        self._made: np.ndarray | None = None  # the last matrix step() returned (this plan's own)
 
     def step(self, x: np.ndarray) -> np.ndarray:
         if self.dinv is None:
             return self.op.apply(x, self.agg)[0]
         # D^-1/2 (A + I) D^-1/2 x, scaled on the driver around (A + I) y; in place: every fresh matrix
-        # of 1M x 64 costs its page faults (a second a round on the benchmark machine)
-        y = self.dinv * x
+        # of 1M x 64 costs its page faults (a second a round on the benchmark machine). The previous
+        # round's result (made here; the round job reads its saved copy) is updated in place; the
+        # caller's input matrix is never written
+        if x is self._made and np.result_type(self.dinv, x) == x.dtype:
+            y = np.multiply(self.dinv, x, out=x)
+        else:
+            y = self.dinv * x
         y += self.op.apply(y, "sum")[0]
         y *= self.dinv
+        self._made = y
         return y
 
     def save(self, store: RoundStore, k: int, x: np.ndarray) -> np.ndarray:
