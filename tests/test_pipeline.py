@@ -272,3 +272,51 @@ def test_unavailable_engine_fails_before_any_stage(spark, tmp_path, capsys) -> N
     err = capsys.readouterr().err
     assert rc == 2 and "graph engine 'graphframes' was requested but is unavailable" in err, err
     assert not out.exists() or not any(out.rglob("*")), sorted(out.rglob("*"))
+
+
+def test_propagate_takes_the_features_the_train_stage_read(spark, tmp_path, caplog) -> None:
+    """A nightly on dense features hands the matrix the train stage read on the driver to the propagate
+    stage (logged; read and sorted once); its embeddings equal those of the propagate subcommand with
+    the same model, which reads the features itself. ``driver_features`` takes kept features only for
+    the same graph and shape with sorted ids, once."""
+    import logging
+
+    from lepton_spark.config import Config
+    from lepton_spark.pipeline.context import RunContext
+    from lepton_spark.pipeline.stages import driver_features
+
+    from .rawgraph import N, nightly_overrides, write_raw_graph
+
+    raw = write_raw_graph(tmp_path / "raw")
+    cfg = load_config(None, [*nightly_overrides(*raw), "pipeline.stages=[build, train, propagate]"])
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO, logger="lepton_spark"):
+        run_pipeline(spark, cfg, output=str(out), run_date=DATE)
+    assert "features the train stage read" in caplog.text
+    run_dir = out / "runs" / DATE
+    again = tmp_path / "again"
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lepton_spark"):
+        assert main(["propagate", "--graph", str(run_dir / "graph" / "graph"), "--model", str(run_dir / "model"),
+                     "--output", str(again), "--run-date", DATE]) == 0
+    assert "features the train stage read" not in caplog.text
+    got = {r["id"]: r["embedding"] for r in _rows(out, "embeddings")}
+    want = {r["id"]: r["embedding"] for r in _rows(again, "embeddings")}
+    assert got.keys() == want.keys() and len(got) > 0.9 * N
+    for i in got:
+        np.testing.assert_array_equal(np.asarray(got[i]), np.asarray(want[i]))
+
+    graph = run_dir / "graph" / "graph"
+    ctx = RunContext(spark=spark, cfg=Config(), output=str(tmp_path / "x"), run_date=DATE, run_id="t", resume=False,
+                     graph_dir=str(graph))
+    meta = json.loads((graph / "_graph.json").read_text())
+    n, dim = meta["num_vertices"], meta["num_features"]
+    ids, x = driver_features(ctx, n, dim)  # read with pyarrow
+    for kept, taken in [((str(graph), ids, x), True), (("elsewhere", ids, x), False),
+                        ((str(graph), ids, x[:, :-1]), False), ((str(graph), ids[::-1].copy(), x), False)]:
+        ctx.held_features = kept
+        got_ids, got_x = driver_features(ctx, n, dim)
+        assert ctx.held_features is None
+        assert (got_x is x) == taken
+        np.testing.assert_array_equal(got_ids, ids)
+        np.testing.assert_array_equal(got_x, x)

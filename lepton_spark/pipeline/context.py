@@ -40,6 +40,11 @@ class RunContext:
     engine: str = "builtin"  # what the GraphFrame API resolves to in this session (graph.engine)
     # edge blocks packed by one stage and reused by the next (propagate -> analytics), keyed by graph dir
     operators: Any = None
+    stages: list[str] = field(default_factory=list)  # the stages this run was asked for, in order
+    #: ``(graph_dir, sorted ids, float32 features)`` the train stage read on the driver, kept for the
+    #: propagate stage's forward pass (:func:`~lepton_spark.pipeline.stages.driver_features` takes and
+    #: releases them): the same matrix is not read and sorted twice in one run
+    held_features: tuple[str, Any, Any] | None = None
     _graphs: dict[str, tuple[DataFrame, DataFrame]] = field(default_factory=dict, repr=False)
 
     def graph(self) -> tuple[DataFrame, DataFrame]:

@@ -104,6 +104,7 @@ def run_pipeline(spark: SparkSession, cfg: Config, *, output: str, run_date: str
     ctx.graph_dir = graph_dir or cfg.pipeline.graph_dir or str(DEFAULT_SAMPLE_DIR)
     ctx.model_dir = model_dir or cfg.pipeline.model_dir
     ctx.engine = engine
+    ctx.stages = stages
     if not ctx.resume and storage.path_exists(ctx.work_dir):
         storage.delete_path(ctx.work_dir)
         publish.clean_staging(ctx.output, ctx.run_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,10 @@ def train_stage(ctx: RunContext) -> None:
         log.info("train: disabled; reusing model %s", ctx.model_dir)
         return
     model_dir = storage.join_path(ctx.run_dir, "model")
+
+    def keep(ids: np.ndarray, x: Any) -> None:
+        ctx.held_features = (ctx.graph_dir, ids, x)
+
     # the run's operator cache: a propagation of training (SGC/SIGN above train.local_max_nodes) is kept
     # there and served to the propagate stage when it asks for the same table (SparkOps recipes)
     summary = train_model(ctx.spark, ctx.cfg, ctx.graph_dir, model_dir, hparams=_hparams(ctx), graph=ctx.graph(),
@@ -180,7 +185,8 @@ def train_stage(ctx: RunContext) -> None:
                                              "dense_ids": _dense_ids(ctx),
                                              # a validated graph's features passed build's rules
                                              "checked_features": bool(ctx.graph_meta().get("validated")),
-                                             "edge_files": edge_files(ctx)})
+                                             "edge_files": edge_files(ctx)},
+                          keep_features=keep if "propagate" in ctx.stages else None)
     ctx.model_dir = model_dir
     keys = ("train_acc", "val_acc", "test_acc", "epochs_run", "majority_rate", "underfit", "feature_norm")
     if summary.get("task") == "link":
@@ -191,12 +197,15 @@ def train_stage(ctx: RunContext) -> None:
 def train_model(spark: SparkSession, cfg: Any, graph_dir: str, model_dir: str,
                 hparams: dict[str, Any] | None = None,
                 propagate_options: dict[str, Any] | None = None,
-                graph: tuple[DataFrame, DataFrame] | None = None, num_vertices: int | None = None) -> dict[str, Any]:
+                graph: tuple[DataFrame, DataFrame] | None = None, num_vertices: int | None = None,
+                keep_features: Callable[[np.ndarray, np.ndarray], None] | None = None) -> dict[str, Any]:
     """Train ``cfg.model.type`` on the graph in ``graph_dir``; write model.npz + model.json to model_dir.
 
     ``propagate_options``: passed to the Spark propagations of the large-graph path (SGC/SIGN/APPNP).
     ``graph``: its ``(vertices, edges)`` DataFrames when the caller has read them already;
     ``num_vertices``: its vertex count when known (a validated graph's ``_graph.json``), else counted.
+    ``keep_features``: called with ``(sorted ids, float32 features)`` when training read a dense
+    feature matrix on the driver (the nightly keeps it for its propagate stage).
     """
     from lepton_spark.models import MODEL_TYPES, create_model
     from lepton_spark.models.artifact import data_fingerprint
@@ -231,6 +240,8 @@ def train_model(spark: SparkSession, cfg: Any, graph_dir: str, model_dir: str,
             raise InvalidInputError(f"graph {graph_dir}: no labelled vertices with split 'train'")
         model, metrics = train(cfg.model.type, data["A"], data["X"], data["y"], data["masks"], hp, cfg.train.seed)
         fingerprint = data_fingerprint(data["A"], data["X"], data["masks"], data["ids"])
+        if keep_features is not None and isinstance(data["X"], np.ndarray) and data["X"].dtype == np.float32:
+            keep_features(data["ids"], data["X"])
     _save(model, model_dir, metrics, fingerprint)
     return metrics
 
@@ -329,10 +340,15 @@ def driver_features(ctx: RunContext, n: int | None, dim: int | None) -> tuple[np
     from lepton_spark.session import is_connect
 
     g = ctx.cfg.graph
+    kept, ctx.held_features = ctx.held_features, None  # taken once: released after this stage
     if not n or not dim or g.plan == "partitioned" or is_connect(ctx.spark) \
             or n * dim * 4 > min(broadcast_max_bytes(ctx.spark, g), _DRIVER_FEATURES_MAX_BYTES) \
             or not ctx.graph_meta():
         return None
+    if kept is not None and kept[0] == ctx.graph_dir and kept[2].shape == (n, dim) \
+            and bool(np.all(kept[1][1:] > kept[1][:-1])):
+        log.info("%s: the forward pass takes the %d x %d features the train stage read", ctx.graph_dir, n, dim)
+        return np.asarray(kept[1], dtype=np.int64), kept[2]  # (train checked them finite)
     try:
         vt = storage.read_parquet_arrow(storage.join_path(ctx.graph_dir, "vertices"), ["id", "features"])
         ids = vt.column("id").to_numpy()
