@@ -233,6 +233,33 @@ def test_report_components_driver_and_spark_paths_agree(spark, tmp_path: Path, m
     assert degrees[0]["mean"] == pytest.approx((12 if symmetrize else 6) / 7, abs=1e-4)  # rounded to 4 places
 
 
+def test_report_counts_read_with_pyarrow_equal_spark_counts(spark, tmp_path: Path, monkeypatch) -> None:
+    """The build report's vertex, edge, split and class counts come from the written files (pyarrow);
+    where pyarrow cannot read them Spark counts the same (by hand: 6 vertices, splits 2/1/1 plus two
+    without, labels up to 4 with a null one, 3 input edges symmetrised to 6)."""
+    from lepton_spark import storage
+
+    v = pa.table({"id": [10, 11, 12, 13, 14, 15], "features": [[1.0]] * 6,
+                  "label": pa.array([0, 4, None, 2, 1, 1], pa.int32()),
+                  "split": ["train", "TRAIN", "val", "", None, "test"]})
+    e = pa.table({"src": [10, 11, 12], "dst": [11, 12, 13]})
+    vpath, epath = _write(tmp_path, "v", v), _write(tmp_path, "e", e)
+    reports = [build_graph(spark, _cfg(vpath, epath), str(tmp_path / "a"))]
+
+    def unreadable(path: str, columns: list[str]):
+        raise OSError("no file system for this URI")
+
+    monkeypatch.setattr(storage, "read_parquet_arrow", unreadable)
+    monkeypatch.setattr(storage, "count_parquet_rows",
+                        lambda spark_, path, by=None: (spark_.read.parquet(path).count(), {}))
+    reports.append(build_graph(spark, _cfg(vpath, epath), str(tmp_path / "b")))
+    for report in reports:
+        g = report["graph"]
+        assert (g["num_vertices"], g["num_edges"], g["num_classes"]) == (6, 6, 5)
+        assert g["split_counts"] == {"train": 2, "val": 1, "test": 1}
+        assert report["counts"]["vertices_out"] == 6 and report["counts"]["edges_out"] == 6
+
+
 @pytest.mark.parametrize("ragged", [False, True])
 def test_bad_features_entries_null_nan_and_infinities(spark, tmp_path: Path, ragged: bool) -> None:
     """``bad_features`` rejects a null entry, NaN and +-inf anywhere in the array (first, middle, last),
