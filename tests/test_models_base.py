@@ -209,3 +209,24 @@ def test_sgc_float32_fit_equals_the_fit_on_its_rounded_features(monkeypatch) -> 
     _, hidden = m.forward_local(A, X, return_hidden=True)
     assert hidden.dtype == np.float64
     np.testing.assert_array_equal(hidden, Z.astype(np.float64))
+
+
+def test_sgc_float32_path_for_sparse_features_centred_to_dense(monkeypatch) -> None:
+    """Sparse features dense by content are centred by ``standard`` into a dense matrix: above
+    ``FLOAT32_MIN_NNZ`` that matrix is propagated in float32 too (rounded float64 operands)."""
+    from lepton_spark.models import sgc as sgc_mod
+    from lepton_spark.models.normalize import sym_propagation
+
+    monkeypatch.setattr(sgc_mod, "FLOAT32_MIN_NNZ", 1)
+    rng = np.random.default_rng(12)
+    n = 40
+    A = sp.random(n, n, density=0.1, random_state=12, format="csr")
+    X = sp.csr_matrix(rng.normal(size=(n, 4)) + 1.0)  # every entry non-zero: auto -> standard, centred
+    m = create_model("sgc", K=2, epochs=5)
+    m.resolve_feature_norm(X)
+    assert m.feature_norm_ == "standard" and np.any(m.feature_mean_)
+    ctx = m._prepare(A, X)
+    assert isinstance(ctx.x, np.ndarray) and ctx.x.dtype == np.float32
+    P = sym_propagation(A).astype(np.float32)
+    Z = np.asarray((X.toarray() - m.feature_mean_) / m.feature_scale_, dtype=np.float32)
+    np.testing.assert_array_equal(ctx.x, P @ (P @ Z))

@@ -405,8 +405,7 @@ class GraphModel:
         """
         self._check_fitted()
         self._check_features(X)
-        cached = getattr(self, "_inputs_cache", None)
-        ctx = cached[2] if cached is not None and cached[0] is A and cached[1] is X else self._prepare(A, X)
+        ctx = self._inputs_context(A, X)
         logits, hidden, _ = self._run(self.params_, self.layers(), ctx, training=False, rng=None)
         probs = softmax(logits)
         if return_hidden:
@@ -421,11 +420,15 @@ class GraphModel:
         self._check_fitted()
         self._check_features(X)
         rows = np.asarray(rows, dtype=np.int64)
-        cached = getattr(self, "_inputs_cache", None)
-        ctx = cached[2] if cached is not None and cached[0] is A and cached[1] is X else self._prepare(A, X)
+        ctx = self._inputs_context(A, X)
         if ctx.graph is None:
             return softmax(self._run(self.params_, self.layers(), ctx.take(rows), training=False, rng=None)[0])
         return softmax(self._run(self.params_, self.layers(), ctx, training=False, rng=None)[0][rows])
+
+    def _inputs_context(self, A: Any, X: Any) -> Context:
+        """The prepared inputs of ``(A, X)``: the last fit's when it ran on these very objects, else new."""
+        cached = getattr(self, "_inputs_cache", None)
+        return cached[2] if cached is not None and cached[0] is A and cached[1] is X else self._prepare(A, X)
 
     def release_inputs(self) -> None:
         """Drop the inputs kept from the last :meth:`fit` (see there)."""

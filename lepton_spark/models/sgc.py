@@ -79,6 +79,8 @@ class SGC(GraphModel):
             Z = self._feature_transform().apply_f32(np.asarray(X))
         else:
             P, Z = sym_propagation(A), self._normalized(X)
+            if not sp.issparse(Z) and P.nnz >= FLOAT32_MIN_NNZ and self.K > 0:  # sparse X centred to dense
+                P, Z = P.astype(np.float32), np.asarray(Z, dtype=np.float32)
         for _ in range(self.K):
             Z = P @ Z if sp.issparse(Z) else threaded_spmm(P, Z)  # dense rows: split over the driver's cores
         return _as_rows(Z) if rows64 or sp.issparse(Z) else Z
