@@ -384,7 +384,7 @@ def _staging_path(output: str) -> str:
 LOCAL_COMPONENTS_MAX_EDGES = 2_000_000
 
 
-def _local_structure(graph_path: str | None, m: int, symmetric: bool,
+def _local_structure(graph_path: str | None, n: int, m: int, symmetric: bool,
                      components: bool) -> tuple[list[tuple[int, int]], int | None] | None:
     """``(degree histogram, weakly connected components or None)`` of a small built graph from its
     written files (see :data:`LOCAL_COMPONENTS_MAX_EDGES`); None when the graph is larger or the files
@@ -392,7 +392,6 @@ def _local_structure(graph_path: str | None, m: int, symmetric: bool,
     if not graph_path or m > LOCAL_COMPONENTS_MAX_EDGES:
         return None
     try:
-        n = storage.read_parquet_arrow(storage.join_path(graph_path, "vertices"), ["id"]).num_rows
         et = storage.read_parquet_arrow(storage.join_path(graph_path, "edges"), ["src", "dst"])
     except (OSError, ValueError, TypeError) as exc:  # no pyarrow file system for the URI: Spark instead
         log.info("build: reading %s with pyarrow failed (%s); counting degrees and components on Spark", graph_path,
@@ -468,7 +467,7 @@ def _report(spark: SparkSession, cfg: BuildConfig, vertices: DataFrame, edges: D
     m = storage.count_parquet_rows(spark, storage.join_path(graph_path, "edges"))[0] if graph_path else edges.count()
     num_classes = cfg.num_classes or (labels + 1 if labels is not None else 0)
     want_components = m <= cfg.report_components_max_edges
-    local = _local_structure(graph_path, m, bool(cfg.symmetrize), want_components)
+    local = _local_structure(graph_path, n, m, bool(cfg.symmetrize), want_components)
     if local is not None:
         histogram, components = local
     else:

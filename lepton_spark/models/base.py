@@ -420,10 +420,7 @@ class GraphModel:
         self._check_fitted()
         self._check_features(X)
         rows = np.asarray(rows, dtype=np.int64)
-        ctx = self._inputs_context(A, X)
-        if ctx.graph is None:
-            return softmax(self._run(self.params_, self.layers(), ctx.take(rows), training=False, rng=None)[0])
-        return softmax(self._run(self.params_, self.layers(), ctx, training=False, rng=None)[0][rows])
+        return softmax(self._eval_logits(self.params_, self.layers(), self._inputs_context(A, X), rows))
 
     def _inputs_context(self, A: Any, X: Any) -> Context:
         """The prepared inputs of ``(A, X)``: the last fit's when it ran on these very objects, else new."""

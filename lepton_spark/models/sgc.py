@@ -72,15 +72,16 @@ class SGC(GraphModel):
     def _propagated(self, A: Any, X: Any, rows64: bool = True) -> Any:
         """``S^K X̃``; float64 rows, or with ``rows64=False`` the float32 product as computed when the
         float32 path is taken (the per-row fit takes its rows in float64: the same values)."""
-        if not sp.issparse(X) and self.K > 0 and A.nnz + A.shape[0] >= FLOAT32_MIN_NNZ:
-            # large dense products in float32: P and X̃ computed in float64 and rounded once, without
-            # whole float64 copies of either (~1.5 s of page faults and casts at 1M x 64, 19M entries)
-            P = sym_propagation(A, dtype=np.float32)
-            Z = self._feature_transform().apply_f32(np.asarray(X))
-        else:
-            P, Z = sym_propagation(A), self._normalized(X)
-            if not sp.issparse(Z) and P.nnz >= FLOAT32_MIN_NNZ and self.K > 0:  # sparse X centred to dense
-                P, Z = P.astype(np.float32), np.asarray(Z, dtype=np.float32)
+        large = self.K > 0 and A.nnz + A.shape[0] >= FLOAT32_MIN_NNZ
+        # X̃ first: dense features (or sparse ones a centring standard made dense) of a large graph are
+        # propagated in float32, with S and X̃ computed in float64 and rounded once, without whole
+        # float64 copies of either (~1.5 s of page faults and casts at 1M x 64, 19M entries)
+        Z = self._feature_transform().apply_f32(np.asarray(X)) if large and not sp.issparse(X) \
+            else self._normalized(X)
+        f32 = large and not sp.issparse(Z)
+        P = sym_propagation(A, dtype=np.float32 if f32 else np.float64)
+        if f32:
+            Z = np.asarray(Z, dtype=np.float32)
         for _ in range(self.K):
             Z = P @ Z if sp.issparse(Z) else threaded_spmm(P, Z)  # dense rows: split over the driver's cores
         return _as_rows(Z) if rows64 or sp.issparse(Z) else Z
