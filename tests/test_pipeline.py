@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from pyspark.testing import assertDataFrameEqual
 
 from lepton_spark.cli import main
 from lepton_spark.config import load_config
@@ -153,6 +154,40 @@ def test_resume_after_round_failure_equals_uninterrupted(spark, trained, tmp_pat
     got = sorted((r["id"], r["probs"]) for r in _rows(resumed, "predictions"))
     assert [g[0] for g in got] == [w[0] for w in want]
     np.testing.assert_allclose(np.array([g[1] for g in got]), np.array([w[1] for w in want]), atol=1e-6)
+
+
+def test_partitioned_tables_written_by_the_tasks_equal_spark_written(spark, trained, tmp_path, caplog) -> None:
+    """The partitioned plan's embeddings and predictions, written by the tasks that compute them
+    (local master, local output: lepton_spark.task_writes), equal those Spark writes on a cluster
+    (forced here by saying the tasks do not share the disk): rows, schemas as Spark reads them, counts."""
+    import logging
+
+    from lepton_spark import task_writes
+
+    out, _ = trained
+    cfg = _reuse(out, "graph.plan=partitioned")
+    with caplog.at_level(logging.INFO, logger="lepton_spark.pipeline.context"):
+        by_tasks = run_pipeline(spark, cfg, output=str(tmp_path / "tasks"), run_date=DATE, stages=["propagate"])
+    assert "embeddings, predictions: written by the tasks that computed the rows" in caplog.text
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(task_writes, "tasks_share_disk", lambda *a: False)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="lepton_spark.pipeline.context"):
+            by_spark = run_pipeline(spark, cfg, output=str(tmp_path / "spark"), run_date=DATE, stages=["propagate"])
+        assert "written by the tasks" not in caplog.text
+    for table in ("embeddings", "predictions"):
+        a = spark.read.parquet(str(tmp_path / "tasks" / "outputs" / table))
+        b = spark.read.parquet(str(tmp_path / "spark" / "outputs" / table))
+        assert a.schema == b.schema
+        assert a.count() == 2708 and a.select("id").distinct().count() == 2708
+        assertDataFrameEqual(a, b, rtol=0, atol=0)  # the same numpy in the same pass: identical values
+        assert by_tasks["tables"][table]["rows"] == by_spark["tables"][table]["rows"] == 2708
+    saved = [json.loads((tmp_path / d / "runs" / DATE / "_manifest.json").read_text()) for d in ("tasks", "spark")]
+    assert saved[0]["counts"]["predictions_by_label"] == saved[1]["counts"]["predictions_by_label"]
+    assert sum(c for _v, c in saved[0]["counts"]["predictions_by_label"]) == 2708
+    # one data file per task, each published with its run marker; no temporary file left
+    files = sorted(p.name for p in (tmp_path / "tasks" / "outputs" / "embeddings" / f"run_date={DATE}").iterdir())
+    assert "_LEPTON_RUN" in files and all(f.startswith("part-") or f == "_LEPTON_RUN" for f in files), files
 
 
 def test_rerun_is_idempotent_and_other_dates_untouched(spark, trained, tmp_path) -> None:

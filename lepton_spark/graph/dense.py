@@ -73,14 +73,10 @@ def map_features(
     packed = resident.lookup_packed(df) if input_col == "features" else None
     if packed is not None:  # a partitioned propagation's result: one pass from its packed blocks to rows
         table, dim = packed
-
-        def run_packed(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            for ids, x in packed_rows(batches, np.float32, dim):
-                cols = {"id": pa.array(ids, pa.int64()), "features": matrix_to_list(x),
-                        output_col: matrix_to_list(_apply(fn, x, out_dim))}
-                yield pa.RecordBatch.from_arrays([cols[n] for n in names], names=names)
-
-        return table.mapInArrow(run_packed, schema)
+        rows = PackedRowsFn(fn, dim, names, output_col, out_dim)
+        # registered: a writer on this machine may run the same pass in tasks that write the rows
+        # themselves (lepton_spark.task_writes), instead of handing them to the JVM first
+        return resident.remember_packed_rows(table.mapInArrow(rows, schema), table, rows)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
@@ -94,6 +90,23 @@ def map_features(
         # a width-keeping map of (id, features): a partitioned propagation may apply it in its blocks
         return resident.remember_mapped(out, df, RowFn(fn, out_dim))
     return out
+
+
+class PackedRowsFn:
+    """The rows ``names`` (``id``, ``features`` and ``output_col`` = ``fn(features)``) of packed batches
+    (``local``: int64 ids, ``values``: ``dim`` float32 features per id; :func:`~.arrow.packed_rows`):
+    the ``mapInArrow`` function of :func:`map_features` on a partitioned propagation's result.
+    Picklable when ``fn`` is."""
+
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], dim: int, names: list[str], output_col: str,
+                 out_dim: int | None = None) -> None:
+        self.fn, self.dim, self.names, self.output_col, self.out_dim = fn, int(dim), list(names), output_col, out_dim
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for ids, x in packed_rows(batches, np.float32, self.dim):
+            cols = {"id": pa.array(ids, pa.int64()), "features": matrix_to_list(x),
+                    self.output_col: matrix_to_list(_apply(self.fn, x, self.out_dim))}
+            yield pa.RecordBatch.from_arrays([cols[n] for n in self.names], names=self.names)
 
 
 class RowFn:

@@ -24,6 +24,7 @@ round's blocks instead of sending every row through a Python worker and back fir
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -71,3 +72,40 @@ def remember_mapped(df: Any, base: Any, fn: Any) -> Any:
 def lookup_mapped(df: Any) -> tuple[Any, Any] | None:
     """``(base DataFrame, fn)`` when ``df`` itself is a registered width-keeping map, else None."""
     return _MAPPED.get(df)
+
+
+_PACKED_ROWS: FrameTags[tuple[Any, Callable[[Iterator[Any]], Iterator[Any]]]] = FrameTags()
+
+
+def remember_packed_rows(df: Any, packed: Any, rows: Callable[[Iterator[Any]], Iterator[Any]]) -> Any:
+    """Register ``df`` as ``packed.mapInArrow(rows, df.schema)``: its rows are what the picklable
+    function ``rows`` makes of the Arrow batches of the packed DataFrame ``packed`` (a partitioned
+    propagation's result, :func:`remember_packed`), batches with ``df``'s column names. A writer on this
+    machine may run ``rows`` in its own tasks (:func:`lepton_spark.task_writes.write_in_tasks`); returns ``df``."""
+    return _PACKED_ROWS.tag(df, (packed, rows))
+
+
+def lookup_packed_rows(df: Any) -> tuple[Any, Callable[[Iterator[Any]], Iterator[Any]]] | None:
+    """``(packed DataFrame, rows function)`` when ``df`` itself is registered by :func:`remember_packed_rows`."""
+    return _PACKED_ROWS.get(df)
+
+
+class _Renamed:
+    """``rows`` with columns renamed by ``mapping`` (picklable when ``rows`` is)."""
+
+    def __init__(self, rows: Callable[[Iterator[Any]], Iterator[Any]], mapping: dict[str, str]) -> None:
+        self.rows, self.mapping = rows, dict(mapping)
+
+    def __call__(self, batches: Iterator[Any]) -> Iterator[Any]:
+        for b in self.rows(batches):
+            yield type(b).from_arrays(b.columns, names=[self.mapping.get(n, n) for n in b.schema.names])
+
+
+def rename_columns(df: Any, mapping: dict[str, str]) -> Any:
+    """:func:`lepton_spark.storage.rename_columns` that keeps :func:`remember_packed_rows`' registration
+    (with the rows' columns renamed the same way)."""
+    from lepton_spark import storage
+
+    out = storage.rename_columns(df, mapping)
+    hit = _PACKED_ROWS.get(df)
+    return out if hit is None else _PACKED_ROWS.tag(out, (hit[0], _Renamed(hit[1], mapping)))

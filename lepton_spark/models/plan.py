@@ -605,11 +605,12 @@ class SparkOps:
             if chain:
                 fused = self.engine.map_features(_id_features(embedding), _Compose(chain),
                                                  input_col="features", output_col="probs")
-                from lepton_spark import storage
+                from lepton_spark.graph import resident
 
-                # (id, features, probs) renamed, not re-selected: rows the driver holds stay
-                # recognisable to the writer (storage.local_rows)
-                return storage.rename_columns(fused, {"features": "embedding"})
+                # (id, features, probs) renamed, not re-selected: rows the driver holds, or rows tasks can
+                # make from a partitioned result, stay recognisable to the writer (storage.local_rows,
+                # resident.lookup_packed_rows)
+                return resident.rename_columns(fused, {"features": "embedding"})
         p = probs.select("id", F.col("features").alias("probs"))
         if embedding is None:
             return p

@@ -109,6 +109,33 @@ def stage_rows(ctx: RunContext, rows: Any, table: str, count_by: str | None = No
     _staged(ctx, table, rows.num_rows, groups, count_by)
 
 
+def stage_in_tasks(ctx: RunContext, df: DataFrame, tables: list[tuple[str, Any, str | None]]) -> bool:
+    """Stage ``tables`` (``(table, derive, count_by)``: ``derive`` a picklable function from a pyarrow
+    Table of ``df``'s rows to the table's rows) in one pass of the tasks that compute ``df``'s rows,
+    each writing its own files with pyarrow (:func:`~lepton_spark.task_writes.write_in_tasks`): when
+    ``df`` is rows made from a partitioned propagation's packed result
+    (:func:`~lepton_spark.graph.resident.lookup_packed_rows`) and the tasks share the driver's disk
+    (a local master, a local output). Returns False, having staged nothing, otherwise."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    from lepton_spark import task_writes
+    from lepton_spark.graph import resident
+
+    hit = resident.lookup_packed_rows(df)
+    if hit is None or not task_writes.tasks_share_disk(ctx.spark, ctx.output):
+        return False
+    packed, rows = hit
+    empty = to_arrow_schema(df.schema).empty_table()
+    outputs = [task_writes.TaskOutput(publish.staged_dir(ctx.output, ctx.run_id, table, ctx.run_date), derive, by)
+               for table, derive, by in tables]
+    written = task_writes.write_in_tasks(packed, rows, outputs, empty)
+    for (table, _derive, by), w in zip(tables, written, strict=True):
+        publish.mark_staged(ctx.output, ctx.run_id, table, ctx.run_date)
+        _staged(ctx, table, w.rows, w.groups, by)
+    log.info("%s: written by the tasks that computed the rows", ", ".join(t for t, _d, _b in tables))
+    return True
+
+
 def _staged(ctx: RunContext, table: str, rows: int, groups: dict[Any, int], count_by: str | None) -> None:
     if count_by is not None:
         ctx.counts[f"{table}_by_{count_by}"] = sorted([v, c] for v, c in groups.items() if v is not None)

@@ -60,6 +60,12 @@ def stage_rows(rows: Any, output: str, run_id: str, table: str, run_date: str) -
     return _mark(path, run_id)
 
 
+def mark_staged(output: str, run_id: str, table: str, run_date: str) -> str:
+    """Mark a staged partition that was written by other means (:mod:`lepton_spark.task_writes`)
+    complete: its run marker, after its data; returns its path."""
+    return _mark(staged_dir(output, run_id, table, run_date), run_id)
+
+
 def _mark(path: str, run_id: str) -> str:
     """Write a staged partition's run marker (its data is complete); returns ``path``."""
     storage.write_text(storage.join_path(path, RUN_MARKER), f"{run_id}\n{uuid.uuid4().hex}\n")

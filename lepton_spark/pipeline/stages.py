@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 
 from lepton_spark import storage
 from lepton_spark.errors import InvalidInputError, UsageError
-from lepton_spark.pipeline.context import RunContext, held_rows, stage_df, stage_rows
+from lepton_spark.pipeline.context import RunContext, held_rows, stage_df, stage_in_tasks, stage_rows
 
 log = logging.getLogger(__name__)
 
@@ -420,6 +420,10 @@ def propagate_stage(ctx: RunContext) -> None:
         stage_rows(ctx, embedding_rows(rows), "embeddings")
         if not link:
             stage_rows(ctx, prediction_rows(rows), "predictions", count_by="label")
+        ctx.operators.drop_results()
+        return
+    tables = [("embeddings", embedding_rows, None)] + ([] if link else [("predictions", prediction_rows, "label")])
+    if stage_in_tasks(ctx, out, tables):  # a partitioned result on this machine: one pass, pyarrow writes
         ctx.operators.drop_results()
         return
     if link:
