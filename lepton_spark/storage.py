@@ -336,6 +336,18 @@ def local_size(paths: Iterable[str]) -> int | None:
     return total if seen else None
 
 
+def local_dir(path: str, empty: bool = False) -> Path:
+    """The local directory ``path`` (a plain path or ``file://`` URI), created if missing; ``empty``:
+    whatever it held is removed first (as ``mode("overwrite")``). ValueError for another file system."""
+    local = _local(path)
+    if local is None:
+        raise ValueError(f"{path} is not on the local file system")
+    if empty and local.exists():
+        shutil.rmtree(local)
+    local.mkdir(parents=True, exist_ok=True)
+    return local
+
+
 def is_local_path(path: str) -> bool:
     """A plain path or ``file://`` URI (not hdfs://, s3://, ...)."""
     return _local(path) is not None

@@ -17,7 +17,6 @@ leaves nothing Spark reads. The caller empties the directories first and marks t
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -58,6 +57,32 @@ def tasks_share_disk(spark: Any, *paths: str) -> bool:
     return not is_connect(spark) and is_local_master(spark) and all(storage.is_local_path(p) for p in paths)
 
 
+def task_file_name() -> str:
+    """This task's data file name stem, ``part-<partition>`` (a retried attempt gets the same name, so
+    it replaces its own file); ``part-<random>`` outside a Spark task."""
+    from pyspark import TaskContext
+
+    tc = TaskContext.get()
+    return f"part-{tc.partitionId():05d}" if tc is not None else f"part-{uuid.uuid4().hex}"
+
+
+#: bytes per row group of :func:`write_task_file` (Spark splits a file for its readers at row groups)
+ROW_GROUP_BYTES = 32 << 20
+
+
+def write_task_file(table: pa.Table, directory: str, compression: str = "snappy") -> str:
+    """Write ``table`` as this task's one Parquet file in the local ``directory``
+    (``<task_file_name()>.<compression>.parquet``, row groups of about :data:`ROW_GROUP_BYTES`),
+    complete or not at all (a hidden temporary file renamed); returns its path."""
+    import pyarrow.parquet as pq
+
+    rows = max(1, table.num_rows * ROW_GROUP_BYTES // max(1, table.nbytes))
+    final = os.path.join(directory, f"{task_file_name()}.{compression}.parquet")
+    storage.atomic_write(final, lambda out: pq.write_table(table, out, compression=compression, row_group_size=rows),
+                         fsync=False)
+    return final
+
+
 class _WriteTask:
     """The ``mapInArrow`` function of :func:`write_in_tasks` (picklable when ``rows`` and the derive
     functions are): per output, one ``(output, total=True, null, rows)`` row and one ``(output, False,
@@ -68,10 +93,8 @@ class _WriteTask:
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import pyarrow.parquet as pq
-        from pyspark import TaskContext
 
-        tc = TaskContext.get()
-        name = f"part-{tc.partitionId():05d}" if tc is not None else f"part-{uuid.uuid4().hex}"
+        name = task_file_name()
         finals = [os.path.join(o.path, f"{name}.snappy.parquet") for o in self.outputs]
         temps = [os.path.join(o.path, f".{name}.{uuid.uuid4().hex}.tmp") for o in self.outputs]
         writers: list[Any] = [None] * len(self.outputs)
@@ -118,15 +141,7 @@ def write_in_tasks(source: Any, rows: RowsFn, outputs: list[TaskOutput], empty: 
     result): ``write_in_tasks(packed, rows, [TaskOutput(emb_dir, embedding_rows), TaskOutput(pred_dir,
     prediction_rows, "label")], empty)``.
     """
-    task_outputs = []
-    for o in outputs:
-        local = storage._local(o.path)
-        if local is None:
-            raise ValueError(f"write_in_tasks: {o.path} is not on the local file system")
-        if local.exists():
-            shutil.rmtree(local)
-        local.mkdir(parents=True)
-        task_outputs.append(TaskOutput(str(local), o.derive, o.count_by))
+    task_outputs = [TaskOutput(str(storage.local_dir(o.path, empty=True)), o.derive, o.count_by) for o in outputs]
     got = source.mapInArrow(_WriteTask(rows, task_outputs),
                             "output int, total boolean, value long, rows long").collect()
     written = [Written(0, {}) for _ in outputs]
