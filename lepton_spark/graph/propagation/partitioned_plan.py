@@ -702,7 +702,7 @@ class _PartitionedRounds:
                       mean_pending=self.agg == "mean", sym_pending=self.sym)
 
     def cut(self, state: _State) -> _State:
-        return replace(state, df=self.policy.cut(state.df))
+        return replace(state, df=self.policy.cut(state.df), planned=None)  # the cut ran (or will run) the round
 
     def finish(self, state: _State) -> DataFrame:
         """Every block's features after the last round: DataFrame(id, features), unpacked from a cut table
