@@ -302,12 +302,7 @@ def write_rows(table: Any, path: str) -> None:
     schema as its own files of the same table."""
     import pyarrow.parquet as pq
 
-    local = _local(path)
-    if local is None:
-        raise ValueError(f"write_rows: {path} is not on the local file system")
-    if local.exists():
-        shutil.rmtree(local)
-    local.mkdir(parents=True)
+    local = local_dir(path, empty=True)
     atomic_write(local / f"part-00000-{uuid.uuid4()}.snappy.parquet",
                  lambda out: pq.write_table(table, out, row_group_size=WRITE_ROW_GROUP, compression="snappy"),
                  fsync=False)

@@ -96,7 +96,8 @@ class _WriteTask:
 
         name = task_file_name()
         finals = [os.path.join(o.path, f"{name}.snappy.parquet") for o in self.outputs]
-        temps = [os.path.join(o.path, f".{name}.{uuid.uuid4().hex}.tmp") for o in self.outputs]
+        temps = [os.path.join(o.path, f".{os.path.basename(f)}.{uuid.uuid4().hex}.tmp") for o, f in  # as atomic_write
+                 zip(self.outputs, finals, strict=True)]
         writers: list[Any] = [None] * len(self.outputs)
         counts = [0] * len(self.outputs)
         groups: list[Counter] = [Counter() for _ in self.outputs]
@@ -154,5 +155,5 @@ def write_in_tasks(source: Any, rows: RowsFn, outputs: list[TaskOutput], empty: 
             w.groups[v] = w.groups.get(v, 0) + int(r["rows"])
     for o, w in zip(task_outputs, written, strict=True):
         if w.rows == 0:
-            storage.write_rows(o.derive(empty), o.path)
+            write_task_file(o.derive(empty), o.path)
     return written

@@ -415,14 +415,13 @@ def propagate_stage(ctx: RunContext) -> None:
     if link:  # a link model has no class predictions: embeddings only
         ctx.counts.setdefault("skipped_tables", {})["predictions"] = \
             f"{model.model_type} is a link model: no class predictions (see the links stage)"
+    tables = [("embeddings", embedding_rows, None)] + ([] if link else [("predictions", prediction_rows, "label")])
     rows = held_rows(ctx, out)
     if rows is not None:  # a broadcast forward pass in local mode: the driver wrote these rows itself
-        stage_rows(ctx, embedding_rows(rows), "embeddings")
-        if not link:
-            stage_rows(ctx, prediction_rows(rows), "predictions", count_by="label")
+        for table, derive, by in tables:
+            stage_rows(ctx, derive(rows), table, count_by=by)
         ctx.operators.drop_results()
         return
-    tables = [("embeddings", embedding_rows, None)] + ([] if link else [("predictions", prediction_rows, "label")])
     if stage_in_tasks(ctx, out, tables):  # a partitioned result on this machine: one pass, pyarrow writes
         ctx.operators.drop_results()
         return
