@@ -237,7 +237,7 @@ PREP = re.compile(r"(?:propagate\[\w+\]: .*|blocks(?:\[\w+\])?: .*)(?:prepared|e
 PROP_ROUND = re.compile(r"propagate\[\w+\] round \d+/\d+: .* ([\d.]+)s")
 # a shared round is logged once per program that took part: counted once
 ALGO_ROUND = re.compile(r"(?:pagerank|components|labelPropagation)\[\w+\] round (\d+): .* ([\d.]+)s"
-                        r"(?: \(rounds shared with (\S+)\))?$")
+                        r"(?: \((?:rounds shared with ([^,)\s]+))?(?:, )?(?:in one job)?\))?$")
 
 
 def run_nightly(args: argparse.Namespace, raw: Path, work: Path) -> dict[str, Any]:

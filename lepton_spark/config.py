@@ -56,6 +56,7 @@ class GraphConfig:
     num_partitions: int = 0  # 0 = spark.sql.shuffle.partitions
     block_max_bytes: int = 128 * 1024 * 1024  # partitioned plan: largest feature block one task holds
     broadcast_ids_max: int = 5_000_000  # partitioned plan: up to this many vertices, broadcast the id map
+    one_job_rounds: bool = True  # local mode: the broadcast plan's vertex-program rounds all run in one job
 
 
 @dataclass

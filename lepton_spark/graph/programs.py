@@ -223,18 +223,36 @@ def run_broadcast(op: BroadcastOperator, prog: VertexProgram, ids: np.ndarray, m
 
 
 def run_broadcast_many(op: BroadcastOperator, programs: Sequence[tuple[VertexProgram, int]],
-                       ids: np.ndarray) -> list[tuple[np.ndarray, int]]:
+                       ids: np.ndarray, one_job: bool = True) -> list[tuple[np.ndarray, int]]:
     """:func:`run_broadcast` of every ``(program, max_iter)`` on ``op``, side by side: each round is one
     job (:meth:`~lepton_spark.graph.blocks.BroadcastOperator.apply_many`) for the programs still running,
     and a program leaves when it converges or reaches its ``max_iter``. The same states as running them
-    in turn; returns ``(state in ids order, rounds run)`` per program."""
+    in turn; returns ``(state in ids order, rounds run)`` per program.
+
+    ``one_job`` (``graph.one_job_rounds``): when ``op``'s blocks are local files, every round runs in
+    one job instead (:func:`~lepton_spark.graph.supersteps.run_supersteps`; the same states)."""
+    from lepton_spark.graph import supersteps
+
+    name = "+".join(prog.name for prog, _ in programs)
+    if one_job and supersteps.can_run(op):
+        try:
+            done = supersteps.run_supersteps(op, programs, ids)
+        except Exception as exc:  # noqa: BLE001 - e.g. a retried attempt (see supersteps); the rounds are redone
+            log.warning("%s[broadcast]: the rounds in one job failed (%s); running them one job a round", name,
+                        supersteps.failure_reason(exc))
+        else:
+            for k, (_, _, rounds) in enumerate(done):
+                for it, (d, seconds) in enumerate(rounds, 1):
+                    log.info("%s[broadcast] round %d: %d vertices, delta %.6g, %.2fs (%s)", programs[k][0].name, it,
+                             len(ids), d, seconds, f"rounds shared with {name}, in one job" if len(programs) > 1
+                             else "in one job")
+            return [(state, runs) for state, runs, _ in done]
     if len(programs) == 1:
         return [run_broadcast(op, programs[0][0], ids, programs[0][1])]
     states = [prog.init(ids) for prog, _ in programs]
     outdeg = op.out_degrees() if any(prog.needs_outdeg for prog, _ in programs) else None
     runs = [0] * len(programs)
     live = [i for i, (_, max_iter) in enumerate(programs) if max_iter > 0]
-    name = "+".join(prog.name for prog, _ in programs)
     it = 0
     while live:
         it += 1
@@ -372,7 +390,7 @@ class BlockEngine:
         for op in {id(op): op for op in ops}.values():
             idx = [i for i, o in enumerate(ops) if o is op]
             t0 = time.perf_counter()
-            runs = run_broadcast_many(op, [programs[i] for i in idx], ids)
+            runs = run_broadcast_many(op, [programs[i] for i in idx], ids, one_job=self.cfg.one_job_rounds)
             log.info("%s[broadcast]: %d rounds in %.2fs", "+".join(programs[i][0].name for i in idx),
                      max(r for _, r in runs), time.perf_counter() - t0)
             results.update((i, state) for i, (state, _) in zip(idx, runs, strict=True))
