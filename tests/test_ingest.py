@@ -442,3 +442,45 @@ def test_degree_summary_matches_spark_percentile(spark) -> None:
     got = degree_stats(vertices, edges)
     assert got["median"] == pytest.approx(want["m"], abs=1e-12) and got["p99"] == pytest.approx(want["p"], abs=1e-9)
 
+
+
+# ------------------------------------------------------------------ dense ids: Spark and driver numbering
+
+@pytest.mark.parametrize("kind", ["long", "int", "string"])
+def test_dense_ids_on_the_driver_equal_the_spark_numbering(spark, kind: str) -> None:
+    """The same id for every row: integers numerically (negative, 48-bit, sparse), strings by their
+    UTF-8 bytes (upper case before lower, a prefix first, digits as text, non-ASCII last)."""
+    from pyspark.testing import assertDataFrameEqual
+
+    from lepton_spark.ingest.ids import dense_ids, dense_ids_on_driver
+
+    rng = np.random.default_rng(5)
+    if kind == "string":
+        raw = ["b", "a", "ab", "B", "Z", "10", "9", "é", "e", "zz", "", "user-007", "user-10", "Ω", "a b"]
+    else:
+        hi = 1 << 47 if kind == "long" else 1 << 30
+        raw = [int(x) for x in np.unique(rng.integers(-hi, hi, size=300, dtype=np.int64))]
+    df = spark.createDataFrame([(str(r), r) for r in raw], f"_key string, _raw {kind}").repartition(3)
+    got = dense_ids_on_driver(df, "_raw")
+    want = dense_ids(df, "_raw", num_partitions=4)
+    assertDataFrameEqual(got.select("_key", "_raw", "id"), want.select("_key", "_raw", "id"))
+    assert sorted(r["id"] for r in got.collect()) == list(range(len(raw)))
+
+
+def test_build_numbers_ids_the_same_on_driver_and_spark(spark, tmp_path: Path, caplog) -> None:
+    """``build.broadcast_ids_max`` 0 numbers the ids on Spark: the same mapping, vertices and edges as
+    the driver's numbering; the raw edge rows are counted from the Parquet footers either way."""
+    rng = np.random.default_rng(2)
+    ids = rng.choice(1 << 40, size=50, replace=False).astype(np.int64)
+    vpath = _write(tmp_path, "v", pa.table({"id": ids, "features": [[float(i), 1.0] for i in range(50)]}))
+    epath = _write(tmp_path, "e", pa.table({"src": ids[rng.integers(0, 50, 120)], "dst": ids[rng.integers(0, 50, 120)]}))
+    reports = {}
+    for limit in (5_000_000, 0):
+        reports[limit] = build_graph(spark, _cfg(vpath, epath, broadcast_ids_max=limit), str(tmp_path / f"o{limit}"))
+        assert reports[limit]["counts"]["edges_in"] == 120
+    for table in ("mapping", "graph/vertices", "graph/edges"):
+        a, b = (sorted(_read(tmp_path / f"o{limit}", table), key=lambda r: json.dumps(r, sort_keys=True))
+                for limit in (5_000_000, 0))
+        assert a == b and len(a) > 0
+    mapping = sorted(_read(tmp_path / "o0", "mapping"), key=lambda r: r["id"])
+    assert [r["raw_id"] for r in mapping] == sorted(ids.tolist())  # integer ids keep their order

@@ -36,3 +36,25 @@ def dense_ids(vertices: DataFrame, raw_col: str = "raw_id", num_partitions: int 
     position = F.col("_mid").bitwiseAND(F.lit((1 << _POSITION_BITS) - 1))
     base = mapping[part] if mapping is not None else F.lit(0)
     return ordered.withColumn("id", (base + position).cast("long")).drop("_mid")
+
+
+def dense_ids_on_driver(vertices: DataFrame, raw_col: str = "raw_id") -> DataFrame:
+    """:func:`dense_ids` computed on the driver: the same ``id`` for every row, for a vertex table
+    whose id map is broadcast to the edges anyway (``build.broadcast_ids_max``), so it passes through
+    the driver either way. ``raw_col`` must be an integer or string column.
+
+    The rows are collected as Arrow, ordered by ``raw_col`` with pyarrow (integers numerically,
+    strings by their UTF-8 bytes, as Spark orders them) and numbered. At 100k vertices the Spark
+    numbering (a sampled range partitioning, a stored table and its partition sizes: five jobs)
+    took about 1.4 s of a cold build.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from lepton_spark import storage
+
+    t = storage.collect_arrow(vertices)
+    t = t.take(pc.sort_indices(t, sort_keys=[(raw_col, "ascending")]))
+    t = t.append_column("id", pa.array(np.arange(t.num_rows, dtype=np.int64)))
+    return storage.create_df(vertices.sparkSession, t)

@@ -44,7 +44,7 @@ from lepton_spark import storage
 from lepton_spark.config import BuildConfig
 from lepton_spark.errors import InvalidInputError, UsageError
 from lepton_spark.ingest.features import FLOAT_ARRAY, features_column, try_float, try_int
-from lepton_spark.ingest.ids import dense_ids
+from lepton_spark.ingest.ids import dense_ids, dense_ids_on_driver
 from lepton_spark.ingest.transform import normalize_features, transform_edges
 from lepton_spark.session import shuffle_partitions
 
@@ -93,6 +93,23 @@ def _count(df: DataFrame, what: str) -> int:
         return df.count()
     except Exception as exc:  # noqa: BLE001 - corrupt input surfaces as any Spark error at the first action
         raise InvalidInputError(f"{what}: cannot read: {storage.first_line(exc)}") from None
+
+
+def _count_edges(spark: SparkSession, cfg: BuildConfig, raw_e: DataFrame) -> int:
+    """The raw edge rows: a local Parquet table's from its footers (a Spark count cost a job and its
+    planning, ~0.3-0.5 s of a cold build); other formats and file systems, and files pyarrow cannot
+    read, through Spark (where an unreadable table is reported)."""
+    if cfg.format == "parquet" and storage.is_local_path(cfg.edges):
+        import pyarrow as pa
+        import pyarrow.dataset as ds
+
+        try:
+            fs, path = storage.filesystem(cfg.edges)
+            return int(ds.dataset(path, filesystem=fs, format="parquet").count_rows())
+        except (OSError, ValueError, TypeError, pa.ArrowException) as exc:
+            log.info("build: counting %s with pyarrow failed (%s); counting through Spark", cfg.edges,
+                     storage.first_line(exc))
+    return _count(raw_e, f"edges {cfg.edges}")
 
 
 def _require(df: DataFrame, cols: list[str], where: str) -> None:
@@ -232,7 +249,7 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str) -> dict[str,
     n_in = int(summary["n"])
     if n_in == 0:
         raise InvalidInputError(f"vertices {cfg.vertices}: the table is empty")
-    m_in = _count(raw_e, f"edges {cfg.edges}")
+    m_in = _count_edges(spark, cfg, raw_e)
     if m_in == 0 and cfg.require_edges:
         raise InvalidInputError(f"edges {cfg.edges}: the table is empty (set build.require_edges: false to allow)")
     if feats is None:
@@ -275,7 +292,11 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str) -> dict[str,
     w = try_float(F.col(cfg.weight_col)) if has_w else F.lit(1.0)
     e = e.withColumn("_w", w).withColumn("_src", _key(F.col(cfg.src_col), kind)) \
         .withColumn("_dst", _key(F.col(cfg.dst_col), kind))
-    mapped = dense_ids(good_v.select("_key", F.col(cfg.id_col).alias("_raw")), "_raw", shuffle_partitions(spark))
+    keyed = good_v.select("_key", F.col(cfg.id_col).alias("_raw"))
+    if n_kept <= cfg.broadcast_ids_max and isinstance(raw_v.schema[cfg.id_col].dataType, (*INTEGRAL, T.StringType)):
+        mapped = dense_ids_on_driver(keyed, "_raw")  # the map is broadcast to the edges below anyway
+    else:
+        mapped = dense_ids(keyed, "_raw", shuffle_partitions(spark))
     ks = mapped.select(F.col("_key").alias("_src"), F.col("id").alias("_sid"))
     kd = mapped.select(F.col("_key").alias("_dst"), F.col("id").alias("_did"))
     if n_kept <= cfg.broadcast_ids_max:  # the id map rides to every edge partition: no edge shuffle
