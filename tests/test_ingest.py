@@ -484,3 +484,45 @@ def test_build_numbers_ids_the_same_on_driver_and_spark(spark, tmp_path: Path, c
         assert a == b and len(a) > 0
     mapping = sorted(_read(tmp_path / "o0", "mapping"), key=lambda r: r["id"])
     assert [r["raw_id"] for r in mapping] == sorted(ids.tolist())  # integer ids keep their order
+
+
+@pytest.mark.parametrize("feature_norm", ["none", "standard"])
+def test_vertices_written_by_the_tasks_equal_spark_written(spark, tmp_path: Path, monkeypatch, caplog,
+                                                            feature_norm: str) -> None:
+    """On a local master the built vertices are written by the tasks with pyarrow: the same rows and the
+    same schema as Spark's writer gives (passthrough columns of several types, null labels and splits,
+    normalised features); a passthrough column of a nested type leaves the writing to Spark."""
+    import datetime as dt
+
+    from pyspark.testing import assertDataFrameEqual
+
+    from lepton_spark import task_writes
+
+    n = 40
+    v = pa.table({"id": [f"v{i:02d}" for i in range(n)], "features": [[float(i), -1.0, 2.5 * i] for i in range(n)],
+                  "label": pa.array([i % 3 if i % 5 else None for i in range(n)], pa.int32()),
+                  "split": [["train", "val", None, "test"][i % 4] for i in range(n)],
+                  "name": [f"name {i}" for i in range(n)], "score": [i / 7 for i in range(n)],
+                  "seen": [dt.date(2026, 1, 1 + i % 28) for i in range(n)], "flag": [i % 2 == 0 for i in range(n)]})
+    e = pa.table({"src": [f"v{i:02d}" for i in range(n - 1)], "dst": [f"v{i + 1:02d}" for i in range(n - 1)]})
+    vpath, epath = _write(tmp_path, "v", v), _write(tmp_path, "e", e)
+    calls = []
+    real = task_writes.write_in_tasks
+    monkeypatch.setattr(task_writes, "write_in_tasks", lambda *a, **k: calls.append(1) or real(*a, **k))
+    build_graph(spark, _cfg(vpath, epath, feature_norm=feature_norm), str(tmp_path / "tasks"))
+    assert calls == [1]
+    monkeypatch.setattr(task_writes, "tasks_share_disk", lambda *a: False)
+    build_graph(spark, _cfg(vpath, epath, feature_norm=feature_norm), str(tmp_path / "spark"))
+    assert calls == [1]
+    got, want = (spark.read.parquet(str(tmp_path / w / "graph" / "vertices")) for w in ("tasks", "spark"))
+    assert got.schema == want.schema and got.count() == n
+    assertDataFrameEqual(got, want, rtol=0.0, atol=0.0)
+    names = sorted(p.name for p in (tmp_path / "tasks" / "graph" / "vertices").iterdir())
+    assert names and all(x.startswith("part-") and x.endswith(".snappy.parquet") for x in names)
+    # a struct passthrough column: Spark's writer
+    monkeypatch.undo()
+    monkeypatch.setattr(task_writes, "write_in_tasks", lambda *a, **k: calls.append(2) or real(*a, **k))
+    nested = v.append_column("where", pa.array([{"x": i, "y": "a"} for i in range(n)]))
+    build_graph(spark, _cfg(_write(tmp_path, "v2", nested), epath), str(tmp_path / "nested"))
+    assert calls == [1]
+    assert spark.read.parquet(str(tmp_path / "nested" / "graph" / "vertices")).count() == n

@@ -33,9 +33,11 @@ import logging
 import string
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -212,6 +214,38 @@ def _write(df: DataFrame, path: str) -> None:
     df.write.mode("overwrite").parquet(path)
 
 
+#: column types the vertex table's task writer takes as they are (other passthrough columns: Spark writes)
+_TASK_WRITTEN = (T.NumericType, T.StringType, T.BooleanType, T.BinaryType, T.DateType, T.TimestampType)
+
+
+def _write_vertices(spark: SparkSession, vertices: DataFrame, path: str) -> None:
+    """Write the built vertices: on a local master to a local path, by the tasks that compute them
+    with pyarrow (:func:`~lepton_spark.task_writes.write_in_tasks`); else with Spark's writer.
+
+    Spark's Parquet writer goes through the feature arrays value by value: at 1M x 64 it took about
+    5.5 s of a 9.3 s vertex pass that computed its rows in 3.8 s (100k: 1.1 s of 1.6 s); the task
+    writer's Arrow batches cost about 3 s there (100k: 0.6 s)."""
+    from lepton_spark import task_writes
+
+    plain = all(isinstance(f.dataType, _TASK_WRITTEN) or (isinstance(f.dataType, T.ArrayType) and isinstance(
+        f.dataType.elementType, T.FloatType | T.DoubleType)) for f in vertices.schema.fields)
+    if not (plain and task_writes.tasks_share_disk(spark, path)):
+        _write(vertices, path)
+        return
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    empty = to_arrow_schema(vertices.schema).empty_table()
+    task_writes.write_in_tasks(vertices, _batches, [task_writes.TaskOutput(path, _table)], empty)
+
+
+def _batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    yield from batches
+
+
+def _table(t: pa.Table) -> pa.Table:
+    return t
+
+
 def build_graph(spark: SparkSession, cfg: BuildConfig, output: str) -> dict[str, Any]:
     """Run the whole build (see module docstring); returns the build report (also written as JSON)."""
     t0 = time.perf_counter()
@@ -340,7 +374,7 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str) -> dict[str,
     try:
         # written in the input's partitioning: every reader indexes vertices by id itself (a repartition
         # by id and sort cost 9 s of 60 at 1M vertices x 64 features and nothing read the files in order)
-        _write(vertices, storage.join_path(staging, "graph", "vertices"))
+        _write_vertices(spark, vertices, storage.join_path(staging, "graph", "vertices"))
         log.info("build: vertices written at %.1fs", time.perf_counter() - t0)
         # written as the merge left them (partitioned by its shuffle); a sort by (src, dst) cost 7 s of 55 at
         # 10M edges and nothing reads the files in order
