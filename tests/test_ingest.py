@@ -467,7 +467,7 @@ def test_dense_ids_on_the_driver_equal_the_spark_numbering(spark, kind: str) -> 
     assert sorted(r["id"] for r in got.collect()) == list(range(len(raw)))
 
 
-def test_build_numbers_ids_the_same_on_driver_and_spark(spark, tmp_path: Path, caplog) -> None:
+def test_build_numbers_ids_the_same_on_driver_and_spark(spark, tmp_path: Path) -> None:
     """``build.broadcast_ids_max`` 0 numbers the ids on Spark: the same mapping, vertices and edges as
     the driver's numbering; the raw edge rows are counted from the Parquet footers either way."""
     rng = np.random.default_rng(2)
@@ -487,7 +487,7 @@ def test_build_numbers_ids_the_same_on_driver_and_spark(spark, tmp_path: Path, c
 
 
 @pytest.mark.parametrize("feature_norm", ["none", "standard"])
-def test_vertices_written_by_the_tasks_equal_spark_written(spark, tmp_path: Path, monkeypatch, caplog,
+def test_vertices_written_by_the_tasks_equal_spark_written(spark, tmp_path: Path, monkeypatch,
                                                             feature_norm: str) -> None:
     """On a local master the built vertices are written by the tasks with pyarrow: the same rows and the
     same schema as Spark's writer gives (passthrough columns of several types, null labels and splits,

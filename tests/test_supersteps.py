@@ -25,6 +25,8 @@ from lepton_spark.graph.programs import (
     shortest_paths_program,
 )
 
+pytestmark = pytest.mark.engine  # also run on pyspark 3.5 in CI (barrier-mode mapInArrow: pyspark >= 3.5)
+
 
 def _operator(spark, seed: int = 7, n: int = 60, m: int = 150) -> tuple[BroadcastOperator, np.ndarray]:
     """3 blocks over non-dense ids: isolated vertices (the last 5), self-loops, multi-edges and an edge
