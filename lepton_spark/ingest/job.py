@@ -97,12 +97,11 @@ def _count(df: DataFrame, what: str) -> int:
         raise InvalidInputError(f"{what}: cannot read: {storage.first_line(exc)}") from None
 
 
-def _count_edges(spark: SparkSession, cfg: BuildConfig, raw_e: DataFrame) -> int:
+def _count_edges(cfg: BuildConfig, raw_e: DataFrame) -> int:
     """The raw edge rows: a local Parquet table's from its footers (a Spark count cost a job and its
     planning, ~0.3-0.5 s of a cold build); other formats and file systems, and files pyarrow cannot
     read, through Spark (where an unreadable table is reported)."""
     if cfg.format == "parquet" and storage.is_local_path(cfg.edges):
-        import pyarrow as pa
         import pyarrow.dataset as ds
 
         try:
@@ -283,7 +282,7 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str) -> dict[str,
     n_in = int(summary["n"])
     if n_in == 0:
         raise InvalidInputError(f"vertices {cfg.vertices}: the table is empty")
-    m_in = _count_edges(spark, cfg, raw_e)
+    m_in = _count_edges(cfg, raw_e)
     if m_in == 0 and cfg.require_edges:
         raise InvalidInputError(f"edges {cfg.edges}: the table is empty (set build.require_edges: false to allow)")
     if feats is None:
