@@ -59,6 +59,7 @@ def test_rounds_in_one_job_equal_a_job_a_round(spark, caplog):
     try:
         assert supersteps.can_run(op)  # local[2]: the blocks are files in the exchange
         per_round = run_broadcast_many(op, _programs(ids), ids, one_job=False)
+        caplog.clear()  # (an earlier test of the process may have left the package logging at INFO)
         with caplog.at_level(logging.INFO, logger="lepton_spark.graph.programs"):
             one_job = run_broadcast_many(op, _programs(ids), ids, one_job=True)
     finally:
@@ -89,6 +90,7 @@ def test_a_failing_task_ends_the_job_and_the_rounds_are_redone_a_job_each(spark,
     failing = dataclasses.replace(base, message=message)
     try:
         want = run_broadcast_many(op, [(base, 9), (components_program(), 100)], ids, one_job=False)
+        caplog.clear()
         with caplog.at_level(logging.WARNING, logger="lepton_spark.graph.programs"):
             got = run_broadcast_many(op, [(failing, 9), (components_program(), 100)], ids, one_job=True)
     finally:
