@@ -330,6 +330,10 @@ def get_spark(conf: SparkConfig | None = None, *, inputs: Sequence[str] = ()) ->
                 # each) gave 3 tasks for 2 cores on a 260 MB vertex table, one core idle for the last third
                 # (files under spark.sql.files.openCostInBytes, 4 MB, are not split further)
                 settings["spark.sql.files.minPartitionNum"] = str(4 * (_local_cores(conf.master) or 1))
+                # the Python workers import the installed pyspark (cached byte code), not the sources in
+                # its pyspark.zip that the JVM puts first on their path: ~0.5 s of the first Python job
+                # and ~0.2 s of every later worker (see lepton_spark.worker_daemon)
+                settings["spark.python.daemon.module"] = "lepton_spark.worker_daemon"
             # Python workers keep loopback TCP. Unix domain sockets (spark.python.unix.domain.socket
             # .enabled, pyspark >= 4.1) made a one-task mapInArrow job 0.17 -> 0.13 s, but the JVM
             # closes a Python worker that sat idle for a minute, and over a Unix socket that worker's

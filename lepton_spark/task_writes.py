@@ -78,7 +78,8 @@ def write_task_file(table: pa.Table, directory: str, compression: str = "snappy"
 
     rows = max(1, table.num_rows * ROW_GROUP_BYTES // max(1, table.nbytes))
     final = os.path.join(directory, f"{task_file_name()}.{compression}.parquet")
-    storage.atomic_write(final, lambda out: pq.write_table(table, out, compression=compression, row_group_size=rows),
+    storage.atomic_write(final, lambda out: pq.write_table(table, out, compression=compression, row_group_size=rows,
+                                                           use_dictionary=storage.dictionary_columns(table.schema)),
                          fsync=False)
     return final
 
@@ -109,7 +110,8 @@ class _WriteTask:
                 for i, o in enumerate(self.outputs):
                     out = o.derive(t)
                     if writers[i] is None:
-                        writers[i] = pq.ParquetWriter(temps[i], out.schema, compression="snappy")
+                        writers[i] = pq.ParquetWriter(temps[i], out.schema, compression="snappy",
+                                                      use_dictionary=storage.dictionary_columns(out.schema))
                     writers[i].write_table(out, row_group_size=storage.WRITE_ROW_GROUP)
                     counts[i] += out.num_rows
                     if o.count_by is not None:

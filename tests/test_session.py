@@ -188,3 +188,48 @@ def test_sql_conf_skips_a_setting_the_session_refuses() -> None:
     with sql_conf(s, {"refused": "x", "ok": "2"}):
         assert s.conf.values == {"ok": "2"}
     assert s.conf.values == {"ok": "1"}
+
+
+def test_local_python_workers_import_the_installed_pyspark(spark) -> None:
+    """A local session's Python workers run lepton_spark.worker_daemon: they import pyspark from the
+    installed package (whose byte code Python caches), not from the pyspark.zip of sources the JVM puts
+    first on their path -- and the release is the driver's."""
+    import pyspark
+
+    if not spark.conf.get("spark.master", "").startswith("local"):
+        pytest.skip("a remote session's workers are the server's")
+    assert spark.conf.get("spark.python.daemon.module") == "lepton_spark.worker_daemon"
+
+    def where(batches):
+        import pyspark
+
+        for _ in batches:
+            pass
+        yield pa.RecordBatch.from_pylist([{"file": pyspark.__file__, "version": pyspark.__version__}])
+
+    rows = spark.range(0, 2, 1, 2).mapInArrow(where, "file string, version string").collect()
+    assert len(rows) == 2
+    for r in rows:
+        assert ".zip" not in r["file"], r["file"]
+        assert r["version"] == pyspark.__version__
+
+
+def test_worker_daemon_moves_only_the_installed_packages_zips(tmp_path) -> None:
+    """The zips move behind the site directory only when they lie inside the pyspark package that
+    directory holds; a Spark distribution's zips (SPARK_HOME/python/lib) and other entries keep their
+    place."""
+    from lepton_spark.worker_daemon import prefer_installed_pyspark
+
+    site = tmp_path / "site-packages"
+    lib = site / "pyspark" / "python" / "lib"
+    lib.mkdir(parents=True)
+    (site / "pyspark" / "__init__.py").write_text("")
+    own = [str(lib / "pyspark.zip"), str(lib / "py4j-0.10.9.9-src.zip")]
+    other = str(tmp_path / "spark-home" / "python" / "lib" / "pyspark.zip")
+    path = [*own, "/opt/app.zip", other, str(site), "/usr/lib/python3.11"]
+    assert prefer_installed_pyspark(path) == ["/opt/app.zip", other, str(site), "/usr/lib/python3.11", *own]
+    # no site directory holding that package on the path: nothing moves
+    assert prefer_installed_pyspark([*own, "/usr/lib/python3.11"]) == [*own, "/usr/lib/python3.11"]
+    # a package directory without __init__.py is not an installed pyspark
+    (site / "pyspark" / "__init__.py").unlink()
+    assert prefer_installed_pyspark(path) == path
