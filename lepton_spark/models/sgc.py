@@ -19,9 +19,11 @@ log = logging.getLogger(__name__)
 
 #: from this many entries of ``S`` on (``A``'s stored entries plus one self-loop per vertex), dense
 #: features are propagated in float32: the precision the Spark plans propagate in, and the product's
-#: memory traffic halved (1M rows x 19M entries x 64 dims on 2 cores: 1.8-2.4 s -> 0.75 s a round);
-#: the fit itself stays float64
-FLOAT32_MIN_NNZ = 2_000_000
+#: memory traffic halved (1M rows x 19M entries x 64 dims on 2 cores: 1.8-2.4 s -> 0.75 s a round;
+#: 100k rows x 2M entries: 0.14 -> 0.065 s a round, 0.64 -> ~0.3 s of a nightly's train stage with
+#: the first touch of the output); the fit itself stays float64. Smaller graphs (Cora, Citeseer: tens
+#: of thousands of entries) stay float64 throughout, where it costs milliseconds
+FLOAT32_MIN_NNZ = 1_000_000
 
 
 def _as_rows(Z: Any) -> Any:
