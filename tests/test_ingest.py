@@ -484,6 +484,9 @@ def test_build_numbers_ids_the_same_on_driver_and_spark(spark, tmp_path: Path) -
         assert a == b and len(a) > 0
     mapping = sorted(_read(tmp_path / "o0", "mapping"), key=lambda r: r["id"])
     assert [r["raw_id"] for r in mapping] == sorted(ids.tolist())  # integer ids keep their order
+    # the driver's numbering writes mapping/ with pyarrow, Spark's with Spark: the same schema for readers
+    a, b = (spark.read.parquet(str(tmp_path / f"o{limit}" / "mapping")).schema for limit in (5_000_000, 0))
+    assert a == b and [f.name for f in a] == ["id", "raw_id"]
 
 
 @pytest.mark.parametrize("feature_norm", ["none", "standard"])
