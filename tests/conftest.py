@@ -41,6 +41,23 @@ def spark(tmp_path_factory: pytest.TempPathFactory):
     session.stop()
 
 
+@pytest.fixture(autouse=True)
+def _root_logging_restored():
+    """Each test leaves the root logger's handlers and level as it found them.
+
+    The CLI's ``setup_logging`` points the root logger at the ``sys.stderr`` of the test that ran it
+    (pytest's capture stream, closed when that test ends): later tests' log lines then went to a closed
+    stream ("--- Logging error ---" on stderr), and at INFO, which made what a test captured depend on
+    which tests ran before it in the same process."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def planetoid_dir() -> Path:
     if not (PLANETOID_DIR / "ind.cora.x").is_file():
