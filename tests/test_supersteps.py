@@ -59,7 +59,7 @@ def test_rounds_in_one_job_equal_a_job_a_round(spark, caplog):
     try:
         assert supersteps.can_run(op)  # local[2]: the blocks are files in the exchange
         per_round = run_broadcast_many(op, _programs(ids), ids, one_job=False)
-        caplog.clear()  # (an earlier test of the process may have left the package logging at INFO)
+        caplog.clear()  # count only the one-job run's lines, whatever level the per-round run logged at
         with caplog.at_level(logging.INFO, logger="lepton_spark.graph.programs"):
             one_job = run_broadcast_many(op, _programs(ids), ids, one_job=True)
     finally:
