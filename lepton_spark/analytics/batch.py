@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 
 from lepton_spark import storage
 from lepton_spark.config import GraphConfig
+from lepton_spark.graph import resident
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +83,13 @@ def vertex_analytics(vertices: DataFrame, edges: DataFrame, *, reset: float = 0.
             out["pagerank"] = ig.to_original(ranks, [PAGERANK], [])
             values = [engine.to_df(i, s) for i, s in states]
         else:
+            # renamed keeping what the partitioned results are registered as (rows unpacked from packed
+            # states, which a writer on this machine unpacks in its own tasks)
             ranks, *values = engine.run_many([(prog, iters), *[(p, m) for _, _, _, p, m in rest]])
-            out["pagerank"] = normalise_ranks(ig.to_original(ranks.withColumnRenamed("value", PAGERANK),
+            out["pagerank"] = normalise_ranks(ig.to_original(resident.rename_columns(ranks, {"value": PAGERANK}),
                                                              [PAGERANK], []))
         for (table, col, relabel, _, _), df in zip(rest, values):
-            out[table] = ig.to_original(storage.rename_columns(df, {"value": col}), [col], relabel)
+            out[table] = ig.to_original(resident.rename_columns(df, {"value": col}), [col], relabel)
     return out
 
 

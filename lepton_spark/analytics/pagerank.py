@@ -60,11 +60,62 @@ def normalise_rank_array(ranks: np.ndarray, personalised: bool = False) -> np.nd
 
 
 def normalise_ranks(ranks: DataFrame, personalised: bool = False) -> DataFrame:
-    """(id, pagerank) rescaled to sum to the number of vertices (personalised: to 1), as GraphFrames."""
+    """(id, pagerank) rescaled to sum to the number of vertices (personalised: to 1), as GraphFrames.
+
+    Ranks unpacked from a partitioned run's packed states
+    (:func:`~lepton_spark.graph.resident.lookup_packed_rows`) stay so: their sum and count are taken
+    from the packed rows (one small job), and the rescaling is part of the unpacking, so a writer on
+    this machine still writes them in its own tasks."""
+    from lepton_spark.graph import resident
+
+    hit = resident.lookup_packed_rows(ranks)
+    if hit is not None:
+        packed, rows = hit
+        got = packed.mapInArrow(_RankTotal(rows), "total double, n long").agg(
+            F.sum("total").alias("total"), F.sum("n").alias("n")).first()
+        if got["total"]:  # a zero sum gives nulls: the DataFrame version below
+            factor = (1.0 if personalised else float(got["n"])) / float(got["total"])
+            scaled = _Scaled(rows, factor)
+            return resident.remember_packed_rows(packed.mapInArrow(scaled, ranks.schema), packed, scaled)
     total = ranks.agg(F.sum(PAGERANK).alias("_sum"), F.count(F.lit(1)).alias("_n"))
     target = F.lit(1.0) if personalised else F.col("_n").cast("double")
     scaled = F.try_divide(F.col(PAGERANK) * target, F.col("_sum"))  # null only if every rank is 0
     return ranks.crossJoin(F.broadcast(total)).select("id", scaled.alias(PAGERANK))
+
+
+class _RankTotal:
+    """``mapInArrow`` function: one ``(total, n)`` row per partition, the sum and count of the
+    ``pagerank`` column of what ``rows`` makes of its batches."""
+
+    def __init__(self, rows: Any) -> None:
+        self.rows = rows
+
+    def __call__(self, batches: Any) -> Any:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        total, n = 0.0, 0
+        for b in self.rows(batches):
+            total += float(pc.sum(b.column(PAGERANK)).as_py() or 0.0)
+            n += b.num_rows
+        yield pa.RecordBatch.from_pydict({"total": [total], "n": [n]})
+
+
+class _Scaled:
+    """``rows`` with the ``pagerank`` column multiplied by ``factor`` (picklable when ``rows`` is)."""
+
+    def __init__(self, rows: Any, factor: float) -> None:
+        self.rows, self.factor = rows, factor
+
+    def __call__(self, batches: Any) -> Any:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        for b in self.rows(batches):
+            i = b.schema.get_field_index(PAGERANK)
+            yield pa.RecordBatch.from_arrays(
+                [pc.multiply(c, pa.scalar(self.factor, pa.float64())) if j == i else c
+                 for j, c in enumerate(b.columns)], names=b.schema.names)
 
 
 def page_rank(

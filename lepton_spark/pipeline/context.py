@@ -90,10 +90,13 @@ def stage_df(ctx: RunContext, df: DataFrame, table: str, count_by: str | None = 
     The staged files are counted (Parquet footers, :func:`~lepton_spark.storage.count_parquet_rows`);
     with ``count_by`` the count is per value of that column, kept in ``counts["<table>_by_<column>"]``
     (the predictions per class: the run report plots them without reading the table again). Rows the
-    driver wrote itself (:func:`held_rows`) go through :func:`stage_rows`."""
+    driver wrote itself (:func:`held_rows`) go through :func:`stage_rows`; rows unpacked from a
+    partitioned result are written by the tasks that unpack them (:func:`stage_in_tasks`)."""
     rows = held_rows(ctx, df)
     if rows is not None:
         stage_rows(ctx, rows, table, count_by)
+        return
+    if stage_in_tasks(ctx, df, [(table, _as_is, count_by)]):
         return
     publish.stage_table(df, ctx.output, ctx.run_id, table, ctx.run_date)
     rows, groups = storage.count_parquet_rows(ctx.spark, publish.staged_dir(ctx.output, ctx.run_id, table, ctx.run_date),
@@ -134,6 +137,11 @@ def stage_in_tasks(ctx: RunContext, df: DataFrame, tables: list[tuple[str, Any, 
         _staged(ctx, table, w.rows, w.groups, by)
     log.info("%s: written by the tasks that computed the rows", ", ".join(t for t, _d, _b in tables))
     return True
+
+
+def _as_is(rows: Any) -> Any:
+    """The rows unchanged (a :func:`stage_in_tasks` derive function)."""
+    return rows
 
 
 def _staged(ctx: RunContext, table: str, rows: int, groups: dict[Any, int], count_by: str | None) -> None:
