@@ -324,6 +324,27 @@ def test_mode_and_min_kernels_by_hand():
     assert out.tolist() == [2, 6]
 
 
+@pytest.mark.parametrize(("low", "high"), [(0, 6), (-40, 40), (0, 1 << 40), (-(1 << 61), 1 << 61)])
+def test_mode_of_uncounted_pairs_equals_python_counting(low, high):
+    """mode_of_counts without counts (label propagation's pull rounds; one sort of packed keys) equals
+    counting by hand: per row the most frequent value, ties to the smallest, rows with no pair 0 --
+    with few and many labels, negative labels, and labels too wide for packed keys (general path)."""
+    rng = np.random.default_rng(11)
+    n, m = 50, 3000
+    rows = rng.integers(0, n - 5, m)  # rows n-5.. get no pair
+    vals = rng.integers(low, high, m, dtype=np.int64) if high - low < 100 else \
+        rng.choice(rng.integers(low, high, 12, dtype=np.int64), m)  # a few wide labels: counts tie and differ
+    want = np.zeros(n, dtype=np.int64)
+    for r in range(n):
+        got = vals[rows == r]
+        if len(got):
+            u, c = np.unique(got, return_counts=True)
+            want[r] = u[np.argmax(c)]  # np.unique sorts: the first maximum is the smallest
+    assert mode_of_counts(n, rows, vals, None).tolist() == want.tolist()
+    assert mode_of_counts(n, rows, vals, np.ones(m, np.int64)).tolist() == want.tolist()
+    assert mode_of_counts(n, rows[:0], vals[:0], None).tolist() == [0] * n
+
+
 @pytest.mark.parametrize(("dtype", "high"), [(np.int64, 1_000_000), (np.int32, 1 << 31), (np.int64, 1 << 40),
                                              (np.int64, 500), (np.uint32, 1 << 32)])
 def test_stable_argsort_is_numpys_stable_argsort(dtype, high):

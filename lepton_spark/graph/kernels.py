@@ -172,6 +172,8 @@ def mode_of_counts(nrows: int, rows: np.ndarray, values: np.ndarray, counts: np.
     Rows without any entry get 0 (callers track which rows received messages).
     """
     out = np.zeros(nrows, dtype=np.int64)
+    if counts is None and _mode_of_pairs(out, rows, values):
+        return out
     r, v, c = value_counts(rows, values, counts)
     if len(r) == 0:
         return out
@@ -183,6 +185,48 @@ def mode_of_counts(nrows: int, rows: np.ndarray, values: np.ndarray, counts: np.
     pick = cand[first]
     out[r[pick]] = v[pick]
     return out
+
+
+def _mode_of_pairs(out: np.ndarray, rows: np.ndarray, values: np.ndarray) -> bool:
+    """:func:`mode_of_counts` of uncounted pairs into ``out``, with few full-size temporaries (label
+    propagation's pull rounds count ~10M pairs a block); False, writing nothing, when the pairs do not
+    fit its int64 keys (then the general path runs).
+
+    The pairs are sorted as one key ``row * span + value``; each distinct key's count is the length of
+    its run, and per row the best pair is the one with the highest ``count * L - position`` (the
+    highest count, then the first position: the smallest value), decoded from the row's maximum.
+    """
+    rows, values = np.asarray(rows, dtype=np.int64), np.asarray(values, dtype=np.int64)
+    m = len(rows)
+    if m == 0:
+        return True
+    vmin = int(values.min())
+    span = int(values.max()) - vmin + 1
+    if int(rows.max()) >= (1 << 62) // span or m >= 1 << 31:
+        return False
+    key = rows * span
+    key += values
+    key -= vmin
+    key.sort()
+    new = np.empty(m, dtype=bool)
+    new[0] = True
+    np.not_equal(key[1:], key[:-1], out=new[1:])
+    idx = np.flatnonzero(new)
+    ukey = key[idx]
+    cnt = np.empty(len(idx), dtype=np.int64)
+    np.subtract(idx[1:], idx[:-1], out=cnt[:-1])
+    cnt[-1] = m - idx[-1]
+    r = ukey // span
+    big = len(idx) + 1  # a count times big outweighs any position
+    score = cnt * big
+    score -= np.arange(len(idx), dtype=np.int64)
+    rnew = np.empty(len(r), dtype=bool)
+    rnew[0] = True
+    np.not_equal(r[1:], r[:-1], out=rnew[1:])
+    best = np.maximum.reduceat(score, np.flatnonzero(rnew))
+    pos = -(-best // big) * big - best  # the best count is ceil(best / big)
+    out[r[pos]] = ukey[pos] - r[pos] * span + vmin
+    return True
 
 
 def combine(n: int, dim: int, parts: Sequence[tuple[np.ndarray, np.ndarray]], agg: str) -> np.ndarray:

@@ -312,8 +312,10 @@ class PartitionedOperator:
 
         A round hands every block's edges to Python once for all of them (shipping the blocks is most
         of a round here: at 1M vertices / 19M edges on 2 cores, about 0.3 of a PageRank round's 0.5 s),
-        and each program stops at its own ``max_iter`` or convergence; from then on its blocks keep
-        their state and send nothing. ``symmetric``: as for :meth:`run`, one for all or one per program.
+        and each program stops at its own ``max_iter`` or convergence; from then on its last state is
+        set aside and the rounds neither read nor carry it. The results are rows unpacked from a cut
+        table of packed states (registered, :func:`~lepton_spark.graph.resident.remember_packed_rows`).
+        ``symmetric``: as for :meth:`run`, one for all or one per program.
         """
         sym = [symmetric] * len(programs) if isinstance(symmetric, bool) else list(symmetric)
         specs = [_Spec(prog, int(max_iter), s and prog.reduce == "mode") for (prog, max_iter), s in zip(programs, sym)]
