@@ -427,11 +427,11 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, specs: Sequence[_Spec],
     # a stopped program's last state, set aside: the rounds after it neither read nor carry it
     # (at 1M vertices on 2 cores a round moving 33 MB a block took 0.8 s, moving 8 MB 0.3 s)
     kept: list[DataFrame | None] = [None] * len(specs)
-    holding = set()  # the cut states that kept states read
+    holding: list[DataFrame] = []  # the cut states that kept states read
     for p in range(len(specs)):
         if done[p]:
             kept[p] = _own_state(state, p)
-            holding.add(id(state))
+            holding.append(state)
     cuts = [state]
     try:
         it = 0
@@ -453,8 +453,8 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, specs: Sequence[_Spec],
                     done[p] = last[p] or sp.prog.converged(deltas[p])
                     if done[p]:
                         kept[p] = _own_state(state, p)
-                        holding.add(id(state))
-            if id(prev) not in holding:  # the delta job stored this round: the last one is read no more
+                        holding.append(state)
+            if not any(prev is h for h in holding):  # the delta job stored this round: the last is read no more
                 prev.unpersist()
                 cuts = [c for c in cuts if c is not prev]
         packed = policy.cut(_finish(kept, eblocks, blocks))
