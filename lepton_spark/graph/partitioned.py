@@ -427,12 +427,11 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, specs: Sequence[_Spec],
     # a stopped program's last state, set aside: the rounds after it neither read nor carry it
     # (at 1M vertices on 2 cores a round moving 33 MB a block took 0.8 s, moving 8 MB 0.3 s)
     kept: list[DataFrame | None] = [None] * len(specs)
-    holding: list[DataFrame] = []  # the cut states that kept states read
+    holding: list[DataFrame] = []  # the cut states that kept states read (released at the end)
     for p in range(len(specs)):
         if done[p]:
             kept[p] = _own_state(state, p)
             holding.append(state)
-    cuts = [state]
     try:
         it = 0
         while not all(done):
@@ -440,9 +439,7 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, specs: Sequence[_Spec],
             tk = time.perf_counter()
             active = tuple(not d for d in done)
             last = tuple(a and it >= m for a, m in zip(active, iters))
-            prev, state = state, rounds.cut(cogroup(state.repartition(blocks, "pid"), eblocks,
-                                                    step_fn(False, active, last), _MSG))
-            cuts.append(state)
+            state = rounds.cut(cogroup(state.repartition(blocks, "pid"), eblocks, step_fn(False, active, last), _MSG))
             deltas = [0.0] * len(specs)  # the blocks' deltas per program (a few rows: no aggregation)
             for r in state.filter(F.col("kind") == 0).select("prog", "delta").collect():
                 deltas[int(r["prog"])] += float(r["delta"] or 0.0)
@@ -454,9 +451,6 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, specs: Sequence[_Spec],
                     if done[p]:
                         kept[p] = _own_state(state, p)
                         holding.append(state)
-            if not any(prev is h for h in holding):  # the delta job stored this round: the last is read no more
-                prev.unpersist()
-                cuts = [c for c in cuts if c is not prev]
         packed = policy.cut(_finish(kept, eblocks, blocks))
         results = []
         for p in range(len(specs)):
@@ -466,7 +460,7 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, specs: Sequence[_Spec],
             results.append(resident.remember_packed_rows(
                 mine.mapInArrow(explode, _value_schema(dtypes[p], widths[p])), mine, explode))
     finally:
-        for c in cuts:
+        for c in (state, *holding):
             c.unpersist()
     log.info("%s[partitioned]: done in %.2fs", name, time.perf_counter() - t0)
     return results
