@@ -361,6 +361,51 @@ def test_stable_argsort_is_numpys_stable_argsort(dtype, high):
     assert stable_argsort(np.zeros(0, np.int64)).tolist() == []
 
 
+@pytest.mark.parametrize("undirected", [False, True])
+def test_edge_splitter_cuts_every_edge_into_its_block(monkeypatch, undirected):
+    """The packing's pre-shuffle split: every edge (and, undirected, its reverse) lands in exactly one
+    row, the row of block ``dst % parts`` labelled with that block's key, in pieces of at most
+    ``_SPLIT_EDGES`` input edges; null weights stay NaN; ids < 0 (not a vertex) still travel."""
+    import pyarrow as pa
+
+    from lepton_spark.graph import blocks
+
+    monkeypatch.setattr(blocks, "_SPLIT_EDGES", 50)
+    rng = np.random.default_rng(5)
+    m, keys = 230, [7, 3, 11]
+    src = rng.integers(-1, 40, m)
+    dst = rng.integers(-1, 40, m)
+    wt = rng.random(m).astype(np.float32)
+    wt[::9] = np.nan
+    weight = pa.array(np.where(np.isnan(wt), None, wt).tolist(), pa.float32())
+    batches = [pa.RecordBatch.from_arrays([pa.array(src[i:i + 30]), pa.array(dst[i:i + 30]), weight[i:i + 30]],
+                                          names=["src", "dst", "weight"]) for i in range(0, m, 30)]
+    rows = list(blocks._edge_splitter(keys, undirected)(iter(batches)))
+    assert len(rows) == 4  # pieces of 60, 60, 60 and 50 input edges (batches of 30, flushed at >= 50)
+    got = []
+    for b in rows:
+        for pid, s_, d_, w_ in zip(b.column("pid").to_pylist(), *[[c.as_buffer() for c in b.column(k)]
+                                                                 for k in ("src", "dst", "weight")]):
+            s_, d_ = np.frombuffer(s_, np.int32), np.frombuffer(d_, np.int32)  # small ids travel as int32
+            w_ = np.frombuffer(w_, np.float32)
+            assert len(s_) and set((d_ % 3).tolist()) == {keys.index(pid)}
+            got += list(zip(s_.tolist(), d_.tolist(), np.nan_to_num(w_, nan=-1.0).tolist()))
+    want = list(zip(src.tolist(), dst.tolist(), np.nan_to_num(wt, nan=-1.0).tolist()))
+    if undirected:
+        want += [(d, s, w) for s, d, w in want]
+    assert sorted(got) == sorted(want)
+    # a block's rows read back give its edges (the packing task's input); ids beyond int32 travel as int64
+    s_l, d_l, w_l = blocks._split_arrays(iter(rows))
+    assert sum(len(a) for a in s_l) == len(want) and len(s_l) == len(d_l) == len(w_l)
+    big = pa.RecordBatch.from_arrays([pa.array([1 << 40, 5]), pa.array([3, 2]), pa.array([1.0, 2.0], pa.float32())],
+                                     names=["src", "dst", "weight"])
+    wide = list(blocks._edge_splitter(keys, undirected)(iter([big])))
+    assert wide[0].column("wide").to_pylist() == [True] * wide[0].num_rows
+    s_l, d_l, _ = blocks._split_arrays(iter(wide))
+    pairs = sorted(zip(np.concatenate(s_l).tolist(), np.concatenate(d_l).tolist()))
+    assert pairs == sorted([(1 << 40, 3), (5, 2), *([(3, 1 << 40), (2, 5)] if undirected else [])])
+
+
 def test_stale_exchange_directories_of_dead_drivers_are_removed(tmp_path):
     """A killed driver leaves its /dev/shm exchange behind; the next run removes it (not live ones)."""
     import os
