@@ -369,6 +369,7 @@ def test_edge_splitter_cuts_every_edge_into_its_block(monkeypatch, undirected):
     import pyarrow as pa
 
     from lepton_spark.graph import blocks
+    from lepton_spark.graph.arrow import binary_cells
 
     monkeypatch.setattr(blocks, "_SPLIT_EDGES", 50)
     rng = np.random.default_rng(5)
@@ -384,8 +385,8 @@ def test_edge_splitter_cuts_every_edge_into_its_block(monkeypatch, undirected):
     assert len(rows) == 4  # pieces of 60, 60, 60 and 50 input edges (batches of 30, flushed at >= 50)
     got = []
     for b in rows:
-        for pid, s_, d_, w_ in zip(b.column("pid").to_pylist(), *[[c.as_buffer() for c in b.column(k)]
-                                                                 for k in ("src", "dst", "weight")]):
+        for pid, s_, d_, w_ in zip(b.column("pid").to_pylist(),
+                                   *[binary_cells(b.column(k)) for k in ("src", "dst", "weight")]):
             s_, d_ = np.frombuffer(s_, np.int32), np.frombuffer(d_, np.int32)  # small ids travel as int32
             w_ = np.frombuffer(w_, np.float32)
             assert len(s_) and set((d_ % 3).tolist()) == {keys.index(pid)}

@@ -144,6 +144,12 @@ def _reduce_block(arrays: dict[str, np.ndarray], x: np.ndarray, reduce: str, wei
     return np.ascontiguousarray(kernels.reduce_rows(arrays["indptr"], arrays["indices"], data, x, reduce))
 
 
+def edge_block(dst: np.ndarray, parts: int) -> np.ndarray:
+    """The block of every edge of a broadcast-plan packing: its ``dst`` modulo ``parts`` (ids < 0, not
+    a vertex, land in a block too, which drops them)."""
+    return np.bitwise_and(dst, parts - 1) if parts & (parts - 1) == 0 else np.mod(dst, parts)
+
+
 _SPLIT_SCHEMA = T.StructType([T.StructField("pid", T.IntegerType()), T.StructField("wide", T.BooleanType()),
                               T.StructField("src", T.BinaryType()), T.StructField("dst", T.BinaryType()),
                               T.StructField("weight", T.BinaryType())])
@@ -155,8 +161,8 @@ _SPLIT_EDGES = 1 << 22
 
 def _edge_splitter(keys: Sequence[int], undirected: bool) -> Any:
     """``mapInArrow`` function: an edge partition's (src long, dst long[, weight float]) rows as one row
-    per block (``pid`` = the block's label in ``keys``, a block holds the edges whose ``dst`` modulo
-    the block count is its number) with the arrays as raw bytes, in pieces of at most
+    per block (``pid`` = the block's label in ``keys``, a block holds the edges of its number,
+    :func:`edge_block`) with the arrays as raw bytes, in pieces of at most
     :data:`_SPLIT_EDGES` edges; ``undirected``: every edge also as (dst, src). A piece's ids travel as
     int32 when they all fit (``wide`` false), else as int64.
 
@@ -170,8 +176,8 @@ def _edge_splitter(keys: Sequence[int], undirected: bool) -> Any:
     def split(src: np.ndarray, dst: np.ndarray, wt: np.ndarray) -> pa.RecordBatch:
         if undirected:
             src, dst, wt = np.concatenate([src, dst]), np.concatenate([dst, src]), np.concatenate([wt, wt])
-        block = dst % parts  # ids < 0 (not a vertex) still land in a block, which drops them
-        order = np.argsort(block.astype(np.int16 if parts < 2**15 else np.int64), kind="stable")
+        block = edge_block(dst, parts)
+        order = kernels.stable_argsort(block)
         counts = np.bincount(block, minlength=parts)
         nz = np.flatnonzero(counts)
         bounds = np.concatenate([[0], np.cumsum(counts[nz])]).astype(np.int64)
@@ -328,7 +334,7 @@ class EdgeFiles:
         for batch in ds.dataset(path, filesystem=fs, format="parquet").to_batches(columns=self.columns(),
                                                                                   batch_size=1 << 20):
             src, dst, wt = self._arrays(batch)
-            block = np.bitwise_and(dst, parts - 1) if parts & (parts - 1) == 0 else np.mod(dst, parts)
+            block = edge_block(dst, parts)
             for p, pieces in kept.items():
                 m = block == p
                 pieces.append((src[m], dst[m], wt[m]))
