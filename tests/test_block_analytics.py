@@ -652,3 +652,79 @@ def test_analytics_pack_their_blocks_from_edge_files(spark, tmp_path, caplog, sy
     assert got.keys() == expected.keys() == {"pagerank", "components", "communities"}
     for k in got:
         assertDataFrameEqual(spark.createDataFrame(got[k]), spark.createDataFrame(expected[k]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("files", ["written", "unwritable", "off"])
+def test_partitioned_rounds_read_their_blocks_from_executor_files(spark, caplog, tmp_path, files):
+    """The partitioned rounds after the first read each block's CSR from the files its executor wrote
+    in the first (``written``: the files are made, used, and removed by the last step). When a block
+    finds no files (``unwritable``: the root is a plain file, so nothing can be written there), that
+    round is redone with the blocks shipped, and so are the rounds after it, once; ``off``
+    (``graph.worker_block_files: false``) ships them every round. All three equal the local twins
+    (checked against networkx above) and networkx's components."""
+    import logging
+
+    from lepton_spark.config import GraphConfig
+    from lepton_spark.graph.programs import (
+        BlockEngine,
+        components_program,
+        indexed_graph,
+        label_propagation_program,
+        pagerank_program,
+    )
+
+    ids, src, dst = _graph(seed=43, n=50, m=80)
+    ok = np.isin(dst, ids)
+    pairs = sorted({(int(a), int(b)) for a, b in zip(src[ok], dst[ok])} | {(int(b), int(a)) for a, b in zip(src[ok], dst[ok])})
+    s, d = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    g = _frame(spark, ids, s, d)
+    root = tmp_path / "root"
+    if files == "unwritable":
+        root.write_text("not a directory")
+    programs = [(pagerank_program(0.15), 9), (components_program(), 2**31 - 2), (label_propagation_program(), 3)]
+    cfg = GraphConfig(worker_block_files=files != "off")
+    with caplog.at_level(logging.INFO, logger="lepton_spark.graph.partitioned"), \
+            BlockEngine(indexed_graph(g.vertices, g.edges), plan="partitioned", num_blocks=3, symmetric=True,
+                        config=cfg) as engine:
+        op = engine._operator(programs[0][0])
+        op.cache_root = str(root)
+        pr, cc, lpa = (df.toPandas().set_index("id").loc[ids, "value"].to_numpy() for df in engine.run_many(programs))
+    np.testing.assert_allclose(pr * (len(ids) / pr.sum()), local.pagerank(ids, s, d, 0.15, 9), rtol=1e-9)
+    np.testing.assert_array_equal(lpa, local.label_propagation(ids, s, d, 3))
+    G = nx.Graph()
+    G.add_nodes_from(ids.tolist())
+    G.add_edges_from(pairs)
+    want = {v: min(c) for c in nx.connected_components(G) for v in c}
+    assert cc.tolist() == [want[int(i)] for i in ids]
+    redone = [r for r in caplog.records if "the round is redone with the blocks shipped" in r.getMessage()]
+    assert len(redone) == (1 if files == "unwritable" else 0)
+    if files == "written":  # made (the run's directory under lepton-blocks) and removed by the last step
+        assert (root / "lepton-blocks").is_dir() and not any((root / "lepton-blocks").iterdir())
+    if files == "off":
+        assert not root.exists()
+
+
+def test_worker_block_files_round_trip(tmp_path):
+    """``worker_blocks``: arrays stored once, read back memory-mapped and equal; a missing block or
+    array, or a root that is not a directory, reads as a miss (None); ``drop`` removes the block and
+    the run's directory once it is empty."""
+    from lepton_spark.graph import worker_blocks
+
+    arrays = {"ids": np.array([5, 9, 12], np.int64), "indices": np.zeros(0, np.int32),
+              "data": np.array([0.5, 1.5], np.float32)}
+    assert worker_blocks.store(str(tmp_path), "t1", 7, arrays)
+    assert worker_blocks.store(str(tmp_path), "t1", 7, {"ids": np.array([1])})  # already there: kept as it was
+    got = worker_blocks.load(str(tmp_path), "t1", 7, ("ids", "indices", "data"))
+    assert got is not None and all(np.array_equal(got[k], v) and got[k].dtype == v.dtype for k, v in arrays.items())
+    assert worker_blocks.load(str(tmp_path), "t1", 8, ("ids",)) is None
+    assert worker_blocks.load(str(tmp_path), "t1", 7, ("ids", "deg")) is None
+    assert worker_blocks.load(None, "t1", 7, ("ids",)) is None
+    assert worker_blocks.store(str(tmp_path), "t1", 3, arrays)
+    worker_blocks.drop(str(tmp_path), "t1", 7)
+    assert worker_blocks.load(str(tmp_path), "t1", 7, ("ids",)) is None and (tmp_path / "lepton-blocks" / "t1").is_dir()
+    worker_blocks.drop(str(tmp_path), "t1", 3)
+    assert not (tmp_path / "lepton-blocks" / "t1").exists()
+    plain = tmp_path / "file"
+    plain.write_text("x")
+    assert not worker_blocks.store(str(plain), "t1", 1, arrays)
+    assert worker_blocks.worker_root() is None  # the driver is no executor's worker

@@ -29,6 +29,7 @@ import functools
 import logging
 import math
 import time
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +40,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lepton_spark.config import GraphConfig
-from lepton_spark.graph import arrow, kernels, resident
+from lepton_spark.graph import arrow, kernels, resident, worker_blocks
 from lepton_spark.graph.arrow import cell
 from lepton_spark.graph.propagation.partitioned_plan import (
     ROUND_CONF,
@@ -273,6 +274,7 @@ class PartitionedOperator:
         self.blocks = num_blocks or max(cfg.num_partitions or task_slots(self.spark), edge_blocks)
         if num_vertices is None:  # counted only when the count decides the id lookup
             num_vertices = vertices.count() if cfg.broadcast_ids_max > 0 else 0
+        self.worker_files = cfg.worker_block_files
         self.eblocks = _pack_edges(vertices, e, self.blocks, block_keys(self.spark, self.blocks),
                                    broadcast_ids=0 < num_vertices <= cfg.broadcast_ids_max)
         nb = self.eblocks.filter(F.col("part") == 0).count()
@@ -290,6 +292,10 @@ class PartitionedOperator:
         return op
 
     borrowed = False
+    #: the rounds after the first read the blocks from files on their executor (:mod:`.worker_blocks`),
+    #: under ``cache_root`` (None: the executor's ``SparkFiles`` root)
+    worker_files = True
+    cache_root: str | None = None
 
     def close(self) -> None:
         if not self.borrowed:
@@ -320,7 +326,8 @@ class PartitionedOperator:
         sym = [symmetric] * len(programs) if isinstance(symmetric, bool) else list(symmetric)
         specs = [_Spec(prog, int(max_iter), s and prog.reduce == "mode") for (prog, max_iter), s in zip(programs, sym)]
         with sql_conf(self.spark, ROUND_CONF):  # the rounds and the result tables
-            return _run(self.spark, self.eblocks, self.blocks, specs, (self.degrees, self.degrees_dtype))
+            return _run(self.spark, self.eblocks, self.blocks, specs, (self.degrees, self.degrees_dtype),
+                        use_cache=self.worker_files, cache_root=self.cache_root)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -343,8 +350,13 @@ def _own_row(pid: int, p: int, state: np.ndarray, delta: float) -> pa.Table:
 
 
 def _run(spark: Any, eblocks: DataFrame, blocks: int, specs: Sequence[_Spec],
-         degrees: tuple[str, Any] = ("outdeg", np.float64)) -> list[DataFrame]:
-    """The rounds of the ``specs``' programs over the cached ``eblocks``: one DataFrame(id, value) each."""
+         degrees: tuple[str, Any] = ("outdeg", np.float64), *, use_cache: bool = True,
+         cache_root: str | None = None) -> list[DataFrame]:
+    """The rounds of the ``specs``' programs over the cached ``eblocks``: one DataFrame(id, value) each.
+
+    ``use_cache``: the rounds after the first read the blocks from files their executor wrote in the
+    first (:mod:`~lepton_spark.graph.worker_blocks`), under ``cache_root`` (None: the executor's
+    ``SparkFiles`` root)."""
     t0 = time.perf_counter()
     name = "+".join(sp.prog.name for sp in specs)
     policy = LineagePolicy.for_session(spark, what=name, logger=log)  # every round is cut
@@ -361,16 +373,15 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, specs: Sequence[_Spec],
                              *([deg_col] if any(sp.prog.needs_outdeg for sp in specs) else []), "tgt",
                              "tgt_local", "indptr", "indices", *(["data"] if weighted else []))
 
-    def program_step(p: int, incoming: pa.Table | None, head: pa.Table, csr: tuple[np.ndarray, ...],
-                     last: bool) -> list[pa.Table]:
-        """Program ``p``'s rows from one block: its state and, unless ``last``, its messages.
+    def program_step(p: int, incoming: pa.Table | None, pid: int, ids: np.ndarray, deg: np.ndarray | None,
+                     csr: tuple[np.ndarray, ...], last: bool) -> list[pa.Table]:
+        """Program ``p``'s rows from block ``pid`` (vertices ``ids``, degrees ``deg`` when a program reads
+        them, edges ``csr``): its state and, unless ``last``, its messages.
 
         ``incoming`` None: round 0 (the initial state). Only active programs step: a stopped one
         (converged, or past its rounds) has its last state set aside by the driver (``kept``)."""
         prog, dtype, width = specs[p].prog, dtypes[p], widths[p]
-        pid = int(head.column("pid")[0].as_py())
-        n = int(head.column("n")[0].as_py())
-        ids = cell(head, "ids", np.int64)
+        n = len(ids)
         if incoming is None:
             state, delta = prog.init(ids), 0.0
         else:
@@ -393,7 +404,7 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, specs: Sequence[_Spec],
         tgt, tgt_local, indptr, indices, data = csr
         if last or not len(tgt):
             return out
-        outdeg = cell(head, deg_col, deg_dtype).astype(np.float64) if prog.needs_outdeg else None
+        outdeg = np.asarray(deg, np.float64) if prog.needs_outdeg else None
         msg = prog.message(state, outdeg)
         if specs[p].pull:
             return [*out, _pull_sends(msg, tgt, indptr, indices, n, pid, prog=p)]
@@ -408,22 +419,68 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, specs: Sequence[_Spec],
             seg_t, seg_l, seg_v, seg_c = tgt, tgt_local, np.ascontiguousarray(red), None
         return [*out, _segments(seg_t, seg_l, seg_v, seg_c, kind=1, src=pid, prog=p)]
 
-    def step_fn(first: bool, active: tuple[bool, ...], last: tuple[bool, ...]):
+    needs_deg = any(sp.prog.needs_outdeg for sp in specs)
+    names = ("ids", *(("deg",) if needs_deg else ()), "tgt", "tgt_local", "indptr", "indices",
+             *(("data",) if weighted else ()))
+
+    def step_fn(first: bool, active: tuple[bool, ...], last: tuple[bool, ...], cached: bool):
+        """The round's cogroup function. ``cached``: ``eb`` is the block's ``pid`` only and the block's
+        arrays are read from the executor's files (:mod:`~lepton_spark.graph.worker_blocks`), a miss
+        row (kind 3) when they are not there; otherwise ``eb`` is the block's rows, which it stores."""
         def step(incoming: pa.Table, eb: pa.Table) -> pa.Table:
             if eb.num_rows == 0:
                 return pa.Table.from_pylist([], schema=_MSG_PA)
-            head, csr = _assemble(eb, weighted)
+            pid = int(eb.column("pid")[0].as_py())
+            root = (cache_root or worker_blocks.worker_root()) if use_cache else None
+            if cached:
+                got = worker_blocks.load(root, token, pid, names)
+                if got is None:
+                    return _miss_row(pid)
+                ids, deg = got["ids"], got.get("deg")
+                csr = (got["tgt"], got["tgt_local"], got["indptr"], got["indices"],
+                       got["data"] if weighted else np.zeros(0, np.float32))
+            else:
+                head, csr = _assemble(eb, weighted)
+                ids = cell(head, "ids", np.int64)
+                deg = cell(head, deg_col, deg_dtype) if needs_deg else None
+                arrays = {"ids": ids, "deg": deg, "tgt": csr[0], "tgt_local": csr[1], "indptr": csr[2],
+                          "indices": csr[3], "data": csr[4]}
+                worker_blocks.store(root, token, pid, {k: arrays[k] for k in names})
             out = [t for p in range(len(specs)) if active[p]
-                   for t in program_step(p, None if first else incoming, head, csr, last[p])]
+                   for t in program_step(p, None if first else incoming, pid, ids, deg, csr, last[p])]
             return pa.concat_tables([t.cast(_MSG_PA) for t in out])
 
         return step
+
+    token = uuid.uuid4().hex  # names this run's block files on the executors
+    heads = eblocks.filter(F.col("part") == 0).select("pid")
+    cached = use_cache  # False after a round missed: the blocks are shipped for the rest of the run
+
+    def round_of(prev: DataFrame, active: tuple[bool, ...], last: tuple[bool, ...]) -> tuple[DataFrame, list[float]]:
+        """One round from ``prev``: its cut state and the blocks' deltas per program (a few rows: no
+        aggregation), redone with the blocks shipped when any block missed its files."""
+        nonlocal cached
+        for hit in ((True, False) if cached else (False,)):
+            nxt = rounds.cut(cogroup(prev.repartition(blocks, "pid"), heads if hit else eblocks,
+                                     step_fn(False, active, last, hit), _MSG))
+            rows = nxt.filter(F.col("kind").isin(0, 3)).select("kind", "prog", "delta").collect()
+            missed = sum(1 for r in rows if r["kind"] == 3)
+            if not missed:
+                deltas = [0.0] * len(specs)
+                for r in rows:
+                    deltas[int(r["prog"])] += float(r["delta"] or 0.0)
+                return nxt, deltas
+            log.info("%s[partitioned]: %d blocks found no files of theirs on their executor: the round is redone "
+                     "with the blocks shipped, and so are the rounds after it", name, missed)
+            nxt.unpersist()
+            cached = False
+        raise AssertionError("unreachable: a round with the blocks shipped cannot miss")
 
     iters = [sp.max_iter for sp in specs]
     done = [m <= 0 for m in iters]
     shared = f" (rounds shared with {name})" if len(specs) > 1 else ""
     empty = spark.createDataFrame([], _MSG)
-    state = rounds.cut(cogroup(empty, eblocks, step_fn(True, (True,) * len(specs), tuple(done)), _MSG))
+    state = rounds.cut(cogroup(empty, eblocks, step_fn(True, (True,) * len(specs), tuple(done), False), _MSG))
     # a stopped program's last state, set aside: the rounds after it neither read nor carry it
     # (at 1M vertices on 2 cores a round moving 33 MB a block took 0.8 s, moving 8 MB 0.3 s)
     kept: list[DataFrame | None] = [None] * len(specs)
@@ -439,10 +496,7 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, specs: Sequence[_Spec],
             tk = time.perf_counter()
             active = tuple(not d for d in done)
             last = tuple(a and it >= m for a, m in zip(active, iters))
-            state = rounds.cut(cogroup(state.repartition(blocks, "pid"), eblocks, step_fn(False, active, last), _MSG))
-            deltas = [0.0] * len(specs)  # the blocks' deltas per program (a few rows: no aggregation)
-            for r in state.filter(F.col("kind") == 0).select("prog", "delta").collect():
-                deltas[int(r["prog"])] += float(r["delta"] or 0.0)
+            state, deltas = round_of(state, active, last)
             secs = time.perf_counter() - tk
             for p, sp in enumerate(specs):
                 if active[p]:
@@ -451,7 +505,7 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, specs: Sequence[_Spec],
                     if done[p]:
                         kept[p] = _own_state(state, p)
                         holding.append(state)
-        packed = policy.cut(_finish(kept, eblocks, blocks))
+        packed = policy.cut(_finish(kept, eblocks, blocks, (cache_root, token) if use_cache else None))
         results = []
         for p in range(len(specs)):
             # rows unpacked from the cut packed table whenever they are read (no copy of them is cut),
@@ -466,6 +520,14 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, specs: Sequence[_Spec],
     return results
 
 
+def _miss_row(pid: int) -> pa.Table:
+    """Block ``pid`` found no files of its own on this executor (kind 3): the driver redoes the round."""
+    return pa.table({"pid": pa.array([pid], pa.int32()), "kind": pa.array([3], pa.int32()),
+                     "src": pa.array([pid], pa.int32()), "prog": pa.array([0], pa.int32()),
+                     "local": pa.array([b""], pa.binary()), "values": pa.array([b""], pa.binary()),
+                     "counts": pa.array([b""], pa.binary()), "delta": pa.array([0.0], pa.float64())})
+
+
 def _own_state(state: DataFrame, p: int) -> DataFrame:
     """Program ``p``'s own-state rows (``pid``, ``prog``, ``values``) of a round's cut ``state``."""
     return state.filter((F.col("kind") == 0) & (F.col("prog") == p)).select("pid", "prog", "values")
@@ -476,14 +538,18 @@ _PACKED = T.StructType([T.StructField("prog", T.IntegerType()), T.StructField("l
 _PACKED_PA = pa.schema([("prog", pa.int32()), ("local", pa.binary()), ("values", pa.binary())])
 
 
-def _finish(kept: Sequence[DataFrame | None], eblocks: DataFrame, blocks: int) -> DataFrame:
+def _finish(kept: Sequence[DataFrame | None], eblocks: DataFrame, blocks: int,
+            files: tuple[str | None, str] | None = None) -> DataFrame:
     """Every program's last state beside its block's ids: ``(prog, local, values)`` rows, ``local`` the
     block's int64 ids and ``values`` their states (:func:`_exploder` unpacks them). One cogroup of
-    the kept states with the blocks' head rows (ids only: no CSR piece leaves the cache)."""
+    the kept states with the blocks' head rows (ids only: no CSR piece leaves the cache). ``files``:
+    ``(root, token)`` of the rounds' block files, which each block's task removes."""
     states = functools.reduce(DataFrame.unionByName, [k for k in kept if k is not None])
     heads = eblocks.filter(F.col("part") == 0).select("pid", "ids")
 
     def pair(st: pa.Table, hd: pa.Table) -> pa.Table:
+        if files is not None and hd.num_rows:
+            worker_blocks.drop(files[0] or worker_blocks.worker_root(), files[1], int(hd.column("pid")[0].as_py()))
         if st.num_rows == 0 or hd.num_rows == 0:
             return _PACKED_PA.empty_table()
         ids = hd.column("ids")[0].as_py()

@@ -322,6 +322,7 @@ class BlockEngine:
 
                 log.info("block engine: reusing the propagation's partitioned edge blocks (%d blocks)", packed.blocks)
                 self._ops[direction] = PartitionedOperator.borrow(packed)
+                self._ops[direction].worker_files = self.cfg.worker_block_files
         if direction not in self._ops:
             e, undirected = _orient(self.ig.edges, direction)
             if self.plan == "partitioned":
