@@ -57,7 +57,9 @@ class GraphConfig:
     block_max_bytes: int = 128 * 1024 * 1024  # partitioned plan: largest feature block one task holds
     broadcast_ids_max: int = 5_000_000  # partitioned plan: up to this many vertices, broadcast the id map
     one_job_rounds: bool = True  # local mode: the broadcast plan's vertex-program rounds all run in one job
-    worker_block_files: bool = True  # partitioned vertex programs: executors keep their blocks as files between rounds
+    # partitioned plan: executors keep files between rounds (a vertex program's edge blocks, a propagation
+    # block's partial for its own vertices) instead of receiving them from the JVM again
+    worker_block_files: bool = True
 
 
 @dataclass

@@ -748,3 +748,49 @@ def test_resume_with_checkpoint_interval_and_mean(spark, tmp_path, plan) -> None
     assert resumed == [3, 4]
     np.testing.assert_allclose(_to_matrix(out, ids), kernels.reference_propagate(src, dst, w, x, 4, "mean"),
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("files", ["written", "unwritable", "off"])
+@pytest.mark.parametrize(("agg", "normalize"), [("sum", "sym"), ("max", None)])
+def test_partitioned_blocks_keep_their_own_partials_in_executor_files(spark, monkeypatch, caplog, tmp_path,
+                                                                      files, agg, normalize) -> None:
+    """Each block keeps the partial for its own vertices in a file on its executor and reads it in the
+    next round (``written``: made, then removed by the round that read it, the last by the final step).
+    When a block cannot keep it (``unwritable``: the root is a plain file) its miss row makes the driver
+    start the rounds again with every partial shipped; ``off`` (``graph.worker_block_files: false``)
+    ships them from the start. All equal scipy (GCN's operator: the own partial carries the loops)."""
+    import logging
+
+    from lepton_spark.graph.propagation import partitioned_plan
+    from lepton_spark.models.normalize import sym_propagation
+
+    ids, x, src, dst, w = _random_case(29, sparse_ids=True)
+    if normalize == "sym":  # GCN's operator is for symmetric graphs: each pair once each way, weight 1
+        pairs = sorted({(int(a), int(b)) for a, b in zip(src, dst) if a != b} |
+                       {(int(b), int(a)) for a, b in zip(src, dst) if a != b})
+        src, dst = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+        w = np.ones(len(pairs), np.float32)
+    root = tmp_path / "root"
+    if files == "unwritable":
+        root.write_text("not a directory")
+    monkeypatch.setattr(partitioned_plan._PartitionedRounds, "own_root", str(root))
+    g = _graph(spark, ids, x, ids[src], ids[dst], w)
+    with caplog.at_level(logging.INFO, logger="lepton_spark.graph.propagation.partitioned_plan"):
+        out = propagate(g, rounds=3, agg=agg, plan="partitioned", native_aggregate="off", num_blocks=3,
+                        normalize=normalize, symmetric=normalize == "sym",
+                        config=GraphConfig(worker_block_files=files != "off"))
+        got = _to_matrix(out, ids)
+    if normalize == "sym":
+        P = sym_propagation(sp.csr_matrix((np.ones(len(src)), (dst, src)), shape=(len(ids), len(ids))))
+        want = x.astype(np.float64)
+        for _ in range(3):
+            want = P @ want
+    else:
+        want = kernels.reference_propagate(src, dst, w, x, 3, agg)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    restarts = [r for r in caplog.records if "the rounds start again with every partial shipped" in r.getMessage()]
+    assert len(restarts) == (1 if files == "unwritable" else 0)
+    if files == "written":
+        assert (root / "lepton-blocks").is_dir() and not any((root / "lepton-blocks").iterdir())
+    if files == "off":
+        assert not root.exists()

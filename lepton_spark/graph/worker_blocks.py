@@ -1,4 +1,5 @@
-"""Edge blocks kept on the executor's disk between the rounds of a partitioned vertex-program run.
+"""Arrays kept on the executor's disk between the rounds of a partitioned run (keyed by a block's
+label, or any name): a vertex program's edge blocks, a propagation block's partial for its own vertices.
 
 A partitioned round is a cogroup of the messages addressed to a block with the block's cached CSR
 rows, and at 1M vertices / 19M edges on 2 cores most of a PageRank round was the JVM handing each
@@ -35,11 +36,11 @@ def worker_root() -> str | None:
         return None
 
 
-def _block_dir(root: str, token: str, pid: int) -> str:
-    return os.path.join(root, _DIR, token, str(int(pid)))
+def _block_dir(root: str, token: str, key: int | str) -> str:
+    return os.path.join(root, _DIR, token, str(key))
 
 
-def store(root: str | None, token: str, pid: int, arrays: Mapping[str, np.ndarray]) -> bool:
+def store(root: str | None, token: str, pid: int | str, arrays: Mapping[str, np.ndarray]) -> bool:
     """Write block ``pid``'s ``arrays`` once (a directory of ``.npy`` files, renamed into place whole);
     False when it could not (the round goes on; the next round misses and ships the block again)."""
     if not root:
@@ -59,7 +60,7 @@ def store(root: str | None, token: str, pid: int, arrays: Mapping[str, np.ndarra
         return os.path.isdir(final)
 
 
-def load(root: str | None, token: str, pid: int, names: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+def load(root: str | None, token: str, pid: int | str, names: tuple[str, ...]) -> dict[str, np.ndarray] | None:
     """Block ``pid``'s arrays ``names``, memory-mapped (read-only); None when any is missing."""
     if not root:
         return None
@@ -77,7 +78,7 @@ def _open(path: str) -> np.ndarray:
         return np.load(path, allow_pickle=False)
 
 
-def drop(root: str | None, token: str, pid: int) -> None:
+def drop(root: str | None, token: str, pid: int | str) -> None:
     """Remove block ``pid``'s files (and the run's directory once it is empty)."""
     if not root:
         return

@@ -323,7 +323,7 @@ def _run(inp: Inputs, spec: RunSpec) -> DataFrame:
                                 normalize=spec.normalize, broadcast_ids_max=cfg.broadcast_ids_max,
                                 symmetric=spec.symmetric, cache=spec.operators, operator_key=spec.operator_key,
                                 dense_ids=spec.dense_ids, checked_features=spec.checked_features,
-                                edge_files=spec.edge_files)
+                                edge_files=spec.edge_files, own_files=cfg.worker_block_files)
 
 
 def spmm(entries: DataFrame, dense: DataFrame, *, row: str = "row", col: str = "col", value: str = "value",

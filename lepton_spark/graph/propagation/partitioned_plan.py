@@ -39,6 +39,7 @@ import itertools
 import logging
 import math
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -52,7 +53,7 @@ from pyspark.sql import types as T
 
 from lepton_spark import storage, task_writes
 from lepton_spark.errors import InvalidGraphError
-from lepton_spark.graph import arrow, kernels, resident
+from lepton_spark.graph import arrow, kernels, resident, worker_blocks
 from lepton_spark.graph.arrow import cell, list_to_matrix, matrix_to_list
 from lepton_spark.graph.blocks import EdgeFiles, fault_sleep
 from lepton_spark.graph.propagation.inputs import Inputs, check_features
@@ -508,6 +509,7 @@ class _State:
     # the round's cogroup not yet run: (its partials input, its block function); a save may run it in
     # tasks that write their own output (_save_in_tasks)
     planned: tuple[DataFrame, Callable[[pa.Table, pa.Table], pa.Table]] | None = None
+    round_no: int = 0  # the round that made it (0: the features); its blocks' own partials may be files
 
 
 @dataclass(frozen=True)
@@ -533,6 +535,10 @@ class _BlockStep:
     sym_pending: bool = False
     by_id: bool = False
     pre: Callable[[np.ndarray], np.ndarray] | None = None  # applied to the feature rows a block receives (by_id)
+    # (root or None for the executor's, run token): each block keeps the partial for its own vertices in
+    # a file on its executor instead of sending it through the shuffle (:class:`_OwnFiles`)
+    own_files: tuple[str | None, str] | None = None
+    round_no: int = 0  # the round this step computes (final: the round after the last)
 
     def function(self) -> Callable[[pa.Table, pa.Table], pa.Table]:
         """:meth:`apply` as a function of two parameters, for ``cogroup``.
@@ -549,7 +555,18 @@ class _BlockStep:
         if eb.num_rows == 0:
             return pa.Table.from_pylist([], schema=PARTIAL_BLOB_PA if self.final else self._partial_schema)
         head, pieces = head_and_pieces(eb)
-        x = self._features(incoming, head)
+        pid = int(head.column("pid")[0].as_py())
+        root = None
+        own_in = None
+        if self.own_files is not None:
+            root = self.own_files[0] or worker_blocks.worker_root()
+            if self.round_no > 1:  # the partial the block's previous round kept for its own vertices
+                own_in = worker_blocks.load(root, self.own_files[1], _own_key(self.round_no - 1, pid), ("local", "values"))
+                if own_in is None:
+                    return _missed(pid)
+        x = self._features(incoming, head, own_in)
+        if own_in is not None:
+            worker_blocks.drop(root, self.own_files[1], _own_key(self.round_no - 1, pid))
         if self.final:  # packed: (ids, features) of _RESULT_VALUE_BYTES values (finish unpacks them)
             ids = cell(head, "ids", np.int64)
             bounds = np.unique(np.r_[np.arange(0, len(ids), self.result_rows), len(ids)]).astype(np.int64)
@@ -558,7 +575,7 @@ class _BlockStep:
                              "values": arrow.binary_segments(np.ascontiguousarray(x, np.float32), bounds)})
         out = []
         own: np.ndarray | None = None
-        pid = int(head.column("pid")[0].as_py())
+        kept: list[tuple[np.ndarray, np.ndarray]] = []  # own partials kept in the block's file (own_files)
         if self.sym:  # D^-1/2 (A + I) D^-1/2: the unit loop sends each vertex's scaled features to itself
             x = x * cell(head, "dinv", np.float32)[:, None]
             own = x.copy()  # the block's partial for its own vertices: its loops plus its in-block edges
@@ -567,7 +584,13 @@ class _BlockStep:
                                     cell(piece, "data", np.float32), x, "max" if self.agg == "max" else "sum")
             tgt, tgt_local = cell(piece, "tgt", np.int32), cell(piece, "tgt_local", np.int32)
             if own is None:
-                out.append(self._partials(y, tgt, tgt_local))
+                if self.own_files is None:
+                    out.append(self._partials(y, tgt, tgt_local))
+                    continue
+                a, b = int(np.searchsorted(tgt, pid, "left")), int(np.searchsorted(tgt, pid, "right"))
+                kept.append((tgt_local[a:b], y[a:b]))
+                out.extend(self._partials(y[lo:hi], tgt[lo:hi], tgt_local[lo:hi])
+                           for lo, hi in ((0, a), (b, len(tgt))) if hi > lo)
                 continue
             # rows are ordered by target block: the own block's rows are one range, added to the
             # loops' partial (one partial row per own vertex, as when the loops were CSR entries)
@@ -575,8 +598,17 @@ class _BlockStep:
             own[tgt_local[a:b]] += y[a:b]
             out.extend(self._partials(y[lo:hi], tgt[lo:hi], tgt_local[lo:hi])
                        for lo, hi in ((0, a), (b, len(tgt))) if hi > lo)
-        if own is not None:
+        if own is not None and self.own_files is not None:
+            kept.append((np.arange(len(own), dtype=np.int32), own))
+        elif own is not None:
             out.append(self._partials(own, np.full(len(own), pid, np.int32), np.arange(len(own), dtype=np.int32)))
+        if self.own_files is not None:
+            local = np.concatenate([k[0] for k in kept]) if kept else np.zeros(0, np.int32)
+            vals = np.concatenate([k[1] for k in kept]) if kept else np.zeros((0, self.dim), np.float32)
+            if not worker_blocks.store(root, self.own_files[1], _own_key(self.round_no, pid),
+                                       {"local": local.astype(np.int32, copy=False),
+                                        "values": np.ascontiguousarray(vals, np.float32)}):
+                return _missed(pid)  # nowhere to keep it: the driver ships them all (a restart)
         if not out:
             return pa.Table.from_pylist([], schema=self._partial_schema)
         return out[0] if len(out) == 1 else pa.concat_tables([t.cast(self._partial_schema) for t in out])
@@ -585,8 +617,10 @@ class _BlockStep:
     def _partial_schema(self) -> pa.Schema:
         return PARTIAL_ROWS_PA if self.native else PARTIAL_BLOB_PA
 
-    def _features(self, incoming: pa.Table, eb: pa.Table) -> np.ndarray:
-        """The block's features: its incoming rows or partials combined, divided when a mean is pending."""
+    def _features(self, incoming: pa.Table, eb: pa.Table,
+                  own: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """The block's features: its incoming rows or partials (and ``own``, the partial it kept for its own
+        vertices) combined, divided when a mean is pending."""
         n, dim = int(eb.column("n")[0].as_py()), self.dim
         if self.rows:
             x = np.zeros((n, dim), dtype=np.float32)
@@ -606,6 +640,8 @@ class _BlockStep:
             vals = arrow.binary_cells(incoming.column("values"))
             partials = [(np.frombuffer(lb, np.int32), np.frombuffer(vb, np.float32).reshape(-1, dim))
                         for lb, vb in zip(locs, vals)]
+            if own is not None and len(own["local"]):
+                partials.append((np.asarray(own["local"]), np.asarray(own["values"]).reshape(-1, dim)))
             x = kernels.combine(n, dim, partials, self.agg)
         if self.mean_pending:
             x = x / np.maximum(cell(eb, "indeg", np.int32), 1).astype(np.float32)[:, None]
@@ -643,6 +679,30 @@ def _write_block_output(incoming: pa.Table, eb: pa.Table, *, step: Callable[[pa.
     return pa.table({"rows": pa.array([out.num_rows], pa.int64())})
 
 
+def _own_key(round_no: int, pid: int) -> str:
+    """The name of block ``pid``'s own partial of round ``round_no`` in its executor's files."""
+    return f"r{int(round_no)}-{int(pid)}"
+
+
+def _missed(pid: int) -> pa.Table:
+    """Block ``pid`` found no file of its previous round's own partial (or could not write one): one
+    row with a negative ``pid`` (no block's label), which :func:`_check_files` counts."""
+    return pa.table({"pid": pa.array([-1 - int(pid)], pa.int32()), "local": pa.array([b""], pa.binary()),
+                     "values": pa.array([b""], pa.binary())})
+
+
+class _OwnFilesMissed(RuntimeError):
+    """A block of a round found no own-partial file of its previous round on its executor."""
+
+
+def _check_files(cut: DataFrame) -> None:
+    """Raise :class:`_OwnFilesMissed` when a block of the cut round answered with a miss row (one small
+    job over the stored round, or the job that runs and stores a lazy local cut)."""
+    missed = cut.filter(F.col("pid") < 0).count()
+    if missed:
+        raise _OwnFilesMissed(f"{missed} blocks found no partial of their own from the round before")
+
+
 class _PartitionedRounds:
     """The partitioned plan's rounds (a :class:`~.rounds.RoundPlan`): the state is the partials in flight.
 
@@ -651,11 +711,14 @@ class _PartitionedRounds:
 
     name = "partitioned"
     lazy = True
+    own_root: str | None = None  # where the blocks keep their own partials; None: their executor's SparkFiles root
 
     def __init__(self, inp: Inputs, eblocks: DataFrame, parts: int, agg: str, native: bool,
                  policy: LineagePolicy, sym: bool = False,
-                 pre: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+                 pre: Callable[[np.ndarray], np.ndarray] | None = None, own_files: bool = False) -> None:
         self.spark, self.eblocks, self.parts, self.policy, self.sym = inp.spark, eblocks, parts, policy, sym
+        # every round is cut and checked for misses before the next reads its files (_OwnFilesMissed)
+        self.own_files = (self.own_root, uuid.uuid4().hex) if own_files and not native else None
         self.pre = pre  # the by-id feature rows' width-keeping function (round 0's input)
         self.dim, self.agg, self.native = inp.dim, agg, native
         self.rows = inp.n  # vertices updated (as in the broadcast plan); counting partials would cost a job
@@ -666,7 +729,7 @@ class _PartitionedRounds:
     def _block_step(self, state: _State, final: bool) -> Callable[[pa.Table, pa.Table], pa.Table]:
         return _BlockStep(self.dim, self.agg, self.native, final, state.rows, state.mean_pending, self.delay,
                           self.step_rows, self.result_rows, self.sym, state.sym_pending, state.by_id,
-                          self.pre if state.by_id else None).function()
+                          self.pre if state.by_id else None, self.own_files, state.round_no + 1).function()
 
     def step(self, state: _State) -> _State:
         left, fn = state.df.repartition(self.parts, "pid"), self._block_step(state, False)
@@ -674,7 +737,7 @@ class _PartitionedRounds:
         if self.native:
             out = out.groupBy("pid", "local").agg(F.vector_sum("features").alias("features"))
         return _State(out, rows=self.native, mean_pending=self.agg == "mean", sym_pending=self.sym,
-                      planned=None if self.native else (left, fn))
+                      planned=None if self.native else (left, fn), round_no=state.round_no + 1)
 
     def save(self, store: RoundStore, k: int, state: _State) -> _State:
         path = store.path(k, "state")
@@ -702,7 +765,13 @@ class _PartitionedRounds:
                       mean_pending=self.agg == "mean", sym_pending=self.sym)
 
     def cut(self, state: _State) -> _State:
-        return replace(state, df=self.policy.cut(state.df), planned=None)  # the cut ran (or will run) the round
+        if self.own_files is None:
+            return replace(state, df=self.policy.cut(state.df), planned=None)  # the cut ran (or will run) the round
+        # a local cut is lazy here: the count of the round's miss rows is the job that runs and stores it
+        policy = self.policy if self.policy.reliable else replace(self.policy, eager=False)
+        cut = replace(state, df=policy.cut(state.df), planned=None)
+        _check_files(cut.df)
+        return cut
 
     def finish(self, state: _State) -> DataFrame:
         """Every block's features after the last round: DataFrame(id, features), unpacked from a cut table
@@ -711,7 +780,10 @@ class _PartitionedRounds:
         # the last step multiplies nothing: each block's vertex row (part 0) is all it reads of the cache
         heads = self.eblocks.filter(F.col("part") == 0)
         packed = self.policy.cut(cogroup(state.df.repartition(self.parts, "pid"), heads,
-                                         self._block_step(state, True), PARTIAL_BLOB).select("local", "values"))
+                                         self._block_step(state, True), PARTIAL_BLOB))
+        if self.own_files is not None:
+            _check_files(packed)
+        packed = packed.select("local", "values")
         dim = self.dim
 
         def unpack(batches: Any) -> Any:
@@ -742,7 +814,7 @@ class PartitionedBlocks:
 def run(inp: Inputs, rounds: Rounds, *, agg: str, blocks: int, native: bool,
         normalize: str | None = None, broadcast_ids_max: int = 0, symmetric: bool = False,
         cache: Any = None, operator_key: Any = None, dense_ids: bool = False,
-        checked_features: bool = False, edge_files: EdgeFiles | None = None) -> DataFrame:
+        checked_features: bool = False, edge_files: EdgeFiles | None = None, own_files: bool = True) -> DataFrame:
     """The partitioned plan: ``rounds`` over the vertices hashed into ``blocks`` blocks; DataFrame(id, features).
 
     ``native``: Spark sums the partials (``vector_sum``). ``normalize="sym"``: GCN's operator, scaled
@@ -762,6 +834,14 @@ def run(inp: Inputs, rounds: Rounds, *, agg: str, blocks: int, native: bool,
 
     ``edge_files``: the Parquet files ``inp.edges`` was read from; a symmetric graph with dense ids
     packs its blocks from them (:func:`_file_pack`).
+
+    ``own_files`` (``graph.worker_block_files``): when every round is cut and none is saved, each block
+    keeps the partial it computes for its own vertices in a file on its executor
+    (:mod:`~lepton_spark.graph.worker_blocks`) and reads it back in the next round, instead of sending
+    it through the shuffle to itself (with 2 blocks, half of every round's partials). A block whose
+    executor has no such file (another executor ran the round before, or it was lost) answers with a
+    miss row; the driver counts them as it cuts each round and then starts the rounds again with every
+    partial shipped. The result never depends on where the partials travelled.
 
     ``cache`` (an :class:`~.broadcast_plan.OperatorCache`): the edge blocks are taken from it when a
     propagation over the same edges (``inp.source_edges``, or ``operator_key``) packed them in the same
@@ -810,12 +890,24 @@ def run(inp: Inputs, rounds: Rounds, *, agg: str, blocks: int, native: bool,
              ", GCN scaling in the blocks" if sym else "", "edge blocks reused" if reused else "prepared",
              time.perf_counter() - t0)
     eblocks = packed.eblocks
+    # each block keeps the partial for its own vertices in a file on its executor (a round ships the
+    # others' only: half of them with 2 blocks) when every round is cut and nothing is saved
+    own = own_files and not native and not rounds.store.root and rounds.policy.interval == 1
     try:
-        plan = _PartitionedRounds(inp, eblocks, parts, agg, native, rounds.policy, sym=sym, pre=pre)
         with sql_conf(inp.spark, ROUND_CONF):
-            state = rounds.run(plan, _State(vfull.select("pid", "id", "features"), rows=True,
-                                            mean_pending=False, by_id=True))
-            return plan.finish(state)
+            while True:
+                plan = _PartitionedRounds(inp, eblocks, parts, agg, native, rounds.policy, sym=sym, pre=pre,
+                                          own_files=own)
+                try:
+                    state = rounds.run(plan, _State(vfull.select("pid", "id", "features"), rows=True,
+                                                    mean_pending=False, by_id=True))
+                    return plan.finish(state)
+                except _OwnFilesMissed as exc:
+                    if not own:
+                        raise
+                    log.info("propagate[partitioned]: %s (another executor ran them, or it lost them): the "
+                             "rounds start again with every partial shipped", exc)
+                    own = False
     finally:
         if not cacheable:
             packed.close()
