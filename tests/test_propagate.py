@@ -193,7 +193,8 @@ def test_partitioned_round_state_written_by_the_blocks_equals_spark_written(spar
     ids, x, src, dst, w = _random_case(7)
     g = _graph(spark, ids, x, src, dst, w)
     want = kernels.reference_propagate(src, dst, w, x, 3, "sum")
-    by_tasks = propagate(g, rounds=3, plan="partitioned", checkpoint=str(tmp_path / "tasks"), num_blocks=3)
+    off = GraphConfig(worker_block_files=False)  # every partial in the state (own partials in files: below)
+    by_tasks = propagate(g, rounds=3, plan="partitioned", checkpoint=str(tmp_path / "tasks"), num_blocks=3, config=off)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(task_writes, "tasks_share_disk", lambda *a: False)
         by_spark = propagate(g, rounds=3, plan="partitioned", checkpoint=str(tmp_path / "spark"), num_blocks=3)
@@ -209,7 +210,7 @@ def test_partitioned_round_state_written_by_the_blocks_equals_spark_written(spar
     # a rerun resumes from the blocks' files: nothing left to compute, the same result
     resumed: list[int] = []
     again = propagate(g, rounds=3, plan="partitioned", checkpoint=str(tmp_path / "tasks"), num_blocks=3,
-                      on_round=lambda k, info: resumed.append(k))
+                      on_round=lambda k, info: resumed.append(k), config=off)
     assert resumed == []
     np.testing.assert_allclose(_to_matrix(again, ids), _to_matrix(by_tasks, ids), rtol=0, atol=0)
 
@@ -794,3 +795,58 @@ def test_partitioned_blocks_keep_their_own_partials_in_executor_files(spark, mon
         assert (root / "lepton-blocks").is_dir() and not any((root / "lepton-blocks").iterdir())
     if files == "off":
         assert not root.exists()
+
+
+@pytest.mark.parametrize(("agg", "normalize"), [("sum", "sym"), ("mean", None)])
+def test_partitioned_own_partials_in_the_round_store_resume(spark, tmp_path, agg, normalize) -> None:
+    """With a round store the tasks write (local master), each block keeps its own partial beside the
+    round's state (``round-NNNN/own``) instead of in it; a run that failed after round 2 resumes from
+    the store (rounds 3 and 4 only) and equals scipy; the store records it in its signature, so a run
+    that ships every partial does not resume from it (and the other way round)."""
+    import json
+
+    from lepton_spark.models.normalize import sym_propagation
+
+    ids, x, src, dst, w = _random_case(13, sparse_ids=True)
+    if normalize == "sym":
+        pairs = sorted({(int(a), int(b)) for a, b in zip(src, dst) if a != b} |
+                       {(int(b), int(a)) for a, b in zip(src, dst) if a != b})
+        src, dst = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+        w = np.ones(len(pairs), np.float32)
+        P = sym_propagation(sp.csr_matrix((np.ones(len(src)), (dst, src)), shape=(len(ids), len(ids))))
+        want = x.astype(np.float64)
+        for _ in range(4):
+            want = P @ want
+    else:
+        want = kernels.reference_propagate(src, dst, w, x, 4, agg)
+    g = _graph(spark, ids, x, ids[src], ids[dst], w)
+    ckpt = tmp_path / "store"
+    opts = {"rounds": 4, "agg": agg, "plan": "partitioned", "num_blocks": 3, "normalize": normalize,
+            "symmetric": normalize == "sym", "checkpoint": str(ckpt), "native_aggregate": "off"}
+
+    def boom(k, info):
+        if k == 2:
+            raise RuntimeError("injected failure after round 2")
+
+    with pytest.raises(RuntimeError, match="injected"):
+        propagate(g, on_round=boom, **opts)
+    assert json.loads((ckpt / "_signature.json").read_text())["own_partials"] == "in the store"
+    for k in (1, 2):
+        own = ckpt / f"round-{k:04d}" / "own" / "lepton-blocks" / "store"
+        assert sorted(p.name for p in own.iterdir()) == sorted(f"r{k}-{pid}" for pid in _block_labels(spark, 3))
+    resumed: list[int] = []
+    out = propagate(g, on_round=lambda k, info: resumed.append(k), **opts)
+    assert resumed == [3, 4]
+    scale = float(np.abs(want).max())
+    np.testing.assert_allclose(_to_matrix(out, ids), want, rtol=1e-5, atol=1e-6 * scale)
+    shipped: list[int] = []  # every partial shipped: another computation's store, started again
+    again = propagate(g, on_round=lambda k, info: shipped.append(k), config=GraphConfig(worker_block_files=False),
+                      **opts)
+    assert shipped == [1, 2, 3, 4] and "own_partials" not in json.loads((ckpt / "_signature.json").read_text())
+    np.testing.assert_allclose(_to_matrix(again, ids), want, rtol=1e-5, atol=1e-6 * scale)
+
+
+def _block_labels(spark, blocks: int) -> list[int]:
+    from lepton_spark.graph.propagation.partitioned_plan import block_keys
+
+    return block_keys(spark, blocks)

@@ -535,9 +535,11 @@ class _BlockStep:
     sym_pending: bool = False
     by_id: bool = False
     pre: Callable[[np.ndarray], np.ndarray] | None = None  # applied to the feature rows a block receives (by_id)
-    # (root or None for the executor's, run token): each block keeps the partial for its own vertices in
-    # a file on its executor instead of sending it through the shuffle (:class:`_OwnFiles`)
-    own_files: tuple[str | None, str] | None = None
+    # where the partial for the block's own vertices is kept instead of sent through the shuffle, as
+    # (root or None for the executor's SparkFiles root, token): read from ``own_in`` (the previous
+    # round's), written to ``own_out`` (this round's); None: none kept (:func:`run`, ``own_files``)
+    own_in: tuple[str | None, str] | None = None
+    own_out: tuple[str | None, str] | None = None
     round_no: int = 0  # the round this step computes (final: the round after the last)
 
     def function(self) -> Callable[[pa.Table, pa.Table], pa.Table]:
@@ -556,17 +558,17 @@ class _BlockStep:
             return pa.Table.from_pylist([], schema=PARTIAL_BLOB_PA if self.final else self._partial_schema)
         head, pieces = head_and_pieces(eb)
         pid = int(head.column("pid")[0].as_py())
-        root = None
         own_in = None
-        if self.own_files is not None:
-            root = self.own_files[0] or worker_blocks.worker_root()
-            if self.round_no > 1:  # the partial the block's previous round kept for its own vertices
-                own_in = worker_blocks.load(root, self.own_files[1], _own_key(self.round_no - 1, pid), ("local", "values"))
-                if own_in is None:
-                    return _missed(pid)
+        if self.own_in is not None:  # the partial the block's previous round kept for its own vertices
+            root, token = self.own_in[0] or worker_blocks.worker_root(), self.own_in[1]
+            own_in = worker_blocks.load(root, token, _own_key(self.round_no - 1, pid), ("local", "values"))
+            if own_in is None:
+                return _missed(pid)
+            if token != _STORE_TOKEN:  # executor files: the one before is read by no retry of this task
+                worker_blocks.drop(root, token, _own_key(self.round_no - 2, pid))
+                if self.final:
+                    worker_blocks.drop(root, token, _own_key(self.round_no - 1, pid))
         x = self._features(incoming, head, own_in)
-        if own_in is not None:
-            worker_blocks.drop(root, self.own_files[1], _own_key(self.round_no - 1, pid))
         if self.final:  # packed: (ids, features) of _RESULT_VALUE_BYTES values (finish unpacks them)
             ids = cell(head, "ids", np.int64)
             bounds = np.unique(np.r_[np.arange(0, len(ids), self.result_rows), len(ids)]).astype(np.int64)
@@ -575,7 +577,7 @@ class _BlockStep:
                              "values": arrow.binary_segments(np.ascontiguousarray(x, np.float32), bounds)})
         out = []
         own: np.ndarray | None = None
-        kept: list[tuple[np.ndarray, np.ndarray]] = []  # own partials kept in the block's file (own_files)
+        kept: list[tuple[np.ndarray, np.ndarray]] = []  # own partials kept in the block's file (own_out)
         if self.sym:  # D^-1/2 (A + I) D^-1/2: the unit loop sends each vertex's scaled features to itself
             x = x * cell(head, "dinv", np.float32)[:, None]
             own = x.copy()  # the block's partial for its own vertices: its loops plus its in-block edges
@@ -584,7 +586,7 @@ class _BlockStep:
                                     cell(piece, "data", np.float32), x, "max" if self.agg == "max" else "sum")
             tgt, tgt_local = cell(piece, "tgt", np.int32), cell(piece, "tgt_local", np.int32)
             if own is None:
-                if self.own_files is None:
+                if self.own_out is None:
                     out.append(self._partials(y, tgt, tgt_local))
                     continue
                 a, b = int(np.searchsorted(tgt, pid, "left")), int(np.searchsorted(tgt, pid, "right"))
@@ -598,14 +600,15 @@ class _BlockStep:
             own[tgt_local[a:b]] += y[a:b]
             out.extend(self._partials(y[lo:hi], tgt[lo:hi], tgt_local[lo:hi])
                        for lo, hi in ((0, a), (b, len(tgt))) if hi > lo)
-        if own is not None and self.own_files is not None:
+        if own is not None and self.own_out is not None:
             kept.append((np.arange(len(own), dtype=np.int32), own))
         elif own is not None:
             out.append(self._partials(own, np.full(len(own), pid, np.int32), np.arange(len(own), dtype=np.int32)))
-        if self.own_files is not None:
+        if self.own_out is not None:
             local = np.concatenate([k[0] for k in kept]) if kept else np.zeros(0, np.int32)
             vals = np.concatenate([k[1] for k in kept]) if kept else np.zeros((0, self.dim), np.float32)
-            if not worker_blocks.store(root, self.own_files[1], _own_key(self.round_no, pid),
+            root = self.own_out[0] or worker_blocks.worker_root()
+            if not worker_blocks.store(root, self.own_out[1], _own_key(self.round_no, pid),
                                        {"local": local.astype(np.int32, copy=False),
                                         "values": np.ascontiguousarray(vals, np.float32)}):
                 return _missed(pid)  # nowhere to keep it: the driver ships them all (a restart)
@@ -679,6 +682,9 @@ def _write_block_output(incoming: pa.Table, eb: pa.Table, *, step: Callable[[pa.
     return pa.table({"rows": pa.array([out.num_rows], pa.int64())})
 
 
+_STORE_TOKEN = "store"  # the own partials of a round in the round store (kept with its state, never dropped)
+
+
 def _own_key(round_no: int, pid: int) -> str:
     """The name of block ``pid``'s own partial of round ``round_no`` in its executor's files."""
     return f"r{int(round_no)}-{int(pid)}"
@@ -715,10 +721,12 @@ class _PartitionedRounds:
 
     def __init__(self, inp: Inputs, eblocks: DataFrame, parts: int, agg: str, native: bool,
                  policy: LineagePolicy, sym: bool = False,
-                 pre: Callable[[np.ndarray], np.ndarray] | None = None, own_files: bool = False) -> None:
+                 pre: Callable[[np.ndarray], np.ndarray] | None = None, own_files: bool = False,
+                 own_store: RoundStore | None = None) -> None:
         self.spark, self.eblocks, self.parts, self.policy, self.sym = inp.spark, eblocks, parts, policy, sym
-        # every round is cut and checked for misses before the next reads its files (_OwnFilesMissed)
-        self.own_files = (self.own_root, uuid.uuid4().hex) if own_files and not native else None
+        # the blocks keep their own partials (:func:`run`): every round is cut, or saved, and checked for
+        # miss rows before the next reads them (_OwnFilesMissed); in ``own_store``'s rounds when given
+        self.own, self.own_store, self.token = own_files and not native, own_store, uuid.uuid4().hex
         self.pre = pre  # the by-id feature rows' width-keeping function (round 0's input)
         self.dim, self.agg, self.native = inp.dim, agg, native
         self.rows = inp.n  # vertices updated (as in the broadcast plan); counting partials would cost a job
@@ -727,11 +735,23 @@ class _PartitionedRounds:
         self.result_rows = max(1, _RESULT_VALUE_BYTES // (4 * inp.dim))
 
     def _block_step(self, state: _State, final: bool) -> Callable[[pa.Table, pa.Table], pa.Table]:
+        k = state.round_no + 1
         return _BlockStep(self.dim, self.agg, self.native, final, state.rows, state.mean_pending, self.delay,
                           self.step_rows, self.result_rows, self.sym, state.sym_pending, state.by_id,
-                          self.pre if state.by_id else None, self.own_files, state.round_no + 1).function()
+                          self.pre if state.by_id else None, self._own(k - 1), None if final else self._own(k),
+                          k).function()
+
+    def _own(self, k: int) -> tuple[str | None, str] | None:
+        """Where round ``k``'s own partials are kept (None: round 0, the features, or none kept)."""
+        if not self.own or k < 1:
+            return None
+        if self.own_store is not None:
+            return str(storage.local_dir(self.own_store.path(k, "own"))), _STORE_TOKEN
+        return self.own_root, self.token
 
     def step(self, state: _State) -> _State:
+        if self.own and self.own_store is not None:  # a resumed round's files of an earlier attempt
+            storage.local_dir(self.own_store.path(state.round_no + 1, "own"), empty=True)
         left, fn = state.df.repartition(self.parts, "pid"), self._block_step(state, False)
         out = cogroup(left, self.eblocks, fn, PARTIAL_ROWS if self.native else PARTIAL_BLOB)
         if self.native:
@@ -745,7 +765,10 @@ class _PartitionedRounds:
             self._save_in_tasks(state.planned, path)
         else:
             state.df.write.mode("overwrite").option("compression", "none").parquet(path)
-        return replace(state, df=self.spark.read.parquet(path), planned=None)
+        saved = replace(state, df=self.spark.read.parquet(path), planned=None)
+        if self.own:
+            _check_files(saved.df)
+        return saved
 
     def _save_in_tasks(self, planned: tuple[DataFrame, Callable[[pa.Table, pa.Table], pa.Table]], path: str) -> None:
         """Run a planned round whose blocks write their own partials to ``path`` with pyarrow (the tasks
@@ -762,10 +785,10 @@ class _PartitionedRounds:
     def load(self, store: RoundStore, k: int) -> _State:
         df = self.spark.read.parquet(store.path(k, "state"))
         return _State(df if self.native else df.select("pid", "local", "values"), rows=self.native,
-                      mean_pending=self.agg == "mean", sym_pending=self.sym)
+                      mean_pending=self.agg == "mean", sym_pending=self.sym, round_no=k)
 
     def cut(self, state: _State) -> _State:
-        if self.own_files is None:
+        if not self.own:
             return replace(state, df=self.policy.cut(state.df), planned=None)  # the cut ran (or will run) the round
         # a local cut is lazy here: the count of the round's miss rows is the job that runs and stores it
         policy = self.policy if self.policy.reliable else replace(self.policy, eager=False)
@@ -781,7 +804,7 @@ class _PartitionedRounds:
         heads = self.eblocks.filter(F.col("part") == 0)
         packed = self.policy.cut(cogroup(state.df.repartition(self.parts, "pid"), heads,
                                          self._block_step(state, True), PARTIAL_BLOB))
-        if self.own_files is not None:
+        if self.own:
             _check_files(packed)
         packed = packed.select("local", "values")
         dim = self.dim
@@ -890,14 +913,19 @@ def run(inp: Inputs, rounds: Rounds, *, agg: str, blocks: int, native: bool,
              ", GCN scaling in the blocks" if sym else "", "edge blocks reused" if reused else "prepared",
              time.perf_counter() - t0)
     eblocks = packed.eblocks
-    # each block keeps the partial for its own vertices in a file on its executor (a round ships the
-    # others' only: half of them with 2 blocks) when every round is cut and nothing is saved
-    own = own_files and not native and not rounds.store.root and rounds.policy.interval == 1
+    # each block keeps the partial for its own vertices (a round ships the others' only: half of them
+    # with 2 blocks) when every round is cut or saved: in a file on its executor, or beside the state in
+    # a round store its tasks write (which records it in the store's signature: resumed only so)
+    store, signature = rounds.store.root, rounds.store.signature
+    in_store = bool(store) and task_writes.tasks_share_disk(inp.spark, store)
+    own = own_files and not native and rounds.policy.interval == 1 and (not store or in_store)
     try:
         with sql_conf(inp.spark, ROUND_CONF):
             while True:
+                if own and store:
+                    rounds = replace(rounds, store=RoundStore(store, {**signature, "own_partials": "in the store"}))
                 plan = _PartitionedRounds(inp, eblocks, parts, agg, native, rounds.policy, sym=sym, pre=pre,
-                                          own_files=own)
+                                          own_files=own, own_store=rounds.store if own and store else None)
                 try:
                     state = rounds.run(plan, _State(vfull.select("pid", "id", "features"), rows=True,
                                                     mean_pending=False, by_id=True))
@@ -908,6 +936,7 @@ def run(inp: Inputs, rounds: Rounds, *, agg: str, blocks: int, native: bool,
                     log.info("propagate[partitioned]: %s (another executor ran them, or it lost them): the "
                              "rounds start again with every partial shipped", exc)
                     own = False
+                    rounds = replace(rounds, store=RoundStore(store, signature))  # its rounds are not resumed
     finally:
         if not cacheable:
             packed.close()
