@@ -858,13 +858,15 @@ def run(inp: Inputs, rounds: Rounds, *, agg: str, blocks: int, native: bool,
     ``edge_files``: the Parquet files ``inp.edges`` was read from; a symmetric graph with dense ids
     packs its blocks from them (:func:`_file_pack`).
 
-    ``own_files`` (``graph.worker_block_files``): when every round is cut and none is saved, each block
-    keeps the partial it computes for its own vertices in a file on its executor
-    (:mod:`~lepton_spark.graph.worker_blocks`) and reads it back in the next round, instead of sending
-    it through the shuffle to itself (with 2 blocks, half of every round's partials). A block whose
-    executor has no such file (another executor ran the round before, or it was lost) answers with a
-    miss row; the driver counts them as it cuts each round and then starts the rounds again with every
-    partial shipped. The result never depends on where the partials travelled.
+    ``own_files`` (``graph.worker_block_files``): when every round is cut or saved and numpy aggregates,
+    each block keeps the partial it computes for its own vertices in a file and reads it back in the
+    next round, instead of sending it through the shuffle to itself (with 2 blocks, half of every
+    round's partials): on its executor (:mod:`~lepton_spark.graph.worker_blocks`), or, with a round
+    store its tasks write, beside the round's state in the store (so a resumed run finds them; the
+    store's signature says so). A block that finds no such file (another executor ran the round
+    before, or it was lost) answers with a miss row; the driver counts them as it cuts or saves each
+    round and then starts the rounds again with every partial shipped (and a fresh store). The result
+    never depends on where the partials travelled.
 
     ``cache`` (an :class:`~.broadcast_plan.OperatorCache`): the edge blocks are taken from it when a
     propagation over the same edges (``inp.source_edges``, or ``operator_key``) packed them in the same
