@@ -35,6 +35,12 @@ def _graph(seed: int = 3, n: int = 40, m: int = 90) -> tuple[np.ndarray, np.ndar
     return ids, src, dst
 
 
+def _symmetric(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (src, dst) pair once each way, sorted: a symmetric edge list without multi-edges."""
+    pairs = sorted({(int(a), int(b)) for a, b in zip(src, dst)} | {(int(b), int(a)) for a, b in zip(src, dst)})
+    return np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
+
+
 def _frame(spark, ids, src, dst, as_str: bool = False) -> GraphFrame:
     conv = (lambda x: f"v{int(x):05d}") if as_str else int  # zero-padded: string order = numeric order
     t = "string" if as_str else "long"
@@ -148,11 +154,10 @@ def test_symmetric_graph_reuses_directed_blocks(spark, plan, blocks):
 
     ids, src, dst = _graph(seed=17, n=40, m=40)
     ok = np.isin(dst, ids) & (src != dst)
-    pairs = sorted({(int(a), int(b)) for a, b in zip(src[ok], dst[ok])} | {(int(b), int(a)) for a, b in zip(src[ok], dst[ok])})
-    g = _frame(spark, ids, np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs]))
+    s_arr, d_arr = _symmetric(src[ok], dst[ok])
+    g = _frame(spark, ids, s_arr, d_arr)
     cfg = GraphConfig(plan=plan, num_partitions=blocks or 0)
     tables = vertex_analytics(g.vertices, g.edges, local_max_edges=0, lpa_iters=3, config=cfg, symmetric=True)
-    s_arr, d_arr = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
     expected = {"components": local.components(ids, s_arr, d_arr),
                 "communities": local.label_propagation(ids, s_arr, d_arr, 3),
                 "pagerank": local.pagerank(ids, s_arr, d_arr, 0.15, 20)}
@@ -245,18 +250,17 @@ def test_analytics_run_on_the_partitioned_propagation_blocks(spark, monkeypatch)
 
     ids, src, dst = _graph(seed=31, n=40, m=50)
     ok = np.isin(dst, ids) & (src != dst)
-    pairs = sorted({(int(a), int(b)) for a, b in zip(src[ok], dst[ok])} | {(int(b), int(a)) for a, b in zip(src[ok], dst[ok])})
-    s_arr, d_arr = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    s_arr, d_arr = _symmetric(src[ok], dst[ok])
     x = np.random.default_rng(0).normal(size=(len(ids), 3)).astype(np.float32)
     v = spark.createDataFrame([(int(i), [float(a) for a in r]) for i, r in zip(ids, x)], "id long, features array<float>")
-    e = spark.createDataFrame([(int(a), int(b), 1.0) for a, b in pairs], "src long, dst long, weight float")
+    e = spark.createDataFrame([(int(a), int(b), 1.0) for a, b in zip(s_arr, d_arr)], "src long, dst long, weight float")
     cache = OperatorCache()
     try:
         out = propagate(GraphFrame(v, e, engine="builtin"), rounds=1, agg="sum", plan="partitioned", num_blocks=3,
                         normalize="sym", symmetric=True, operators=cache, operator_key="g")
         got = out.toPandas().set_index("id").loc[ids, "features"]
         pos = np.searchsorted(ids, s_arr), np.searchsorted(ids, d_arr)
-        P = sym_propagation(sp.csr_matrix((np.ones(len(pairs)), pos), shape=(len(ids), len(ids))))
+        P = sym_propagation(sp.csr_matrix((np.ones(len(s_arr)), pos), shape=(len(ids), len(ids))))
         np.testing.assert_allclose(np.stack(got.to_numpy()), P @ x.astype(np.float64), rtol=1e-5, atol=1e-5)
 
         def no_packing(*_a, **_k):
@@ -496,8 +500,7 @@ def test_programs_sharing_rounds_equal_their_own_runs(spark, caplog, symmetric, 
     ok = np.isin(dst, ids)
     s, d = src[ok], dst[ok]
     if symmetric:
-        pairs = sorted({(int(a), int(b)) for a, b in zip(s, d)} | {(int(b), int(a)) for a, b in zip(s, d)})
-        s, d = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+        s, d = _symmetric(s, d)
     g = _frame(spark, ids, s, d)
     programs = [(pagerank_program(0.15), 12), (components_program(), 2**31 - 2),
                 (label_propagation_program(), 3), (pagerank_program(0.15), 0)]
@@ -675,8 +678,7 @@ def test_partitioned_rounds_read_their_blocks_from_executor_files(spark, caplog,
 
     ids, src, dst = _graph(seed=43, n=50, m=80)
     ok = np.isin(dst, ids)
-    pairs = sorted({(int(a), int(b)) for a, b in zip(src[ok], dst[ok])} | {(int(b), int(a)) for a, b in zip(src[ok], dst[ok])})
-    s, d = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    s, d = _symmetric(src[ok], dst[ok])
     g = _frame(spark, ids, s, d)
     root = tmp_path / "root"
     if files == "unwritable":
@@ -693,7 +695,7 @@ def test_partitioned_rounds_read_their_blocks_from_executor_files(spark, caplog,
     np.testing.assert_array_equal(lpa, local.label_propagation(ids, s, d, 3))
     G = nx.Graph()
     G.add_nodes_from(ids.tolist())
-    G.add_edges_from(pairs)
+    G.add_edges_from(zip(s.tolist(), d.tolist()))
     want = {v: min(c) for c in nx.connected_components(G) for v in c}
     assert cc.tolist() == [want[int(i)] for i in ids]
     redone = [r for r in caplog.records if "the round is redone with the blocks shipped" in r.getMessage()]

@@ -751,6 +751,25 @@ def test_resume_with_checkpoint_interval_and_mean(spark, tmp_path, plan) -> None
                                rtol=1e-5, atol=1e-5)
 
 
+def _case_and_reference(seed: int, rounds: int, agg: str, normalize: str | None):
+    """A random case with sparse ids and scipy's result after ``rounds``. ``normalize="sym"``: GCN's
+    operator, which is for symmetric graphs, so the edges are made so first (each pair once each way,
+    no self-loops, weight 1) and the reference is ``D^-1/2 (A + I) D^-1/2`` applied ``rounds`` times."""
+    from lepton_spark.models.normalize import sym_propagation
+
+    ids, x, src, dst, w = _random_case(seed, sparse_ids=True)
+    if normalize != "sym":
+        return ids, x, src, dst, w, kernels.reference_propagate(src, dst, w, x, rounds, agg)
+    pairs = sorted({(int(a), int(b)) for a, b in zip(src, dst) if a != b} |
+                   {(int(b), int(a)) for a, b in zip(src, dst) if a != b})
+    src, dst = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    P = sym_propagation(sp.csr_matrix((np.ones(len(src)), (dst, src)), shape=(len(ids), len(ids))))
+    want = x.astype(np.float64)
+    for _ in range(rounds):
+        want = P @ want
+    return ids, x, src, dst, np.ones(len(pairs), np.float32), want
+
+
 @pytest.mark.parametrize("files", ["written", "unwritable", "off"])
 @pytest.mark.parametrize(("agg", "normalize"), [("sum", "sym"), ("max", None)])
 def test_partitioned_blocks_keep_their_own_partials_in_executor_files(spark, monkeypatch, caplog, tmp_path,
@@ -763,14 +782,8 @@ def test_partitioned_blocks_keep_their_own_partials_in_executor_files(spark, mon
     import logging
 
     from lepton_spark.graph.propagation import partitioned_plan
-    from lepton_spark.models.normalize import sym_propagation
 
-    ids, x, src, dst, w = _random_case(29, sparse_ids=True)
-    if normalize == "sym":  # GCN's operator is for symmetric graphs: each pair once each way, weight 1
-        pairs = sorted({(int(a), int(b)) for a, b in zip(src, dst) if a != b} |
-                       {(int(b), int(a)) for a, b in zip(src, dst) if a != b})
-        src, dst = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
-        w = np.ones(len(pairs), np.float32)
+    ids, x, src, dst, w, want = _case_and_reference(29, 3, agg, normalize)
     root = tmp_path / "root"
     if files == "unwritable":
         root.write_text("not a directory")
@@ -781,13 +794,6 @@ def test_partitioned_blocks_keep_their_own_partials_in_executor_files(spark, mon
                         normalize=normalize, symmetric=normalize == "sym",
                         config=GraphConfig(worker_block_files=files != "off"))
         got = _to_matrix(out, ids)
-    if normalize == "sym":
-        P = sym_propagation(sp.csr_matrix((np.ones(len(src)), (dst, src)), shape=(len(ids), len(ids))))
-        want = x.astype(np.float64)
-        for _ in range(3):
-            want = P @ want
-    else:
-        want = kernels.reference_propagate(src, dst, w, x, 3, agg)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     restarts = [r for r in caplog.records if "the rounds start again with every partial shipped" in r.getMessage()]
     assert len(restarts) == (1 if files == "unwritable" else 0)
@@ -807,20 +813,8 @@ def test_partitioned_own_partials_in_the_round_store_resume(spark, tmp_path, agg
     import json
 
     from lepton_spark import task_writes
-    from lepton_spark.models.normalize import sym_propagation
 
-    ids, x, src, dst, w = _random_case(13, sparse_ids=True)
-    if normalize == "sym":
-        pairs = sorted({(int(a), int(b)) for a, b in zip(src, dst) if a != b} |
-                       {(int(b), int(a)) for a, b in zip(src, dst) if a != b})
-        src, dst = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
-        w = np.ones(len(pairs), np.float32)
-        P = sym_propagation(sp.csr_matrix((np.ones(len(src)), (dst, src)), shape=(len(ids), len(ids))))
-        want = x.astype(np.float64)
-        for _ in range(4):
-            want = P @ want
-    else:
-        want = kernels.reference_propagate(src, dst, w, x, 4, agg)
+    ids, x, src, dst, w, want = _case_and_reference(13, 4, agg, normalize)
     g = _graph(spark, ids, x, ids[src], ids[dst], w)
     ckpt = tmp_path / "store"
     opts = {"rounds": 4, "agg": agg, "plan": "partitioned", "num_blocks": 3, "normalize": normalize,
@@ -857,3 +851,35 @@ def _block_labels(spark, blocks: int) -> list[int]:
     from lepton_spark.graph.propagation.partitioned_plan import block_keys
 
     return block_keys(spark, blocks)
+
+
+def test_partitioned_own_partial_missing_from_the_round_store_starts_again(spark, tmp_path, caplog) -> None:
+    """A resumed run whose last stored round lost its own-partial files (``round-0002/own`` removed
+    after a failure) has its blocks answer with miss rows as they write round 3; the driver then starts
+    the rounds again with every partial shipped and a fresh store, and the result equals scipy. (Where
+    the tasks do not share the driver's disk nothing is kept there, and the run resumes as usual.)"""
+    import logging
+    import shutil
+
+    from lepton_spark import task_writes
+
+    ids, x, src, dst, w, want = _case_and_reference(17, 4, "sum", "sym")
+    g = _graph(spark, ids, x, ids[src], ids[dst], w)
+    ckpt = tmp_path / "store"
+    opts = {"rounds": 4, "agg": "sum", "plan": "partitioned", "num_blocks": 3, "normalize": "sym",
+            "symmetric": True, "checkpoint": str(ckpt), "native_aggregate": "off"}
+    in_store = task_writes.tasks_share_disk(spark, str(ckpt))
+
+    def boom(k, info):
+        if k == 2:
+            raise RuntimeError("injected failure after round 2")
+
+    with pytest.raises(RuntimeError, match="injected"):
+        propagate(g, on_round=boom, **opts)
+    shutil.rmtree(ckpt / "round-0002" / "own", ignore_errors=True)
+    ran: list[int] = []
+    with caplog.at_level(logging.INFO, logger="lepton_spark.graph.propagation.partitioned_plan"):
+        out = propagate(g, on_round=lambda k, info: ran.append(k), **opts)
+    restarts = [r for r in caplog.records if "the rounds start again with every partial shipped" in r.getMessage()]
+    assert (len(restarts), ran) == ((1, [1, 2, 3, 4]) if in_store else (0, [3, 4]))
+    np.testing.assert_allclose(_to_matrix(out, ids), want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()))

@@ -339,11 +339,11 @@ class _Spec:
     pull: bool = False
 
 
-def _own_row(pid: int, p: int, state: np.ndarray, delta: float) -> pa.Table:
+def _own_row(pid: int, p: int, state: np.ndarray, delta: float, kind: int = 0) -> pa.Table:
     """A block's state of program ``p`` as one ``_MSG`` row (kind 0). Its ``local`` is empty: the
     block's ids are in its cached head row, read every round anyway (:func:`_finish` pairs them
     with the last state), so the round state does not carry them again, once per program."""
-    return pa.table({"pid": pa.array([pid], pa.int32()), "kind": pa.array([0], pa.int32()),
+    return pa.table({"pid": pa.array([pid], pa.int32()), "kind": pa.array([kind], pa.int32()),
                      "src": pa.array([pid], pa.int32()), "prog": pa.array([p], pa.int32()),
                      "local": pa.array([b""], pa.binary()), "values": pa.array([state.tobytes()], pa.binary()),
                      "counts": pa.array([b""], pa.binary()), "delta": pa.array([delta], pa.float64())})
@@ -443,9 +443,10 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, specs: Sequence[_Spec],
                 head, csr = _assemble(eb, weighted)
                 ids = cell(head, "ids", np.int64)
                 deg = cell(head, deg_col, deg_dtype) if needs_deg else None
-                arrays = {"ids": ids, "deg": deg, "tgt": csr[0], "tgt_local": csr[1], "indptr": csr[2],
-                          "indices": csr[3], "data": csr[4]}
-                worker_blocks.store(root, token, pid, {k: arrays[k] for k in names})
+                if first:  # the later rounds read these (a round shipped after a miss has no use for them)
+                    arrays = {"ids": ids, "deg": deg, "tgt": csr[0], "tgt_local": csr[1], "indptr": csr[2],
+                              "indices": csr[3], "data": csr[4]}
+                    worker_blocks.store(root, token, pid, {k: arrays[k] for k in names})
             out = [t for p in range(len(specs)) if active[p]
                    for t in program_step(p, None if first else incoming, pid, ids, deg, csr, last[p])]
             return pa.concat_tables([t.cast(_MSG_PA) for t in out])
@@ -522,10 +523,7 @@ def _run(spark: Any, eblocks: DataFrame, blocks: int, specs: Sequence[_Spec],
 
 def _miss_row(pid: int) -> pa.Table:
     """Block ``pid`` found no files of its own on this executor (kind 3): the driver redoes the round."""
-    return pa.table({"pid": pa.array([pid], pa.int32()), "kind": pa.array([3], pa.int32()),
-                     "src": pa.array([pid], pa.int32()), "prog": pa.array([0], pa.int32()),
-                     "local": pa.array([b""], pa.binary()), "values": pa.array([b""], pa.binary()),
-                     "counts": pa.array([b""], pa.binary()), "delta": pa.array([0.0], pa.float64())})
+    return _own_row(pid, 0, np.zeros(0, np.uint8), 0.0, kind=3)
 
 
 def _own_state(state: DataFrame, p: int) -> DataFrame:

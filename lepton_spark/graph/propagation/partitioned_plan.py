@@ -669,17 +669,19 @@ class _BlockStep:
         })
 
 
-_WRITTEN = T.StructType([T.StructField("rows", T.LongType())])
+_WRITTEN = T.StructType([T.StructField("rows", T.LongType()), T.StructField("missed", T.LongType())])
 
 
 def _write_block_output(incoming: pa.Table, eb: pa.Table, *, step: Callable[[pa.Table, pa.Table], pa.Table],
                         directory: str) -> pa.Table:
     """A cogroup function: ``step``'s output for the block, written as the task's file in ``directory``
-    (uncompressed, as the round store's Spark writes); returns its row count."""
+    (uncompressed, as the round store's Spark writes); returns its row count and its miss rows
+    (:func:`_missed`)."""
     out = step(incoming, eb)
     if out.num_rows:
         task_writes.write_task_file(out, directory, compression="none")
-    return pa.table({"rows": pa.array([out.num_rows], pa.int64())})
+    missed = int(np.count_nonzero(out.column("pid").to_numpy() < 0)) if out.num_rows else 0
+    return pa.table({"rows": pa.array([out.num_rows], pa.int64()), "missed": pa.array([missed], pa.int64())})
 
 
 _STORE_TOKEN = "store"  # the own partials of a round in the round store (kept with its state, never dropped)
@@ -704,7 +706,10 @@ class _OwnFilesMissed(RuntimeError):
 def _check_files(cut: DataFrame) -> None:
     """Raise :class:`_OwnFilesMissed` when a block of the cut round answered with a miss row (one small
     job over the stored round, or the job that runs and stores a lazy local cut)."""
-    missed = cut.filter(F.col("pid") < 0).count()
+    _raise_if_missed(cut.filter(F.col("pid") < 0).count())
+
+
+def _raise_if_missed(missed: int) -> None:
     if missed:
         raise _OwnFilesMissed(f"{missed} blocks found no partial of their own from the round before")
 
@@ -762,25 +767,26 @@ class _PartitionedRounds:
     def save(self, store: RoundStore, k: int, state: _State) -> _State:
         path = store.path(k, "state")
         if state.planned is not None and task_writes.tasks_share_disk(self.spark, path):
-            self._save_in_tasks(state.planned, path)
-        else:
-            state.df.write.mode("overwrite").option("compression", "none").parquet(path)
+            _raise_if_missed(self._save_in_tasks(state.planned, path))
+            return replace(state, df=self.spark.read.parquet(path), planned=None)
+        state.df.write.mode("overwrite").option("compression", "none").parquet(path)
         saved = replace(state, df=self.spark.read.parquet(path), planned=None)
         if self.own:
             _check_files(saved.df)
         return saved
 
-    def _save_in_tasks(self, planned: tuple[DataFrame, Callable[[pa.Table, pa.Table], pa.Table]], path: str) -> None:
+    def _save_in_tasks(self, planned: tuple[DataFrame, Callable[[pa.Table, pa.Table], pa.Table]], path: str) -> int:
         """Run a planned round whose blocks write their own partials to ``path`` with pyarrow (the tasks
         share the driver's disk, :func:`~lepton_spark.task_writes.tasks_share_disk`): the same files
         ``df.write.parquet`` would hold, without the partials (1.6 feature matrices a round at 1M x 64)
-        going back to the JVM and through its Parquet writer."""
+        going back to the JVM and through its Parquet writer. Returns the blocks' miss rows."""
         left, fn = planned
         local = storage.local_dir(path, empty=True)
         write = functools.partial(_write_block_output, step=fn, directory=str(local))
-        cogroup(left, self.eblocks, write, _WRITTEN).collect()
+        written = cogroup(left, self.eblocks, write, _WRITTEN).collect()
         if not any(local.glob("part-*.parquet")):  # no block sent anything: a readable empty state
             task_writes.write_task_file(PARTIAL_BLOB_PA.empty_table(), str(local), compression="none")
+        return sum(int(r["missed"]) for r in written)
 
     def load(self, store: RoundStore, k: int) -> _State:
         df = self.spark.read.parquet(store.path(k, "state"))
