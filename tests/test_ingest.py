@@ -198,6 +198,68 @@ def test_string_ids_round_trip_and_rebuild_replaces(spark, tmp_path: Path) -> No
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def _star(tmp_path: Path, n: int) -> tuple[str, str]:
+    """A star on ``n`` integer ids (vertex 0 in the middle), one feature each."""
+    vpath = _write(tmp_path, f"v{n}", pa.table({"id": list(range(n)), "features": [[float(i)] for i in range(n)]}))
+    epath = _write(tmp_path, f"e{n}", pa.table({"src": [0] * (n - 1), "dst": list(range(1, n))}))
+    return vpath, epath
+
+
+def test_a_build_cleans_up_after_a_killed_one(spark, tmp_path: Path, caplog) -> None:
+    """A killed build leaves its staging directory (and an aside directory if it died after moving the old
+    output away); the next build of that output removes exactly those, nothing else beside it."""
+    out = tmp_path / "out"
+    build_graph(spark, _cfg(*_star(tmp_path, 5)), str(out))
+    left = [tmp_path / ".out.staging-0123456789ab", tmp_path / ".out.old-0123456789ab", tmp_path / "out.old-ba98"]
+    others = [tmp_path / ".other.staging-0123456789ab", tmp_path / "outer.old-1", tmp_path / ".out.staging-file"]
+    for d in left + others[:2]:
+        (d / "graph").mkdir(parents=True)
+        (d / "graph" / "part-0.parquet").write_bytes(b"half-written")
+    others[2].write_text("a file, not a directory a build makes")
+    with caplog.at_level(logging.WARNING, logger="lepton_spark"):
+        report = build_graph(spark, _cfg(*_star(tmp_path, 7)), str(out))
+    assert [d.exists() for d in left] == [False] * 3
+    assert [d.exists() for d in others] == [True] * 3
+    assert sum("left by an interrupted earlier build" in ln for ln in caplog.text.splitlines()) == 3
+    assert report["graph"]["num_vertices"] == 7 and len(_read(out, "graph/vertices")) == 7
+
+
+def test_a_build_killed_between_its_renames_is_recovered(spark, tmp_path: Path, monkeypatch, caplog) -> None:
+    """Killed after moving the old output aside and before moving the new one in: the output is absent and
+    the previous complete build sits in a hidden aside directory. The next build puts that back first
+    (readers see the last good graph while it runs), then replaces it as usual."""
+    from lepton_spark import storage
+
+    out = tmp_path / "out"
+    build_graph(spark, _cfg(*_star(tmp_path, 5)), str(out))
+    real_move, moves = storage.move, []
+
+    def move_then_die(src: str, dst: str) -> None:
+        moves.append((src, dst))
+        if len(moves) == 2:  # staging -> out: the process is "killed" here
+            raise KeyboardInterrupt
+        real_move(src, dst)
+
+    monkeypatch.setattr(storage, "move", move_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        build_graph(spark, _cfg(*_star(tmp_path, 6)), str(out))
+    monkeypatch.setattr(storage, "move", real_move)
+    aside = Path(moves[0][1])
+    assert not out.exists() and aside.parent == tmp_path and aside.name.startswith(".out.old-")
+    assert len(pq.read_table(aside / "graph" / "vertices")) == 5
+
+    from lepton_spark.ingest.job import remove_leftovers
+
+    with caplog.at_level(logging.WARNING, logger="lepton_spark"):
+        done = remove_leftovers(str(out))
+    assert len(done) == 1 and done[0].startswith(f"restored {out} from .out.old-") and done[0] in caplog.text
+    assert len(_read(out, "graph/vertices")) == 5 and not aside.exists()
+    assert remove_leftovers(str(out)) == []
+    build_graph(spark, _cfg(*_star(tmp_path, 6)), str(out))
+    assert len(_read(out, "graph/vertices")) == 6
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
 @pytest.mark.parametrize("symmetrize", [True, False])
 def test_report_components_driver_and_spark_paths_agree(spark, tmp_path: Path, monkeypatch, caplog,
                                                         symmetrize) -> None:

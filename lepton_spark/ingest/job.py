@@ -19,6 +19,14 @@ If the rejected fraction of the vertex rows or of the edge rows exceeds
 publishes nothing. Everything is written to a staging directory beside the output and renamed into
 place at the end, so the output is the complete new build or the previous one, never a mix.
 
+A build killed midway (no ``except`` clause runs on SIGKILL or a lost node) can leave, beside the
+output, its staging directory ``.<name>.staging-<id>`` and, if it died between the two renames of the
+swap, the previous output moved aside as ``.<name>.old-<id>`` with the output itself absent. The next
+build of the same output cleans up first (:func:`remove_leftovers`): a staging directory is incomplete
+and is deleted; an aside directory is a complete earlier build, so with no output in place the newest
+one is moved back (readers get the last good graph while the new build runs), and the others are
+deleted. One build at a time per output: a second concurrent build would delete the first one's staging.
+
 Raw ids are compared in the type the inputs share (:func:`key_kind`): as longs when the id, src and
 dst columns are all integral (no string casts on the hot path), as doubles when all are numeric (a
 float id 1.0 matches an integer endpoint 1; a NaN id is a null id), otherwise as trimmed strings (so
@@ -263,6 +271,7 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str) -> dict[str,
         raise UsageError("build needs --vertices and --edges (or build.vertices / build.edges in the config)")
     if not output:
         raise UsageError("build needs --output")
+    remove_leftovers(output)
     opts = {"csv_header": cfg.csv_header, "csv_delimiter": cfg.csv_delimiter}
     raw_v = storage.read_table(spark, cfg.vertices, cfg.format, what="vertices", **opts)
     raw_e = storage.read_table(spark, cfg.edges, cfg.format, what="edges", **opts)
@@ -405,7 +414,9 @@ def build_graph(spark: SparkSession, cfg: BuildConfig, output: str) -> dict[str,
                          graph_path=storage.join_path(staging, "graph"))
         storage.write_json(storage.join_path(staging, "graph", "_graph.json"), report["graph"])
         storage.write_json(storage.join_path(staging, "build_report.json"), report)
-        storage.replace_dir(staging, output)  # old output aside (<output>.old-<uuid>), staging in, old removed
+        # old output aside (hidden, beside it: remove_leftovers and the nightly's clean-up find it after a
+        # crash), staging in, old removed
+        storage.replace_dir(staging, output, aside=_sibling(output, "old"))
     except BaseException:
         if storage.path_exists(staging):
             storage.delete_path(staging)
@@ -437,10 +448,56 @@ def _check_fraction(cfg: BuildConfig, n_in: int, m_in: int, v_counts: dict, e_co
                 f"({_describe(counts)}); nothing was published")
 
 
-def _staging_path(output: str) -> str:
+def _parent_and_name(output: str) -> tuple[str, str]:
     base = output.rstrip("/")
-    parent, name = base.rsplit("/", 1) if "/" in base else (".", base)
-    return f"{parent}/.{name}.staging-{uuid.uuid4().hex[:12]}"
+    return (base.rsplit("/", 1)[0] or "/", base.rsplit("/", 1)[1]) if "/" in base else (".", base)
+
+
+def _sibling(output: str, kind: str) -> str:
+    """A new hidden directory name beside ``output``: ``.<name>.<kind>-<random>``."""
+    parent, name = _parent_and_name(output)
+    return storage.join_path(parent, f".{name}.{kind}-{uuid.uuid4().hex[:12]}")
+
+
+def _staging_path(output: str) -> str:
+    return _sibling(output, "staging")
+
+
+def remove_leftovers(output: str) -> list[str]:
+    """Clean up what interrupted earlier builds of ``output`` left beside it (module docstring).
+
+    Staging directories (``.<name>.staging-*``) are deleted. Aside directories (``.<name>.old-*``, and
+    ``<name>.old-*`` as builds before this naming left them) hold a complete earlier build: when
+    ``output`` is absent the newest is moved back to ``output``, the rest are deleted. Returns what it
+    did, one line per directory (also logged as warnings); nothing else beside ``output`` is touched.
+    """
+    import pyarrow.fs as pafs
+
+    parent, name = _parent_and_name(output)
+    if not storage.is_dir(parent):
+        return []
+    fs, p = storage.filesystem(parent)
+    staging, aside = [], []
+    for info in fs.get_file_info(pafs.FileSelector(p, recursive=False)):
+        if info.type != pafs.FileType.Directory:
+            continue
+        if info.base_name.startswith(f".{name}.staging-"):
+            staging.append(info)
+        elif info.base_name.startswith((f".{name}.old-", f"{name}.old-")):
+            aside.append(info)
+    done = []
+    if aside and not storage.path_exists(output):
+        newest = max(aside, key=lambda i: (i.mtime_ns or 0, i.base_name))
+        aside.remove(newest)
+        storage.move(storage.join_path(parent, newest.base_name), output)
+        done.append(f"restored {output} from {newest.base_name} (an earlier build was interrupted while "
+                    "swapping its output in)")
+    for info in staging + aside:
+        storage.delete_path(storage.join_path(parent, info.base_name))
+        done.append(f"removed {storage.join_path(parent, info.base_name)} (left by an interrupted earlier build)")
+    for line in done:
+        log.warning("build: %s", line)
+    return done
 
 
 #: up to this many edges the build report counts degrees and components on the driver (numpy and scipy
