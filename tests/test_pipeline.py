@@ -388,3 +388,34 @@ def test_propagate_takes_the_features_the_train_stage_read(spark, tmp_path, capl
         assert (got_x is x) == taken
         np.testing.assert_array_equal(got_ids, ids)
         np.testing.assert_array_equal(got_x, x)
+
+
+def test_the_manifest_keeps_the_dates_earlier_tables(spark, trained, tmp_path, caplog) -> None:
+    """A run that publishes some tables of a date (here: propagate alone, after analytics alone) keeps the
+    previous manifest's entries of the others while their partitions are the ones it named, so a
+    consistent read of the earlier tables still works; an entry whose partition changed is dropped."""
+    from lepton_spark.pipeline.publish import RUN_MARKER
+    from lepton_spark.pipeline.runner import read_output
+
+    trained_out, _ = trained
+    out, analytics = str(tmp_path / "out"), ["pagerank", "components", "communities"]
+    first = run_pipeline(spark, _cfg(), output=out, run_date=DATE, stages=["analytics"])
+    assert sorted(first["tables"]) == sorted(analytics) and first["earlier_tables"] == []
+    second = run_pipeline(spark, _reuse(trained_out), output=out, run_date=DATE, stages=["propagate"])
+    on_disk = json.loads((tmp_path / "out" / "runs" / DATE / "_manifest.json").read_text())
+    assert on_disk["earlier_tables"] == second["earlier_tables"] == sorted(analytics)
+    assert sorted(on_disk["tables"]) == sorted([*analytics, "embeddings", "predictions"])
+    assert {t: on_disk["tables"][t] for t in analytics} == {t: first["tables"][t] for t in analytics}
+    assert on_disk["tables"]["predictions"]["run_id"] == second["run_id"] != first["run_id"]
+    assert read_output(spark, out, "pagerank", DATE, consistent=True).count() == 2708
+    assert read_output(spark, out, "predictions", DATE, consistent=True).count() == 2708
+
+    # pagerank's partition replaced behind the manifest's back: no longer carried over
+    marker = tmp_path / "out" / "outputs" / "pagerank" / f"run_date={DATE}" / RUN_MARKER
+    marker.write_text(f"someone-else\n{'0' * 32}\n")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lepton_spark"):
+        third = run_pipeline(spark, _reuse(trained_out), output=out, run_date=DATE, stages=["propagate"])
+    assert third["earlier_tables"] == ["communities", "components"]
+    assert "table pagerank: the previous manifest names run" in caplog.text
+    assert sorted(third["tables"]) == ["communities", "components", "embeddings", "predictions"]

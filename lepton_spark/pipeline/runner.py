@@ -32,6 +32,13 @@ next to the previous run's partition of another. Each partition names the run th
 (``_LEPTON_RUN``), and the manifest, written after the last swap, lists every table with its run id,
 row count and content fingerprint: a reader that needs one consistent set of tables reads the
 manifest first, or reads through :func:`read_output` with ``consistent=True``.
+
+The manifest describes the date's outputs, not only the last command: a run that publishes some tables
+of a date (a subcommand such as ``lepton-spark links``, or a nightly with fewer stages) keeps the
+previous manifest's entries for the tables it did not publish, as long as those partitions are still
+the ones that manifest named (same run id and write token); the manifest lists them under
+``earlier_tables``. Without that, ``read_output(consistent=True)`` of the nightly's tables would fail
+after any later single-stage command of the same date.
 """
 
 from __future__ import annotations
@@ -128,6 +135,9 @@ def run_pipeline(spark: SparkSession, cfg: Config, *, output: str, run_date: str
     published = _publish(ctx, stages)
     ctx.stage_seconds["publish"] = round(time.perf_counter() - t0, 3)
     manifest = _manifest(ctx, stages, published, time.perf_counter() - t_run)
+    earlier = _earlier_tables(ctx, published)
+    manifest["tables"] = {**earlier, **manifest["tables"]}
+    manifest["earlier_tables"] = sorted(earlier)
     storage.write_json(storage.join_path(ctx.run_dir, "_manifest.json"), manifest)
     publish.clean_staging(ctx.output, ctx.run_id)
     if storage.path_exists(ctx.work_dir):
@@ -288,6 +298,34 @@ def _manifest(ctx: RunContext, stages: list[str], published: list[str], seconds:
         "spark_version": ctx.spark.version,
         "engine": ctx.engine,
     }
+
+
+def _earlier_tables(ctx: RunContext, published: list[str]) -> dict[str, dict[str, Any]]:
+    """The previous manifest's entries of this date for tables this run did not publish, where the
+    published partition is still the one that manifest named (module docstring); a stale entry (the
+    partition was replaced or removed since) is dropped with a warning."""
+    path = storage.join_path(ctx.run_dir, "_manifest.json")
+    if not storage.path_exists(path):
+        return {}
+    try:
+        previous = json.loads(storage.read_text(path))
+    except ValueError as exc:
+        log.warning("the previous manifest %s is not valid JSON (%s): its tables are not carried over", path, exc)
+        return {}
+    kept = {}
+    for table, entry in sorted((previous.get("tables") or {}).items()):
+        if table in published:
+            continue
+        named = (entry.get("run_id"), entry.get("write_token"))
+        if publish.publication(ctx.output, table, ctx.run_date) == named:
+            kept[table] = entry
+        else:
+            log.warning("table %s: the previous manifest names run %s's partition, which is no longer the published "
+                        "one; not carried over", table, named[0])
+    if kept:
+        log.info("manifest: %d tables of earlier runs of %s carried over (%s)", len(kept), ctx.run_date,
+                 ", ".join(kept))
+    return kept
 
 
 def _table_entry(ctx: RunContext, table: str) -> dict[str, Any]:
