@@ -210,16 +210,18 @@ def test_a_build_cleans_up_after_a_killed_one(spark, tmp_path: Path, caplog) -> 
     output away); the next build of that output removes exactly those, nothing else beside it."""
     out = tmp_path / "out"
     build_graph(spark, _cfg(*_star(tmp_path, 5)), str(out))
-    left = [tmp_path / ".out.staging-0123456789ab", tmp_path / ".out.old-0123456789ab", tmp_path / "out.old-ba98"]
-    others = [tmp_path / ".other.staging-0123456789ab", tmp_path / "outer.old-1", tmp_path / ".out.staging-file"]
-    for d in left + others[:2]:
+    left = [tmp_path / ".out.staging-0123456789ab", tmp_path / ".out.old-0123456789ab",
+            tmp_path / "out.old-ba9876543210"]
+    others = [tmp_path / ".other.staging-0123456789ab", tmp_path / "out.old-backup", tmp_path / "out.staging-0123456789ab",
+              tmp_path / ".out.old-0123456789ab.x", tmp_path / ".out.staging-ba9876543210"]
+    for d in left + others[:-1]:
         (d / "graph").mkdir(parents=True)
         (d / "graph" / "part-0.parquet").write_bytes(b"half-written")
-    others[2].write_text("a file, not a directory a build makes")
+    others[-1].write_text("a file, not a directory a build makes")
     with caplog.at_level(logging.WARNING, logger="lepton_spark"):
         report = build_graph(spark, _cfg(*_star(tmp_path, 7)), str(out))
     assert [d.exists() for d in left] == [False] * 3
-    assert [d.exists() for d in others] == [True] * 3
+    assert [d.exists() for d in others] == [True] * 5
     assert sum("left by an interrupted earlier build" in ln for ln in caplog.text.splitlines()) == 3
     assert report["graph"]["num_vertices"] == 7 and len(_read(out, "graph/vertices")) == 7
 

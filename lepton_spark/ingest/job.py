@@ -38,6 +38,7 @@ vertices the id map is broadcast to the edge partitions, so the lookups shuffle 
 from __future__ import annotations
 
 import logging
+import re
 import string
 import time
 import uuid
@@ -466,8 +467,8 @@ def _staging_path(output: str) -> str:
 def remove_leftovers(output: str) -> list[str]:
     """Clean up what interrupted earlier builds of ``output`` left beside it (module docstring).
 
-    Staging directories (``.<name>.staging-*``) are deleted. Aside directories (``.<name>.old-*``, and
-    ``<name>.old-*`` as builds before this naming left them) hold a complete earlier build: when
+    Staging directories (``.<name>.staging-<12 hex digits>``) are deleted. Aside directories
+    (``.<name>.old-<12 hex>``, and ``<name>.old-<12 hex>`` as builds before this naming left them) hold a complete earlier build: when
     ``output`` is absent the newest is moved back to ``output``, the rest are deleted. Returns what it
     did, one line per directory (also logged as warnings); nothing else beside ``output`` is touched.
     """
@@ -478,13 +479,12 @@ def remove_leftovers(output: str) -> list[str]:
         return []
     fs, p = storage.filesystem(parent)
     staging, aside = [], []
+    ours = re.compile(rf"(\.?){re.escape(name)}\.(staging|old)-[0-9a-f]{{12}}")  # what _sibling names
     for info in fs.get_file_info(pafs.FileSelector(p, recursive=False)):
-        if info.type != pafs.FileType.Directory:
+        m = ours.fullmatch(info.base_name)
+        if info.type != pafs.FileType.Directory or m is None or (m[2] == "staging" and not m[1]):
             continue
-        if info.base_name.startswith(f".{name}.staging-"):
-            staging.append(info)
-        elif info.base_name.startswith((f".{name}.old-", f"{name}.old-")):
-            aside.append(info)
+        (staging if m[2] == "staging" else aside).append(info)
     done = []
     if aside and not storage.path_exists(output):
         newest = max(aside, key=lambda i: (i.mtime_ns or 0, i.base_name))
