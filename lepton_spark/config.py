@@ -36,7 +36,7 @@ class SparkConfig:
     driver_memory: str = "4g"
     shuffle_partitions: int = 8
     ui: bool = False
-    checkpoint_dir: str = ""  # "" = <tmp>/lepton-spark-checkpoints
+    checkpoint_dir: str = ""  # "" = <tmp>/lepton-spark-checkpoints-<pid>-* (removed at exit)
     log_level: str = "WARN"
     jit: Literal["auto", "tiered", "c1"] = "auto"  # local driver JVM's JIT compilers (session.jit_options)
     jit_c1_max_mb: int = 128  # jit auto: C1 only when the job's local input is at most this many MiB

@@ -275,6 +275,31 @@ def _class_data_options() -> list[str]:
     return [*_CLASS_DATA_COMPANIONS[:1], f"-XX:SharedArchiveFile={archive}", *_CLASS_DATA_COMPANIONS[1:]]
 
 
+CHECKPOINTS_PREFIX = "lepton-spark-checkpoints-"
+
+
+def local_checkpoint_dir() -> str:
+    """This process's checkpoint directory when ``spark.checkpoint_dir`` is unset and nothing else sets
+    one (a local run): ``<tmp>/lepton-spark-checkpoints-<pid>-...``, removed when the process exits.
+
+    Spark puts a ``<uuid>`` directory under the checkpoint dir for every session and never removes it,
+    and the checkpoints in it are only read by the process that wrote them (a resumed nightly reads its
+    round state from the output's ``_work/``, not from here), so a shared ``<tmp>`` directory only grew
+    by one empty directory a run. Directories of killed processes are removed by the next one
+    (:func:`lepton_spark.storage.remove_stale_dirs`).
+    """
+    import atexit
+    import shutil
+
+    from lepton_spark import storage
+
+    base = tempfile.gettempdir()
+    storage.remove_stale_dirs(base, CHECKPOINTS_PREFIX)
+    path = tempfile.mkdtemp(prefix=f"{CHECKPOINTS_PREFIX}{os.getpid()}-", dir=base)
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 def get_spark(conf: SparkConfig | None = None, *, inputs: Sequence[str] = ()) -> SparkSession:
     """Return the active SparkSession or build one from ``conf`` (see module docstring).
 
@@ -300,7 +325,7 @@ def get_spark(conf: SparkConfig | None = None, *, inputs: Sequence[str] = ()) ->
         elif not launched_by_spark_submit():
             # a local temp dir is only right when driver and executors share this machine; under
             # spark-submit the cluster's own spark.checkpoint.dir (shared storage) is kept
-            settings["spark.checkpoint.dir"] = os.path.join(tempfile.gettempdir(), "lepton-spark-checkpoints")
+            settings["spark.checkpoint.dir"] = local_checkpoint_dir()
         if not launched_by_spark_submit():
             # Local run: we own the JVM, so master, memory, UI and logging are ours to choose.
             if conf.master:

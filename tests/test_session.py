@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 import pytest
 
@@ -233,3 +235,28 @@ def test_worker_daemon_moves_only_the_installed_packages_zips(tmp_path) -> None:
     # a package directory without __init__.py is not an installed pyspark
     (site / "pyspark" / "__init__.py").unlink()
     assert prefer_installed_pyspark(path) == path
+
+
+def test_local_checkpoint_dir_is_the_processs_own_and_goes_with_it(tmp_path) -> None:
+    """The default local checkpoint dir is made per process and removed at its exit; a killed process's
+    dir (its pid gone) is removed by the next process that makes one; a live process's dir is kept."""
+    import os
+    import subprocess
+    import sys
+
+    from lepton_spark.session import CHECKPOINTS_PREFIX
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    stale = tmp_path / f"{CHECKPOINTS_PREFIX}{dead}-abc" / "0f1e2d3c-uuid"
+    live = tmp_path / f"{CHECKPOINTS_PREFIX}{os.getpid()}-def"
+    stale.mkdir(parents=True)
+    live.mkdir()
+    code = ("import os; from lepton_spark.session import local_checkpoint_dir; p = local_checkpoint_dir(); "
+            "print(p, os.path.isdir(p))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "TMPDIR": str(tmp_path)}).stdout.split()
+    made = Path(out[0])
+    assert out[1] == "True" and made.parent == tmp_path and made.name.startswith(CHECKPOINTS_PREFIX)
+    assert not made.exists()  # removed when that process exited
+    assert not stale.parent.exists() and live.is_dir()
