@@ -132,7 +132,8 @@ def _pipeline(args: argparse.Namespace, cfg: Config, stages: list[str] | None) -
         )
         tracker.finish(manifest, output)
     return {"command": args.command, "run_id": manifest["run_id"], "run_date": manifest["run_date"],
-            "output": output, "tables": {t: i["rows"] for t, i in manifest["tables"].items()},
+            "output": output, "tables": {t: i["rows"] for t, i in manifest["tables"].items()  # what this command published
+                                   if t not in manifest.get("earlier_tables", ())},
             "stage_seconds": manifest["stage_seconds"], "model_test_acc": manifest["model"].get("test_acc"),
             "engine": manifest["engine"]}
 

@@ -390,7 +390,7 @@ def test_propagate_takes_the_features_the_train_stage_read(spark, tmp_path, capl
         np.testing.assert_array_equal(got_x, x)
 
 
-def test_the_manifest_keeps_the_dates_earlier_tables(spark, trained, tmp_path, caplog) -> None:
+def test_the_manifest_keeps_the_dates_earlier_tables(spark, trained, tmp_path, caplog, capsys) -> None:
     """A run that publishes some tables of a date (here: propagate alone, after analytics alone) keeps the
     previous manifest's entries of the others while their partitions are the ones it named, so a
     consistent read of the earlier tables still works; an entry whose partition changed is dropped."""
@@ -419,3 +419,10 @@ def test_the_manifest_keeps_the_dates_earlier_tables(spark, trained, tmp_path, c
     assert third["earlier_tables"] == ["communities", "components"]
     assert "table pagerank: the previous manifest names run" in caplog.text
     assert sorted(third["tables"]) == ["communities", "components", "embeddings", "predictions"]
+    # the CLI's JSON line lists what the command published, not the tables it carried over
+    rc = main(["propagate", "--graph", str(SAMPLE_GRAPH), "--model", str(trained_out / "runs" / DATE / "model"),
+               "--output", out, "--run-date", DATE])
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rc == 0 and sorted(line["tables"]) == ["embeddings", "predictions"]
+    on_disk = json.loads((tmp_path / "out" / "runs" / DATE / "_manifest.json").read_text())
+    assert on_disk["earlier_tables"] == ["communities", "components"]

@@ -342,7 +342,8 @@ def _log_summary(manifest: dict[str, Any]) -> None:
     lines = [f"{'stage':<{width}}  seconds"] + [f"{s:<{width}}  {t}" for s, t in rows]
     lines.append(f"{'total':<{width}}  {manifest['seconds']:8.2f}s")
     for table, info in manifest["tables"].items():
-        lines.append(f"table {table}: {info['rows']} rows")
+        if table not in manifest.get("earlier_tables", ()):
+            lines.append(f"table {table}: {info['rows']} rows")
     log.info("run %s summary:\n%s", manifest["run_id"], "\n".join(lines))
 
 
