@@ -116,7 +116,7 @@ def _pipeline(args: argparse.Namespace, cfg: Config, stages: list[str] | None) -
     from lepton_spark import tracking
     from lepton_spark.logs import run_context
     from lepton_spark.pipeline import run_pipeline
-    from lepton_spark.pipeline.runner import default_run_id
+    from lepton_spark.pipeline.runner import default_run_id, published_tables
 
     output = getattr(args, "output", None) or cfg.pipeline.output
     run_date = _run_date_or_today(args)
@@ -132,8 +132,7 @@ def _pipeline(args: argparse.Namespace, cfg: Config, stages: list[str] | None) -
         )
         tracker.finish(manifest, output)
     return {"command": args.command, "run_id": manifest["run_id"], "run_date": manifest["run_date"],
-            "output": output, "tables": {t: i["rows"] for t, i in manifest["tables"].items()  # what this command published
-                                   if t not in manifest.get("earlier_tables", ())},
+            "output": output, "tables": {t: i["rows"] for t, i in published_tables(manifest).items()},
             "stage_seconds": manifest["stage_seconds"], "model_test_acc": manifest["model"].get("test_acc"),
             "engine": manifest["engine"]}
 

@@ -286,18 +286,11 @@ def local_checkpoint_dir() -> str:
     and the checkpoints in it are only read by the process that wrote them (a resumed nightly reads its
     round state from the output's ``_work/``, not from here), so a shared ``<tmp>`` directory only grew
     by one empty directory a run. Directories of killed processes are removed by the next one
-    (:func:`lepton_spark.storage.remove_stale_dirs`).
+    (:func:`lepton_spark.storage.process_temp_dir`).
     """
-    import atexit
-    import shutil
-
     from lepton_spark import storage
 
-    base = tempfile.gettempdir()
-    storage.remove_stale_dirs(base, CHECKPOINTS_PREFIX)
-    path = tempfile.mkdtemp(prefix=f"{CHECKPOINTS_PREFIX}{os.getpid()}-", dir=base)
-    atexit.register(shutil.rmtree, path, True)
-    return path
+    return storage.process_temp_dir(CHECKPOINTS_PREFIX)
 
 
 def get_spark(conf: SparkConfig | None = None, *, inputs: Sequence[str] = ()) -> SparkSession:

@@ -378,18 +378,24 @@ def is_local_path(path: str) -> bool:
 ROWS_PREFIX = "lepton-rows-"
 
 
-@functools.cache
-def local_rows_dir() -> str:
-    """This process's directory for :func:`create_df`'s files, ``<tmp>/lepton-rows-<pid>-...``: made on
-    first use, removed when the process exits. A killed process cannot remove its own: the next process
-    that makes one removes those whose process is gone (:func:`remove_stale_dirs`)."""
+def process_temp_dir(prefix: str) -> str:
+    """A new directory ``<tmp>/<prefix><pid>-...`` of this process, removed when the process exits. A
+    killed process cannot remove its own: the next process that makes one with the same prefix removes
+    those whose process is gone (:func:`remove_stale_dirs`)."""
     import atexit
 
     base = tempfile.gettempdir()
-    remove_stale_dirs(base, ROWS_PREFIX)
-    path = tempfile.mkdtemp(prefix=f"{ROWS_PREFIX}{os.getpid()}-", dir=base)
+    remove_stale_dirs(base, prefix)
+    path = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base)
     atexit.register(shutil.rmtree, path, True)
     return path
+
+
+@functools.cache
+def local_rows_dir() -> str:
+    """This process's directory for :func:`create_df`'s files, ``<tmp>/lepton-rows-<pid>-...``
+    (:func:`process_temp_dir`), made on first use."""
+    return process_temp_dir(ROWS_PREFIX)
 
 
 def remove_stale_dirs(base: str, prefix: str) -> list[str]:

@@ -150,9 +150,9 @@ def run_metrics(manifest: Mapping[str, Any], card: Mapping[str, Any] | None) -> 
         add(f"quarantine.{rule}", n)
     for key in ("input_vertices", "input_edges", "graph_vertices", "graph_edges"):
         add(f"counts.{key}", counts.get(key))
-    for table, info in (manifest.get("tables") or {}).items():
-        if table in (manifest.get("earlier_tables") or ()):  # published by an earlier run of the date
-            continue
+    from lepton_spark.pipeline.runner import published_tables
+
+    for table, info in published_tables(manifest).items():
         add(f"rows.{table}", (info or {}).get("rows"))
     return out
 

@@ -450,8 +450,8 @@ def _check_fraction(cfg: BuildConfig, n_in: int, m_in: int, v_counts: dict, e_co
 
 
 def _parent_and_name(output: str) -> tuple[str, str]:
-    base = output.rstrip("/")
-    return (base.rsplit("/", 1)[0] or "/", base.rsplit("/", 1)[1]) if "/" in base else (".", base)
+    parent, slash, name = output.rstrip("/").rpartition("/")
+    return (parent or "/", name) if slash else (".", name)
 
 
 def _sibling(output: str, kind: str) -> str:

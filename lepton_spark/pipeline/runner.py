@@ -47,6 +47,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -336,14 +337,19 @@ def _table_entry(ctx: RunContext, table: str) -> dict[str, Any]:
     return {"path": path, "run_id": run_id, "write_token": token, **table_fingerprint(path)}
 
 
+def published_tables(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest's table entries that its own run published (without ``earlier_tables``)."""
+    earlier = set(manifest.get("earlier_tables") or ())
+    return {t: info for t, info in (manifest.get("tables") or {}).items() if t not in earlier}
+
+
 def _log_summary(manifest: dict[str, Any]) -> None:
     rows = [(s, f"{secs:8.2f}s") for s, secs in manifest["stage_seconds"].items()]
     width = max((len(s) for s, _ in rows), default=5)
     lines = [f"{'stage':<{width}}  seconds"] + [f"{s:<{width}}  {t}" for s, t in rows]
     lines.append(f"{'total':<{width}}  {manifest['seconds']:8.2f}s")
-    for table, info in manifest["tables"].items():
-        if table not in manifest.get("earlier_tables", ()):
-            lines.append(f"table {table}: {info['rows']} rows")
+    for table, info in published_tables(manifest).items():
+        lines.append(f"table {table}: {info['rows']} rows")
     log.info("run %s summary:\n%s", manifest["run_id"], "\n".join(lines))
 
 
